@@ -1,0 +1,58 @@
+# The few commands the README names. Each installs what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+# Everything runs offline: no tool of the stack may phone home.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export EVIDENTLY_DISABLE_TELEMETRY := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_TELEMETRY := false
+export DO_NOT_TRACK := 1
+# Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup run test lint format data ui clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv with the pinned dependency set (constraints.txt)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --prefer-binary \
+		-c constraints.txt -e '.[dev]'
+	$(BIN)/pip check
+	touch $@
+
+run: setup  ## the main job: fetch pinned data, run the whole pipeline (dvc repro)
+	$(BIN)/loopline run
+
+test: setup  ## lint, format check and the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: setup  ## ruff check + format check only
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
+	$(BIN)/loopline data
+
+ui: setup  ## Prefect UI on http://127.0.0.1:4200 over this project's run history
+	$(BIN)/loopline ui
+
+clean:  ## remove pipeline outputs (not data/, not the venv)
+	rm -rf artifacts .prefect

@@ -1,0 +1,1 @@
+"""Prefect flows: one module per pipeline stage, each a thin wiring of loopline calls."""

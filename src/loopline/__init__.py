@@ -1,0 +1,1 @@
+"""Loopline: a closed-loop MLOps reference project."""

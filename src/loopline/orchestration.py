@@ -1,0 +1,137 @@
+"""Running stages: logging setup, a local Prefect server, and the stage entry point.
+
+Stages are Prefect flows. With `PREFECT_API_URL` set they report to that server (and show
+in its UI); without it, Prefect starts a temporary in-process server per run, which works
+but costs ~15 s per stage. `prefect_server()` runs one real server for a whole pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from loopline.errors import LooplineError
+
+log = logging.getLogger(__name__)
+
+# Telemetry off for every tool of the stack: the project runs offline.
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send `loopline.*` log records to stderr (and, inside flows, to Prefect)."""
+    logger = logging.getLogger("loopline")
+    logger.setLevel(level)
+    if not any(isinstance(h, logging.StreamHandler) for h in logging.getLogger().handlers):
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+def quiet_environment() -> None:
+    """Disable telemetry for this process and its children (keeps explicit user values)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_healthy(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers 200; fail early if `process` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise LooplineError(f"server exited with code {process.returncode} before {url} was up")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise LooplineError(f"{url} did not become healthy within {timeout_s:.0f} s")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """Stop a server started by us (SIGTERM to its process group, then SIGKILL)."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def prefect_server(
+    home: Path,
+    host: str = "127.0.0.1",
+    port: int = 4200,
+    log_file: Path | None = None,
+    startup_timeout_s: float = 120.0,
+) -> Iterator[str]:
+    """Run `prefect server start` (SQLite under `home`) for the duration of the block.
+
+    Yields the API URL (`http://host:port/api`). If a Prefect server already answers
+    there, it is reused and left running.
+    """
+    api = f"http://{host}:{port}/api"
+    with contextlib.suppress(httpx.HTTPError):
+        if httpx.get(f"{api}/health", timeout=2.0).status_code == 200:
+            log.info("using the Prefect server already running at %s", api)
+            yield api
+            return
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home.resolve())}
+    env.pop("PREFECT_API_URL", None)
+    output = (log_file or home / "server.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+        env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until_healthy(f"{api}/health", startup_timeout_s, process)
+        log.info("Prefect server up at %s (UI: http://%s:%d)", api, host, port)
+        yield api
+    finally:
+        stop_process(process)
+        output.close()
+
+
+def run_stage(flow: Callable[[], object]) -> None:
+    """Entry point of a stage module: run its flow, turn expected failures into exit 1.
+
+    A LooplineError (bad data, bad config) is reported as one readable message instead of
+    a traceback; anything else is a bug and keeps its traceback.
+    """
+    quiet_environment()
+    configure_logging()
+    try:
+        flow()
+    except LooplineError as error:
+        log.error("%s", error)
+        raise SystemExit(1) from None
