@@ -1,0 +1,132 @@
+"""Shared fixtures: the real config and data, shrunk to a slice; real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from loopline.config import Params, load_params, parse_params
+from loopline.datasets import get_dataset
+from loopline.datasets.base import Dataset, write_tables
+from loopline.orchestration import QUIET_ENV, free_port, prefect_server
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE_EVERY = 25  # keep every 25th flight: ~13k rows covering the whole year
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run offline: telemetry off before any tool is imported."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def params() -> Params:
+    """The project's real params.yaml."""
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def dataset(params: Params) -> Dataset:
+    """The configured dataset."""
+    return get_dataset(params.dataset.name)
+
+
+@pytest.fixture(scope="session")
+def full_tables(dataset: Dataset) -> dict[str, pd.DataFrame]:
+    """All raw tables, built from the offline source (read-only: copy before changing)."""
+    return dataset.materialize()
+
+
+def slice_tables(
+    tables: dict[str, pd.DataFrame], every: int = SLICE_EVERY
+) -> dict[str, pd.DataFrame]:
+    """Every `every`-th flight with all reference tables: small, but spans every month."""
+    sliced = dict(tables)
+    sliced["flights"] = tables["flights"].iloc[::every].reset_index(drop=True)
+    return sliced
+
+
+@pytest.fixture(scope="session")
+def small_tables(full_tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """A slice of the raw tables (read-only: copy before changing)."""
+    return slice_tables(full_tables)
+
+
+def small_params_dict() -> dict:
+    """params.yaml as a dict, with row-count floors lowered to fit the slice."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["validate"]["min_rows"]["flights"] = 5000
+    return raw
+
+
+@pytest.fixture(scope="session")
+def small_params() -> Params:
+    """Params that accept the slice."""
+    return parse_params(small_params_dict())
+
+
+def project_files() -> list[str]:
+    """Files of the project as git sees them (tracked, plus untracked but not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return [name for name in listed if (ROOT / name).is_file()]
+
+
+def make_project(destination: Path, tables: dict[str, pd.DataFrame], params: dict) -> Path:
+    """A throwaway copy of the project: own git repo, own DVC cache and remote, given data.
+
+    The data is added to DVC afresh (so data.dvc pins the slice); the remote is a folder
+    inside `destination`, never the user's real one.
+    """
+    for name in project_files():
+        if name.startswith("data") and name.endswith(".dvc"):
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_tables(tables, destination / "data")
+    run = _runner(destination)
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "tests@loopline.invalid")
+    run("git", "config", "user.name", "loopline tests")
+    run("dvc", "remote", "add", "--local", "-f", "-d", "local", str(destination / ".remote"))
+    run("dvc", "add", "-q", "data")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "test project")
+    return destination
+
+
+def _runner(cwd: Path):
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, cwd=cwd, env=tool_env(), capture_output=True, text=True, check=True
+        )
+
+    return run
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this venv's tools first on PATH, telemetry off."""
+    env = {**os.environ, **QUIET_ENV, **extra}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server on a free loopback port for the whole session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    with prefect_server(home, port=free_port(), startup_timeout_s=180) as api_url:
+        yield api_url

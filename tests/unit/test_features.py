@@ -1,0 +1,159 @@
+"""The shared featurizer: leakage guard, row independence, unknowns, and what it learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from loopline.config import Params
+from loopline.datasets import get_dataset
+from loopline.datasets.base import Dataset
+from loopline.errors import DataContractError
+from loopline.features import (
+    UNKNOWN_CODE,
+    TabularFeaturizer,
+    fit_featurizer,
+    history_feature_name,
+    split_by_time,
+)
+from tests.strategies import records
+
+OUTCOME_COLUMNS = ["dep_time", "dep_delay", "arr_time", "air_time"]
+CONTRACT = get_dataset("nycflights13").contract
+
+
+@pytest.fixture(scope="module")
+def splits(dataset: Dataset, small_tables: dict, params: Params) -> dict[str, pd.DataFrame]:
+    examples = dataset.build_examples(small_tables, params.dataset)
+    return split_by_time(examples, dataset.time_column, params.featurize.split.windows())
+
+
+def _fit(dataset: Dataset, tables: dict, params: Params, train: pd.DataFrame) -> TabularFeaturizer:
+    spec = dataset.feature_spec(params.featurize)
+    return fit_featurizer(
+        train,
+        record_columns=dataset.record_columns(),
+        target_column=dataset.target_column,
+        spec=spec,
+        reference_tables={"planes": tables["planes"]},
+        params=params.featurize,
+    )
+
+
+@pytest.fixture(scope="module")
+def featurizer(dataset, small_tables, params, splits) -> TabularFeaturizer:
+    return _fit(dataset, small_tables, params, splits["train"])
+
+
+def test_features_ignore_everything_known_only_after_departure(
+    dataset: Dataset, small_tables: dict, params: Params, featurizer: TabularFeaturizer
+) -> None:
+    """Scrambling every post-departure column changes no feature of any flight."""
+    rng = np.random.default_rng(0)
+    scrambled_flights = small_tables["flights"].copy()
+    for column in OUTCOME_COLUMNS:
+        scrambled_flights[column] = rng.permutation(scrambled_flights[column].to_numpy())
+    scrambled = {**small_tables, "flights": scrambled_flights}
+    columns = dataset.record_columns()
+    original = dataset.build_examples(small_tables, params.dataset)[columns]
+    changed = dataset.build_examples(scrambled, params.dataset)[columns]
+    pd.testing.assert_frame_equal(featurizer.transform(original), featurizer.transform(changed))
+
+
+def test_features_of_a_flight_do_not_depend_on_later_flights(
+    splits: dict, featurizer: TabularFeaturizer, dataset: Dataset
+) -> None:
+    """Transforming the first rows alone gives what they get alongside all later rows."""
+    test = splits["test"].sort_values(dataset.time_column)[dataset.record_columns()]
+    head = test.iloc[:50]
+    pd.testing.assert_frame_equal(
+        featurizer.transform(head), featurizer.transform(test).loc[head.index]
+    )
+
+
+def test_labels_after_the_training_window_never_reach_the_featurizer(
+    dataset: Dataset, small_tables: dict, params: Params
+) -> None:
+    """Flipping every label after training ends, then splitting and fitting as the stage
+    does, leaves every feature of every split unchanged."""
+    examples = dataset.build_examples(small_tables, params.dataset)
+    after_train = examples[dataset.time_column].dt.date > params.featurize.split.train.end
+    flipped = examples.assign(late=examples["late"].where(~after_train, 1 - examples["late"]))
+    windows = params.featurize.split.windows()
+    honest = split_by_time(examples, dataset.time_column, windows)
+    tampered = split_by_time(flipped, dataset.time_column, windows)
+    fitted = _fit(dataset, small_tables, params, honest["train"])
+    refitted = _fit(dataset, small_tables, params, tampered["train"])
+    for name in windows:
+        records = honest[name][dataset.record_columns()]
+        pd.testing.assert_frame_equal(fitted.transform(records), refitted.transform(records))
+
+
+def test_history_rate_is_the_smoothed_training_late_rate(
+    splits: dict, featurizer: TabularFeaturizer
+) -> None:
+    train = splits["train"]
+    carrier = train["carrier"].value_counts().index[0]
+    labels = train.loc[train["carrier"] == carrier, "late"]
+    m, prior = featurizer.history_smoothing, train["late"].mean()
+    expected = (labels.sum() + m * prior) / (len(labels) + m)
+    assert featurizer.history_rates_[("carrier",)][carrier] == pytest.approx(expected)
+
+
+def test_history_changes_when_training_labels_change(
+    dataset: Dataset, small_tables: dict, params: Params, splits: dict
+) -> None:
+    """The guard above can fail: training labels do move the learned rates."""
+    train = splits["train"]
+    fitted = _fit(dataset, small_tables, params, train)
+    flipped = _fit(dataset, small_tables, params, train.assign(late=1 - train["late"]))
+    name = history_feature_name(("carrier",))
+    test = splits["test"][dataset.record_columns()]
+    assert not np.allclose(fitted.transform(test)[name], flipped.transform(test)[name])
+
+
+def test_unknown_categories_and_missing_values_are_handled_as_in_training(
+    splits: dict, featurizer: TabularFeaturizer, dataset: Dataset
+) -> None:
+    record = splits["test"][dataset.record_columns()].iloc[[0]].copy()
+    record["dest"] = "ZZZ"
+    record["tailnum"] = "N0NE"
+    record["temp"] = np.nan
+    features = featurizer.transform(record).iloc[0]
+    assert features["dest"] == UNKNOWN_CODE
+    assert features["plane_seats__missing"] == 1.0
+    assert features["temp__missing"] == 1.0
+    assert np.isfinite(features.to_numpy(dtype="float64")).all()
+
+
+def test_output_columns_types_and_names_agree(splits: dict, featurizer: TabularFeaturizer) -> None:
+    features = featurizer.transform(splits["valid"][list(splits["valid"].columns[:-2])])
+    assert list(features.columns) == list(featurizer.get_feature_names_out())
+    assert all(features[c].dtype == np.float32 for c in featurizer.numeric_features_)
+    assert all(features[c].dtype == np.int32 for c in featurizer.categorical_features_)
+    for column, cardinality in featurizer.cardinalities_.items():
+        assert features[column].between(0, cardinality - 1).all()
+
+
+def test_fitting_on_no_rows_is_an_error(
+    dataset: Dataset, small_tables: dict, params: Params, splits: dict
+) -> None:
+    with pytest.raises(DataContractError, match="empty training window"):
+        _fit(dataset, small_tables, params, splits["train"].iloc[:0])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=records(CONTRACT))
+def test_any_contract_valid_batch_gives_finite_features_row_by_row(
+    batch: pd.DataFrame, featurizer: TabularFeaturizer
+) -> None:
+    """Property: every record the contract allows featurizes to finite values, and each row
+    gets the same features alone as inside the batch (what serving relies on)."""
+    features = featurizer.transform(batch)
+    assert np.isfinite(features.to_numpy(dtype="float64")).all()
+    last = batch.iloc[[-1]]
+    pd.testing.assert_frame_equal(featurizer.transform(last), features.iloc[[-1]])
