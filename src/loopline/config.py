@@ -1,15 +1,16 @@
 """Typed, frozen views of params.yaml: one model per pipeline section.
 
-params.yaml is parsed once into `Params`; unknown keys are rejected so a typo fails at
-start instead of silently falling back to a default. Functions receive the section they
-need (`params.featurize`), never the raw dict.
+params.yaml is parsed once into `Params`. It is the only source of every value: these
+models declare types and bounds but no defaults, so a missing key and an unknown key
+(a typo) both fail at start instead of silently using something else. Functions receive
+the section they need (`params.featurize`), never the raw dict.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,26 +27,29 @@ class Section(BaseModel):
 class PathsParams(Section):
     """Where each stage reads and writes, relative to the project root."""
 
-    data: Path = Path("data")
-    data_dvc: Path = Path("data.dvc")
-    validation: Path = Path("artifacts/validate")
-    features: Path = Path("artifacts/featurize")
-    metrics: Path = Path("metrics")
+    data: Path
+    data_dvc: Path
+    validation: Path
+    features: Path
+    models: Path
+    evaluation: Path
+    registration: Path
+    metrics: Path
 
 
 class DatasetParams(Section):
     """Which dataset is used and how its target is defined."""
 
-    name: str = "nycflights13"
-    late_threshold_minutes: int = Field(15, ge=1, le=240)
-    unarrived_as_late: bool = True
+    name: str
+    late_threshold_minutes: int = Field(ge=1, le=240)
+    unarrived_as_late: bool
 
 
 class ValidateParams(Section):
     """Knobs of the validate stage (the rules themselves live in the data contract)."""
 
-    min_rows: dict[str, int] = Field(default_factory=dict)
-    examples_per_failure: int = Field(5, ge=0, le=50)
+    min_rows: dict[str, int]
+    examples_per_failure: int = Field(ge=0, le=50)
 
 
 class DateWindow(Section):
@@ -88,10 +92,10 @@ class FeaturizeParams(Section):
     """Knobs of the featurize stage."""
 
     split: SplitParams
-    history_smoothing: float = Field(100.0, ge=0.0)
-    min_category_count: int = Field(30, ge=1)
-    holiday_window_days: int = Field(14, ge=1, le=60)
-    clip_quantiles: tuple[float, float] = (0.001, 0.999)
+    history_smoothing: float = Field(ge=0.0)
+    min_category_count: int = Field(ge=1)
+    holiday_window_days: int = Field(ge=1, le=60)
+    clip_quantiles: tuple[float, float]
 
     @field_validator("clip_quantiles")
     @classmethod
@@ -102,14 +106,113 @@ class FeaturizeParams(Section):
         return value
 
 
+class MlflowParams(Section):
+    """Where runs, models and the registry live (embedded defaults; a server URI works too)."""
+
+    tracking_uri: str
+    artifact_root: Path
+    experiment: str
+
+
+class LogisticParams(Section):
+    """Baseline: one-hot categories + standardised numerics into logistic regression."""
+
+    c: float = Field(gt=0)
+    max_iter: int = Field(ge=10)
+    class_weight: Literal["balanced"] | None
+
+
+class HistGBParams(Section):
+    """scikit-learn histogram gradient boosting with native categorical splits."""
+
+    max_iter: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, le=1)
+    max_leaf_nodes: int = Field(ge=2)
+    min_samples_leaf: int = Field(ge=1)
+    l2_regularization: float = Field(ge=0)
+
+
+class XGBoostParams(Section):
+    """XGBoost `hist` with native categorical support and early stopping on validation."""
+
+    n_estimators: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, le=1)
+    max_depth: int = Field(ge=1)
+    min_child_weight: float = Field(ge=0)
+    subsample: float = Field(gt=0, le=1)
+    colsample_bytree: float = Field(gt=0, le=1)
+    reg_lambda: float = Field(ge=0)
+    max_cat_to_onehot: int = Field(ge=1)
+    early_stopping_rounds: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda"]
+
+
+class MLPParams(Section):
+    """PyTorch tabular network: categorical embeddings + MLP, trained with DDP."""
+
+    embedding_max_dim: int = Field(ge=1)
+    hidden: tuple[int, ...]
+    dropout: float = Field(ge=0, lt=1)
+    batch_size: int = Field(ge=8)  # global: split across all processes
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
+    min_lr_fraction: float = Field(ge=0, le=1)
+    max_epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    grad_clip: float = Field(gt=0)
+    amp: Literal["auto", "bf16", "fp16", "off"]
+    nproc_per_node: int = Field(ge=1)
+    nnodes: int = Field(ge=1)
+    rdzv_endpoint: str
+
+
+class TrainParams(Section):
+    """One section per model family."""
+
+    logistic: LogisticParams
+    hist_gb: HistGBParams
+    xgboost: XGBoostParams
+    mlp: MLPParams
+
+
+class EvaluateParams(Section):
+    """Which trained families compete, and plot resolution."""
+
+    candidates: tuple[Literal["logistic", "hist_gb", "xgboost", "mlp"], ...] = Field(min_length=1)
+    curve_points: int = Field(ge=10)
+
+
+class RegistryParams(Section):
+    """The registered model and the rule that decides promotion to `champion`."""
+
+    model_name: str
+    primary_metric: Literal["roc_auc", "pr_auc"]
+    floors: dict[Literal["roc_auc", "pr_auc"], float]
+    margin: float = Field(ge=0)
+    bootstrap_samples: int = Field(ge=50)
+    confidence: float = Field(gt=0.5, lt=1)
+    slice_min_rows: int = Field(ge=1)
+    slice_max_regression: float = Field(ge=0)
+    latency_budget_ms_per_1000: float = Field(gt=0)
+    size_budget_mb: float = Field(gt=0)
+    dry_run: bool
+    ledger: Path
+    cards: Path
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
-    seed: int = 2013
-    paths: PathsParams = PathsParams()
-    dataset: DatasetParams = DatasetParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    seed: int
+    paths: PathsParams
+    dataset: DatasetParams
+    validate_: ValidateParams = Field(alias="validate")
     featurize: FeaturizeParams
+    mlflow: MlflowParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    registry: RegistryParams
 
 
 def _format_errors(error: ValidationError) -> str:
