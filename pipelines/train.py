@@ -1,0 +1,95 @@
+"""train stage: one model family per run (`python -m pipelines.train xgboost`).
+
+Trains on the training window, picks the decision threshold on the validation window, and
+tracks everything in MLflow: params, lineage tags, validation metrics, per-epoch curves
+(MLP), and the model itself (raw records in, probability out). Writes the model and its
+MLflow ids under `paths.models/<family>/` for the evaluate and register stages.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import flow, task
+
+from loopline.config import MLPParams, Params, load_params
+from loopline.datasets import get_dataset
+from loopline.io import write_joblib, write_json
+from loopline.models.base import load_feature_sets
+from loopline.orchestration import run_stage
+from loopline.seeds import seed_everything
+from loopline.tracking import configure_mlflow, lineage_tags, log_model
+from loopline.training import FAMILIES, TrainedFamily, train_family, train_mlp
+
+
+@task(task_run_name="fit-{family}")
+def fit(family: str, params: Params, run_id: str) -> TrainedFamily:
+    """Train the family (the MLP under torchrun, reporting epochs to this MLflow run)."""
+    dataset = get_dataset(params.dataset.name)
+    data = load_feature_sets(params.paths.features, dataset.target_column)
+    env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    out = params.paths.models / family / "ddp"
+
+    def mlp_run(mlp_params: MLPParams):  # noqa: ANN202
+        return train_mlp(params.paths.features, out, mlp_params, params.seed, env)
+
+    return train_family(
+        family,
+        data,
+        params.train,
+        seed=params.seed,
+        record_columns=dataset.record_columns(),
+        mlp_run=mlp_run,
+    )
+
+
+@task(task_run_name="log-{family}")
+def record(family: str, trained: TrainedFamily, params: Params, run_id: str) -> None:
+    """Log metrics and the model to MLflow; write the model and ids for later stages."""
+    dataset = get_dataset(params.dataset.name)
+    mlflow.log_metrics({f"valid_{k}": v for k, v in trained.valid_metrics.items()} | trained.stats)
+    example = pd.read_parquet(params.paths.features / "examples" / "valid.parquet")
+    with tempfile.TemporaryDirectory() as scratch:
+        info = log_model(trained.model, dataset.contract, example, Path(scratch))
+    out = params.paths.models / family
+    write_joblib(trained.model, out / "model.joblib")
+    write_json(
+        {"run_id": run_id, "model_uri": info.model_uri, "threshold": trained.model.threshold},
+        out / "run.json",
+    )
+    write_json(
+        {"valid": trained.valid_metrics, **trained.stats},
+        params.paths.metrics / "train" / f"{family}.json",
+    )
+
+
+@flow(name="train", flow_run_name="train-{family}")
+def train(family: str, params_path: Path = Path("params.yaml")) -> None:
+    """Train, validate and track one model family."""
+    params = load_params(params_path)
+    seed_everything(params.seed)
+    configure_mlflow(params.mlflow)
+    family_params = getattr(params.train, family).model_dump(mode="json")
+    tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"]) | {
+        "loopline.family": family
+    }
+    with mlflow.start_run(run_name=family, tags=tags) as run:
+        mlflow.log_params({"seed": params.seed, "family": family, **family_params})
+        trained = fit(family, params, run.info.run_id)
+        record(family, trained, params, run.info.run_id)
+
+
+def main() -> None:
+    """`python -m pipelines.train FAMILY`."""
+    if len(sys.argv) != 2 or sys.argv[1] not in FAMILIES:
+        raise SystemExit(f"usage: python -m pipelines.train {{{','.join(FAMILIES)}}}")
+    run_stage(functools.partial(train, sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""MLflow: where runs go, what every run is tagged with, and how a model is logged.
+
+The logged model is a pyfunc that takes raw flight records (the contract's record fields)
+and returns `probability` and `label`: the saved featurizer travels inside it, so whoever
+loads it (the registry gate, the BentoML service) needs nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from loopline.config import MlflowParams, Params
+from loopline.contract import DataContract
+from loopline.datastore import pinned_md5
+from loopline.io import read_joblib, write_joblib
+from loopline.models.base import LooplineModel
+
+MLFLOW_TYPES = {"int": "long", "float": "double", "string": "string", "datetime": "datetime"}
+MODEL_ARTIFACT = "model"
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+REQUIREMENTS = (
+    "mlflow",
+    "scikit-learn",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "xgboost-cpu",
+    "torch",
+    "joblib",
+)
+
+
+def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
+    """Point MLflow at the configured store; create the experiment (with its artifact root).
+
+    Returns the experiment id. Relative paths are resolved against `root`.
+    """
+    uri = params.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.get_experiment_by_name(params.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = (root / params.artifact_root).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(params.experiment, artifact_location=artifacts.as_uri())
+
+
+def git_commit(root: Path = Path()) -> str:
+    """HEAD's sha, with `+dirty` if tracked files changed; `unknown` outside git."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def params_hash(params: Params, sections: list[str]) -> str:
+    """Short sha256 of the params sections that shaped a result."""
+    dumped = params.model_dump(mode="json", by_alias=True)
+    chosen = {name: dumped[name] for name in sections}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lineage_tags(params: Params, sections: list[str], root: Path = Path()) -> dict[str, str]:
+    """Tags that tie a run to its code, data and configuration."""
+    return {
+        "loopline.git_commit": git_commit(root),
+        "loopline.data_md5": pinned_md5(root / params.paths.data_dvc) or "unpinned",
+        "loopline.params_hash": params_hash(params, sections),
+        "loopline.train_window": str(params.featurize.split.train),
+        "loopline.valid_window": str(params.featurize.split.valid),
+        "loopline.test_window": str(params.featurize.split.test),
+    }
+
+
+def record_signature(contract: DataContract) -> ModelSignature:
+    """Input and output schema of the logged model, built from the data contract."""
+    inputs = Schema(
+        [
+            ColSpec(MLFLOW_TYPES[f.dtype], f.name, required=not f.nullable)
+            for f in contract.record_fields()
+        ]
+    )
+    outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "label")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+class LooplinePyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow face of a LooplineModel: raw records in, probability and label out."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the joblib'd LooplineModel shipped as the `model` artifact."""
+        self.model: LooplineModel = read_joblib(Path(context.artifacts[MODEL_ARTIFACT]))
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        """Score records; MLflow has already enforced the signature's columns and types."""
+        return self.model.predict(model_input).reset_index(drop=True)
+
+
+def _requirements() -> list[str]:
+    pinned = []
+    for name in REQUIREMENTS:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pinned
+
+
+def log_model(
+    model: LooplineModel, contract: DataContract, example: pd.DataFrame, workdir: Path
+) -> Any:
+    """Log `model` as a pyfunc in the active run; returns MLflow's ModelInfo."""
+    path = workdir / "loopline_model.joblib"
+    write_joblib(model, path)
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=PYFUNC_ENTRY,  # models-from-code: no pickled Python object in the model
+        artifacts={MODEL_ARTIFACT: str(path)},
+        signature=record_signature(contract),
+        input_example=example[model.record_columns].head(5),
+        pip_requirements=_requirements(),
+    )
+
+
+def load_pyfunc(model_uri: str) -> Any:
+    """Load a logged model (only models this project produced: loading runs pickled code)."""
+    return mlflow.pyfunc.load_model(model_uri)
