@@ -15,8 +15,14 @@ from prefect import flow, get_run_logger, task
 from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
 from loopline.datasets.base import read_tables
-from loopline.features import TabularFeaturizer, fit_featurizer, split_by_time, split_summary
-from loopline.io import write_joblib, write_json, write_parquet
+from loopline.features import (
+    TabularFeaturizer,
+    fit_featurizer,
+    split_by_time,
+    split_summary,
+    write_feature_sets,
+)
+from loopline.io import write_json
 from loopline.orchestration import run_stage
 
 
@@ -52,15 +58,13 @@ def write_outputs(
 ) -> dict:
     """Write examples, features, the fitted featurizer and the split metrics."""
     dataset = get_dataset(params.dataset.name)
-    out = params.paths.features
-    context = [dataset.time_column, dataset.target_column]
-    for name, examples in splits.items():
-        write_parquet(examples, out / "examples" / f"{name}.parquet")
-        features = featurizer.transform(examples[dataset.record_columns()])
-        write_parquet(
-            pd.concat([features, examples[context]], axis=1), out / "features" / f"{name}.parquet"
-        )
-    write_joblib(featurizer, out / "featurizer.joblib")
+    write_feature_sets(
+        params.paths.features,
+        splits,
+        featurizer,
+        record_columns=dataset.record_columns(),
+        context_columns=[dataset.time_column, dataset.target_column],
+    )
     metrics = {
         "splits": split_summary(splits, dataset.time_column, dataset.target_column),
         "features": {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from loopline.config import DateWindow, FeaturizeParams
 from loopline.datasets.base import FeatureSpec
 from loopline.errors import ConfigError, DataContractError
+from loopline.io import write_joblib, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +229,26 @@ def fit_featurizer(
         clip_quantiles=params.clip_quantiles,
     )
     return featurizer.fit(train[record_columns], train[target_column])
+
+
+def write_feature_sets(
+    out: Path,
+    splits: Mapping[str, pd.DataFrame],
+    featurizer: TabularFeaturizer,
+    record_columns: list[str],
+    context_columns: list[str],
+) -> None:
+    """Write what the featurize stage produces under `out`.
+
+    `examples/<split>.parquet` holds the raw records with `context_columns` (time, target);
+    `features/<split>.parquet` the model-ready features with the same context columns;
+    `featurizer.joblib` the fitted featurizer.
+    """
+    for name, examples in splits.items():
+        write_parquet(examples, out / "examples" / f"{name}.parquet")
+        features = featurizer.transform(examples[record_columns])
+        write_parquet(
+            pd.concat([features, examples[context_columns]], axis=1),
+            out / "features" / f"{name}.parquet",
+        )
+    write_joblib(featurizer, out / "featurizer.joblib")

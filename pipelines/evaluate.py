@@ -1,0 +1,51 @@
+"""evaluate stage: every candidate scored on the same held-out test window.
+
+Each model is scored end to end, from the raw test records through its own saved
+featurizer, at the threshold it chose on validation. Writes `metrics/evaluate.json`
+(`dvc metrics show`), the ROC / PR / calibration / confusion data that `dvc plots show`
+draws, and a comparison table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+
+from loopline.config import Params, load_params
+from loopline.datasets import get_dataset
+from loopline.evaluation import classification_metrics, comparison_table, curves
+from loopline.io import atomic_path, read_joblib, write_json
+from loopline.models.base import LooplineModel
+from loopline.orchestration import run_stage
+
+
+@task(task_run_name="score-{family}")
+def score(family: str, params: Params, test: pd.DataFrame) -> dict[str, float]:
+    """Test-window metrics of one candidate; its curve data goes to the plots folder."""
+    dataset = get_dataset(params.dataset.name)
+    model: LooplineModel = read_joblib(params.paths.models / family / "model.joblib")
+    labels = test[dataset.target_column].to_numpy()
+    proba = model.predict_proba(test)
+    for name, frame in curves(labels, proba, model.threshold, params.evaluate.curve_points).items():
+        with atomic_path(params.paths.evaluation / "plots" / name / f"{family}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+    return classification_metrics(labels, proba, model.threshold)
+
+
+@flow(name="evaluate")
+def evaluate(params_path: Path = Path("params.yaml")) -> None:
+    """Score all candidates on the test window and compare them."""
+    params = load_params(params_path)
+    test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
+    results = {family: score(family, params, test) for family in params.evaluate.candidates}
+    write_json(results, params.paths.metrics / "evaluate.json")
+    table = comparison_table(results, params.registry.primary_metric)
+    with atomic_path(params.paths.evaluation / "comparison.md") as tmp:
+        tmp.write_text(table + "\n")
+    get_run_logger().info("test window %s\n%s", params.featurize.split.test, table)
+
+
+if __name__ == "__main__":
+    run_stage(evaluate)
