@@ -13,7 +13,12 @@ import typer
 
 from loopline.config import load_params
 from loopline.errors import LooplineError
-from loopline.orchestration import configure_logging, prefect_server, quiet_environment
+from loopline.orchestration import (
+    configure_logging,
+    prefect_server,
+    quiet_environment,
+    stop_process,
+)
 
 app = typer.Typer(help="Loopline: a closed-loop MLOps reference project.", no_args_is_help=True)
 log = logging.getLogger("loopline.cli")
@@ -77,16 +82,145 @@ def run(
     typer.echo("done: `dvc metrics show` for numbers, `make ui` for the Prefect UI.")
 
 
+registry_app = typer.Typer(
+    help="Show and change the registered model's aliases.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+
+
+def _open_registry(params: Path):  # noqa: ANN202 - returns (Params, Registry); imports are lazy
+    from loopline.registry import Registry  # noqa: PLC0415 - MLflow import is slow
+    from loopline.tracking import configure_mlflow  # noqa: PLC0415
+
+    settings = load_params(params)
+    configure_mlflow(settings.mlflow)
+    return settings, Registry(settings.registry)
+
+
+@registry_app.command("status")
+def registry_status(params: ParamsOption = Path("params.yaml")) -> None:
+    """Which version is champion and which is challenger."""
+    _, registry = _open_registry(params)
+    status = registry.status()
+    typer.echo(f"model: {status['model']}")
+    for alias, info in status["aliases"].items():
+        if info is None:
+            typer.echo(f"  {alias:<10} (none)")
+        else:
+            typer.echo(
+                f"  {alias:<10} version {info['version']} ({info['family']}), "
+                f"last decision: {info['decision']}, test roc_auc {info['test_roc_auc']}"
+            )
+
+
+@registry_app.command("history")
+def registry_history(
+    params: ParamsOption = Path("params.yaml"),
+    limit: Annotated[int, typer.Option(help="Show the last N decisions.")] = 20,
+) -> None:
+    """The promotion ledger: who was champion when, and why."""
+    _, registry = _open_registry(params)
+    entries = registry.ledger.entries()[-limit:]
+    if not entries:
+        typer.echo("no decisions recorded yet")
+    for entry in entries:
+        typer.echo(
+            f"{entry['time']}  {entry['action']:<8} v{entry['version']:<4} "
+            f"champion {entry['previous_champion']} -> {entry['champion']}  "
+            f"by {entry['actor']}: {entry['reason']}"
+        )
+        for line in entry.get("checks") or []:
+            typer.echo(f"      {line}")
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="Registered version to promote.")],
+    params: ParamsOption = Path("params.yaml"),
+    force: Annotated[bool, typer.Option(help="Skip the rule (needs --reason).")] = False,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "",
+    dry_run: Annotated[bool, typer.Option(help="Report the decision, move nothing.")] = False,
+) -> None:
+    """Promote a version to champion if it passes the promotion rule (or --force)."""
+    from loopline.datasets import get_dataset  # noqa: PLC0415
+    from loopline.registry import apply_rule, collect_evidence  # noqa: PLC0415
+
+    settings, registry = _open_registry(params)
+    try:
+        if force:
+            if not reason:
+                raise LooplineError("--force needs --reason: the ledger records why")
+            entry = registry.force_promote(version, reason)
+            typer.echo(f"version {version} is champion (forced; was {entry['previous_champion']})")
+            return
+        dataset = get_dataset(settings.dataset.name)
+        import pandas as pd  # noqa: PLC0415
+
+        recent = pd.read_parquet(settings.paths.features / "examples" / "test.parquet")
+        evidence = collect_evidence(
+            registry, version, recent, record_columns=dataset.record_columns(),
+            target_column=dataset.target_column, slice_columns=dataset.slice_columns,
+        )  # fmt: skip
+        gate, entry = apply_rule(registry, version, evidence, settings.seed, dry_run)
+    except LooplineError as error:
+        raise _fail(error) from None
+    typer.echo(f"{entry['action']}: version {version}; champion is now {entry['champion']}")
+    for line in gate.reasons():
+        typer.echo(f"  {line}")
+    if not gate.passed:
+        raise typer.Exit(code=2)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    params: ParamsOption = Path("params.yaml"),
+    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "manual rollback",
+) -> None:
+    """Point champion back at the previous champion (recorded in the ledger)."""
+    _, registry = _open_registry(params)
+    try:
+        entry = registry.rollback(reason)
+    except LooplineError as error:
+        raise _fail(error) from None
+    typer.echo(f"rolled back: champion {entry['previous_champion']} -> {entry['champion']}")
+
+
 @app.command()
-def ui(port: Annotated[int, typer.Option(help="Port of the Prefect UI.")] = 4200) -> None:
-    """Serve the Prefect UI on 127.0.0.1 over the project's run history (Ctrl-C stops)."""
-    env = {**os.environ, "PREFECT_HOME": str(PREFECT_HOME.resolve())}
-    env.pop("PREFECT_API_URL", None)
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-    typer.echo(f"Prefect UI: http://127.0.0.1:{port}")
-    raise typer.Exit(
-        subprocess.run([*command, "--port", str(port)], env=env, check=False).returncode
-    )
+def ui(
+    params: ParamsOption = Path("params.yaml"),
+    prefect_port: Annotated[int, typer.Option(help="Port of the Prefect UI.")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+) -> None:
+    """Serve the project's UIs on 127.0.0.1 until Ctrl-C: Prefect (runs) and MLflow (models)."""
+    settings = load_params(params)
+    prefect_env = {**os.environ, "PREFECT_HOME": str(PREFECT_HOME.resolve())}
+    prefect_env.pop("PREFECT_API_URL", None)
+    servers = {
+        f"Prefect UI  http://127.0.0.1:{prefect_port}": (
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(prefect_port)],
+            prefect_env,
+        ),
+        f"MLflow UI   http://127.0.0.1:{mlflow_port}": (
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+             "--port", str(mlflow_port), "--backend-store-uri", settings.mlflow.tracking_uri,
+             "--default-artifact-root", settings.mlflow.artifact_root.resolve().as_uri()],
+            dict(os.environ),
+        ),
+    }  # fmt: skip
+    processes = []
+    for label, (command, env) in servers.items():
+        processes.append(subprocess.Popen(command, env=env, start_new_session=True))
+        typer.echo(label)
+    typer.echo("Ctrl-C stops them all.")
+    try:
+        for process in processes:
+            process.wait()
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    finally:
+        for process in processes:
+            stop_process(process)
 
 
 if __name__ == "__main__":
