@@ -130,3 +130,50 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("prefect-home")
     with prefect_server(home, port=free_port(), startup_timeout_s=180) as api_url:
         yield api_url
+
+
+FAST_TRAIN = {
+    "hist_gb": {"max_iter": 60},
+    "xgboost": {"n_estimators": 300, "early_stopping_rounds": 30, "learning_rate": 0.1},
+    "mlp": {"hidden": [32, 16], "batch_size": 512, "max_epochs": 4, "patience": 2},
+}
+
+
+def fast_params_dict() -> dict:
+    """small_params_dict with training shrunk to what a 2-core CI machine does in seconds."""
+    raw = small_params_dict()
+    for family, overrides in FAST_TRAIN.items():
+        raw["train"][family].update(overrides)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def fast_params() -> Params:
+    """Params for training on the slice quickly."""
+    return parse_params(fast_params_dict())
+
+
+@pytest.fixture(scope="session")
+def small_features_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_tables: dict,
+    fast_params: Params,
+    dataset: Dataset,
+) -> Path:
+    """What the featurize stage writes, for the slice (examples, features, featurizer)."""
+    from loopline.features import fit_featurizer, split_by_time, write_feature_sets  # noqa: PLC0415
+
+    examples = dataset.build_examples(small_tables, fast_params.dataset)
+    splits = split_by_time(examples, dataset.time_column, fast_params.featurize.split.windows())
+    spec = dataset.feature_spec(fast_params.featurize)
+    featurizer = fit_featurizer(
+        splits["train"], record_columns=dataset.record_columns(),
+        target_column=dataset.target_column, spec=spec,
+        reference_tables={"planes": small_tables["planes"]}, params=fast_params.featurize,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("features")
+    write_feature_sets(
+        out, splits, featurizer, record_columns=dataset.record_columns(),
+        context_columns=[dataset.time_column, dataset.target_column],
+    )  # fmt: skip
+    return out

@@ -1,4 +1,5 @@
-"""`dvc repro` on a slice: runs the DAG, caches it, and re-runs only what a change touches."""
+"""`dvc repro` on a slice: the whole DAG runs, leaves a champion, is cached, and re-runs
+only what a change touches; `dvc exp run` tries a hyperparameter."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loopline.config import load_params
 from loopline.datastore import directory_md5
-from tests.conftest import make_project, small_params_dict, tool_env
+from loopline.registry import CHAMPION, Registry
+from loopline.tracking import configure_mlflow
+from tests.conftest import fast_params_dict, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +32,33 @@ def _dvc(project: Path, api_url: str, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefect_api: str) -> Path:
-    project = make_project(tmp_path_factory.mktemp("e2e"), small_tables, small_params_dict())
+    project = make_project(tmp_path_factory.mktemp("e2e"), small_tables, fast_params_dict())
     output = _dvc(project, prefect_api, "repro")
-    assert "Running stage 'validate'" in output
-    assert "Running stage 'featurize'" in output
+    stages = [
+        "validate",
+        "featurize",
+        "train@logistic",
+        "train@hist_gb",
+        "train@xgboost",
+        "train@mlp",
+        "evaluate",
+        "register",
+    ]
+    for stage in stages:
+        assert f"Running stage '{stage}'" in output
     return project
+
+
+def test_the_dag_leaves_a_champion_in_the_registry(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    params = load_params(project / "params.yaml")
+    configure_mlflow(params.mlflow)
+    registry = Registry(params.registry)
+    assert registry.alias_version(CHAMPION) == "1"
+    assert registry.ledger.entries()[0]["action"] == "promote"
+    assert (project / "registry" / "cards" / "loopline-late-arrival-v1.md").is_file()
 
 
 def test_after_repro_the_pipeline_is_up_to_date(project: Path, prefect_api: str) -> None:
@@ -41,12 +67,21 @@ def test_after_repro_the_pipeline_is_up_to_date(project: Path, prefect_api: str)
     assert "metrics/featurize.json" in _dvc(project, prefect_api, "metrics", "show")
 
 
+def test_an_experiment_with_another_hyperparameter_is_listed(
+    project: Path, prefect_api: str
+) -> None:
+    _dvc(project, prefect_api, "exp", "run", "-n", "shallow-xgb", "-S", "train.xgboost.max_depth=3")
+    listing = _dvc(project, prefect_api, "exp", "show", "--no-pager", "--csv")
+    assert "shallow-xgb" in listing
+    assert "train.xgboost.max_depth" in listing.splitlines()[0]
+
+
 def test_changing_a_featurize_param_reruns_featurize_only(project: Path, prefect_api: str) -> None:
     params_file = project / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["featurize"]["history_smoothing"] = 50
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    output = _dvc(project, prefect_api, "repro")
+    output = _dvc(project, prefect_api, "repro", "featurize")
     assert "Running stage 'featurize'" in output
     assert "Running stage 'validate'" not in output
 

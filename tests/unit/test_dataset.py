@@ -6,9 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import DatasetParams
+from loopline.config import DatasetParams, Params
 from loopline.datasets.base import Dataset
 from loopline.datasets.nycflights13 import holiday_distance_days, scheduled_departure
+
+
+def _dataset_params(**changes: object) -> DatasetParams:
+    base = {"name": "nycflights13", "late_threshold_minutes": 15, "unarrived_as_late": True}
+    return DatasetParams(**(base | changes))
 
 
 def _flights(full_tables: dict[str, pd.DataFrame], arr_delays: list[float]) -> dict:
@@ -25,9 +30,12 @@ def test_materialized_tables_match_the_contract_columns(
     assert len(full_tables["flights"]) == 336_776
 
 
-def test_late_means_fifteen_minutes_or_more(dataset: Dataset, full_tables: dict) -> None:
+def test_late_means_fifteen_minutes_or_more(
+    dataset: Dataset, full_tables: dict, params: Params
+) -> None:
     tables = _flights(full_tables, [14.0, 15.0, -5.0, 120.0])
-    examples = dataset.build_examples(tables, DatasetParams())
+    examples = dataset.build_examples(tables, params.dataset)
+    assert params.dataset.late_threshold_minutes == 15
     assert examples["late"].tolist() == [0, 1, 0, 1]
 
 
@@ -35,8 +43,8 @@ def test_unarrived_flights_are_late_or_dropped_as_configured(
     dataset: Dataset, full_tables: dict
 ) -> None:
     tables = _flights(full_tables, [np.nan, 30.0, 0.0])
-    as_late = dataset.build_examples(tables, DatasetParams(unarrived_as_late=True))
-    dropped = dataset.build_examples(tables, DatasetParams(unarrived_as_late=False))
+    as_late = dataset.build_examples(tables, _dataset_params(unarrived_as_late=True))
+    dropped = dataset.build_examples(tables, _dataset_params(unarrived_as_late=False))
     assert as_late["late"].tolist() == [1, 1, 0]
     assert dropped["late"].tolist() == [1, 0]
 
@@ -44,7 +52,7 @@ def test_unarrived_flights_are_late_or_dropped_as_configured(
 def test_examples_carry_origin_weather_of_the_scheduled_hour(
     dataset: Dataset, full_tables: dict
 ) -> None:
-    examples = dataset.build_examples(full_tables, DatasetParams())
+    examples = dataset.build_examples(full_tables, _dataset_params())
     flight = full_tables["flights"].iloc[1000]
     weather = full_tables["weather"]
     expected = weather[(weather.origin == flight.origin) & (weather.time_hour == flight.time_hour)]
@@ -53,7 +61,7 @@ def test_examples_carry_origin_weather_of_the_scheduled_hour(
 
 
 def test_examples_hold_only_record_time_and_target(dataset: Dataset, full_tables: dict) -> None:
-    examples = dataset.build_examples(_flights(full_tables, [1.0]), DatasetParams())
+    examples = dataset.build_examples(_flights(full_tables, [1.0]), _dataset_params())
     expected = [*dataset.record_columns(), dataset.time_column, dataset.target_column]
     assert list(examples.columns) == expected
 

@@ -1,0 +1,120 @@
+"""The PyTorch path: DDP with 1 and 2 CPU processes trains the same model; seeds repeat."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from loopline.config import MLPParams, Params
+from loopline.evaluation import classification_metrics
+from loopline.models.base import load_feature_sets
+from loopline.models.mlp_train import lr_lambda
+from loopline.training import train_mlp
+
+pytestmark = pytest.mark.slow
+
+
+def _train(features: Path, out: Path, params: MLPParams, seed: int):
+    return train_mlp(features, out, params, seed, env={"OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def mlp_params(fast_params: Params) -> MLPParams:
+    return fast_params.train.mlp
+
+
+@pytest.fixture(scope="module")
+def single(
+    small_features_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    mlp_params: MLPParams,
+    fast_params: Params,
+):
+    return _train(small_features_dir, tmp_path_factory.mktemp("ddp1"), mlp_params, fast_params.seed)
+
+
+def _valid_metrics(estimator, features_dir: Path) -> dict:
+    data = load_feature_sets(features_dir, "late")
+    return classification_metrics(
+        data.y["valid"], estimator.predict_proba(data.x["valid"])[:, 1], 0.5
+    )
+
+
+def test_two_processes_train_the_same_quality_as_one(
+    single,
+    small_features_dir: Path,
+    tmp_path: Path,
+    mlp_params: MLPParams,
+    fast_params: Params,
+) -> None:
+    two = mlp_params.model_copy(update={"nproc_per_node": 2})
+    pair, pair_meta = _train(small_features_dir, tmp_path, two, fast_params.seed)
+    estimator, meta = single
+    assert meta["throughput"]["world_size"] == 1
+    assert pair_meta["throughput"]["world_size"] == 2
+    one_metrics, two_metrics = (
+        _valid_metrics(estimator, small_features_dir),
+        _valid_metrics(pair, small_features_dir),
+    )
+    assert abs(one_metrics["roc_auc"] - two_metrics["roc_auc"]) < 0.02, (one_metrics, two_metrics)
+    assert abs(one_metrics["log_loss"] - two_metrics["log_loss"]) < 0.02, (one_metrics, two_metrics)
+    # same global batch and schedule: the same number of optimisation steps per epoch
+    assert [round(h["learning_rate"], 10) for h in meta["history"]] == [
+        round(h["learning_rate"], 10) for h in pair_meta["history"]
+    ][: len(meta["history"])]
+
+
+def test_same_seed_repeats_the_cpu_run_exactly(
+    single,
+    small_features_dir: Path,
+    tmp_path: Path,
+    mlp_params: MLPParams,
+    fast_params: Params,
+) -> None:
+    again, _ = _train(small_features_dir, tmp_path, mlp_params, fast_params.seed)
+    estimator, _ = single
+    for name, tensor in estimator.state.items():
+        assert torch.equal(tensor, again.state[name]), name
+
+
+def test_the_mlp_beats_chance_and_stays_calibrated(single, small_features_dir: Path) -> None:
+    """The logit offset undoes the class weighting: predicted and observed rates agree."""
+    estimator, meta = single
+    data = load_feature_sets(small_features_dir, "late")
+    proba = estimator.predict_proba(data.x["valid"])[:, 1]
+    metrics = classification_metrics(data.y["valid"], proba, 0.5)
+    assert metrics["roc_auc"] > 0.6
+    assert abs(proba.mean() - data.y["valid"].mean()) < 0.08
+    assert meta["epochs_run"] >= 1
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    factor = lr_lambda(total_steps=100, warmup_fraction=0.1, min_fraction=0.05)
+    values = np.array([factor(step) for step in range(100)])
+    assert values[0] == pytest.approx(0.1)
+    assert values[9] == pytest.approx(1.0)
+    assert np.all(np.diff(values[:10]) > 0)
+    assert np.all(np.diff(values[10:]) <= 1e-12)
+    assert values[-1] == pytest.approx(0.05, abs=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nccl_training_on_gpu_matches_cpu_quality(
+    single, small_features_dir: Path, tmp_path: Path, mlp_params: MLPParams, fast_params: Params
+) -> None:
+    gpus = torch.cuda.device_count()
+    on_gpu, meta = _train(
+        small_features_dir,
+        tmp_path,
+        mlp_params.model_copy(update={"nproc_per_node": gpus}),
+        fast_params.seed,
+    )
+    assert meta["throughput"]["device"].startswith("cuda")
+    cpu_auc = _valid_metrics(single[0], small_features_dir)["roc_auc"]
+    assert abs(_valid_metrics(on_gpu, small_features_dir)["roc_auc"] - cpu_auc) < 0.03
+    assert os.environ.get("CUDA_VISIBLE_DEVICES", "") != "-1"
