@@ -14,6 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export EVIDENTLY_DISABLE_TELEMETRY := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -51,7 +52,7 @@ format: setup  ## apply ruff's fixes and formatting
 data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
 	$(BIN)/loopline data
 
-ui: setup  ## Prefect UI on http://127.0.0.1:4200 over this project's run history
+ui: setup  ## the UIs: Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000
 	$(BIN)/loopline ui
 
 clean:  ## remove pipeline outputs (not data/, not the venv)
