@@ -201,6 +201,21 @@ class RegistryParams(Section):
     cards: Path
 
 
+class ServeParams(Section):
+    """The BentoML service: batching, limits, hot swap, shadow scoring, prediction log."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    max_batch_size: int = Field(ge=1)
+    max_latency_ms: int = Field(ge=1)
+    max_records_per_request: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    poll_seconds: float = Field(gt=0)
+    shadow: bool
+    prediction_log: Path
+    api_key_env: str
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -213,6 +228,7 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     registry: RegistryParams
+    serve: ServeParams
 
 
 def _format_errors(error: ValidationError) -> str:
