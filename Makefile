@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test lint format data ui clean
+.PHONY: help setup run test lint format data ui serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
 
 ui: setup  ## the UIs: Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000
 	$(BIN)/loopline ui
+
+serve: setup  ## serve the champion with BentoML on http://127.0.0.1:3000 (OpenAPI page at /)
+	$(BIN)/loopline serve
 
 clean:  ## remove pipeline outputs (not data/, not the venv)
 	rm -rf artifacts .prefect

@@ -82,6 +82,17 @@ def run(
     typer.echo("done: `dvc metrics show` for numbers, `make ui` for the Prefect UI.")
 
 
+@app.command()
+def serve(params: ParamsOption = Path("params.yaml")) -> None:
+    """Serve the champion with BentoML on serve.host:serve.port (Ctrl-C stops)."""
+    settings = load_params(params).serve
+    env = {**os.environ, "LOOPLINE_PARAMS": str(params.resolve())}
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
+               "--host", settings.host, "--port", str(settings.port)]  # fmt: skip
+    typer.echo(f"serving on http://{settings.host}:{settings.port} (OpenAPI page at /)")
+    raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
+
+
 registry_app = typer.Typer(
     help="Show and change the registered model's aliases.", no_args_is_help=True
 )
