@@ -1,0 +1,110 @@
+"""Fixtures for the live service: a registry with two versions, and `bentoml serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from loopline.config import Params, load_params
+from loopline.datasets.base import Dataset
+from loopline.models.base import load_feature_sets
+from loopline.orchestration import free_port, stop_process, wait_until_healthy
+from loopline.registry import Registry
+from loopline.tracking import configure_mlflow, log_model
+from loopline.training import train_family
+from tests.conftest import ROOT, fast_params_dict, tool_env
+
+
+@dataclass(frozen=True)
+class ServingWorld:
+    """A project folder whose registry holds v1 (champion, logistic) and v2 (xgboost)."""
+
+    root: Path
+    params: Params
+    test_records: pd.DataFrame
+
+    def registry(self) -> Registry:
+        configure_mlflow(self.params.mlflow, root=self.root)
+        ledger = self.root / self.params.registry.ledger
+        return Registry(self.params.registry.model_copy(update={"ledger": ledger}))
+
+    def write_params(self, name: str, **serve: object) -> Path:
+        """A params file in `root` with serve settings changed."""
+        raw = yaml.safe_load((self.root / "params.yaml").read_text())
+        raw["serve"].update(serve)
+        path = self.root / name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+
+@pytest.fixture(scope="session")
+def serving_world(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_features_dir: Path,
+    fast_params: Params,
+    dataset: Dataset,
+) -> ServingWorld:
+    root = tmp_path_factory.mktemp("serving")
+    raw = fast_params_dict()
+    raw["serve"].update({
+        "poll_seconds": 1, "prediction_log": "predictions.sqlite", "max_body_bytes": 200_000,
+        "max_records_per_request": 100,
+    })  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(root / "params.yaml")
+    configure_mlflow(params.mlflow, root=root)
+    world = ServingWorld(
+        root, params, pd.read_parquet(small_features_dir / "examples" / "test.parquet")
+    )
+    registry = world.registry()
+    data = load_feature_sets(small_features_dir, "late")
+    examples = pd.read_parquet(small_features_dir / "examples" / "valid.parquet")
+    for family in ("logistic", "xgboost"):
+        model = train_family(
+            family,
+            data,
+            fast_params.train,
+            seed=fast_params.seed,
+            record_columns=dataset.record_columns(),
+        ).model
+        with mlflow.start_run(run_name=family) as run:
+            uri = log_model(model, dataset.contract, examples, root).model_uri
+        version = registry.register(uri, run.info.run_id, {"loopline.family": family})
+        if family == "logistic":
+            registry.force_promote(version, "test setup")
+    return world
+
+
+@contextlib.contextmanager
+def bento_server(params_file: Path, tmp: Path, **env: str) -> Iterator[str]:
+    """`bentoml serve` of the project's service on a free loopback port, until the block ends."""
+    port = free_port()
+    log = (tmp / f"bentoml-{port}.log").open("wb")
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    environment = tool_env(
+        LOOPLINE_PARAMS=str(params_file), BENTOML_HOME=str(tmp / "bentoml"), **env
+    )
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/readyz", timeout_s=120, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process)
+        log.close()

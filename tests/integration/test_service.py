@@ -1,0 +1,228 @@
+"""The live BentoML service on a loopback port: predictions, bad input, hot swap, log, key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopline.registry import CHAMPION
+from loopline.serving.prediction_log import read_predictions
+from tests.conftest import ROOT, tool_env
+from tests.integration.conftest import ServingWorld, bento_server
+
+pytestmark = pytest.mark.slow
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    return json.loads(frame[columns].to_json(orient="records"))
+
+
+@pytest.fixture(scope="module")
+def server(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with bento_server(serving_world.root / "params.yaml", tmp_path_factory.mktemp("bento")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def columns(dataset) -> list[str]:
+    return dataset.record_columns()
+
+
+def test_live_probabilities_equal_the_offline_predictions_of_the_same_version(
+    server: str, serving_world: ServingWorld, columns: list[str]
+) -> None:
+    """The whole test window over HTTP == the same registered version scored offline."""
+    records = serving_world.test_records
+    served = []
+    for start in range(0, len(records), 100):
+        chunk = _records(records.iloc[start : start + 100], columns)
+        response = httpx.post(f"{server}/predict", json={"records": chunk}, timeout=60)
+        assert response.status_code == 200, response.text
+        served += response.json()["predictions"]
+    registry = serving_world.registry()
+    version = registry.alias_version(CHAMPION)
+    offline = mlflow.pyfunc.load_model(registry.model_uri(version)).predict(records[columns])
+    assert {p["model_version"] for p in served} == {version}
+    np.testing.assert_allclose(
+        [p["probability"] for p in served], offline["probability"], rtol=1e-12
+    )
+    assert [p["label"] for p in served] == offline["label"].tolist()
+
+
+def test_health_readiness_and_metadata(server: str, serving_world: ServingWorld) -> None:
+    assert httpx.get(f"{server}/healthz").status_code == 200
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    metadata = httpx.get(f"{server}/metadata").json()
+    assert metadata["champion"]["model_version"] == serving_world.registry().alias_version(CHAMPION)
+    assert metadata["champion"]["family"] == "logistic"
+    assert "carrier" in metadata["input_schema"]["properties"]
+    assert httpx.get(f"{server}/docs.json").json()["paths"]["/predict"]
+
+
+def _bad_requests(good: dict, max_records: int) -> dict[str, tuple[bytes, str]]:
+    """name: (raw body, what the error must mention)."""
+
+    def body(records: list) -> bytes:
+        return json.dumps({"records": records}, allow_nan=True).encode()
+
+    missing = {k: v for k, v in good.items() if k != "carrier"}
+    return {
+        "missing field": (body([missing]), "carrier"),
+        "wrong type": (body([good | {"distance": "far"}]), "distance"),
+        "unknown category": (body([good | {"origin": "XXX"}]), "origin"),
+        "NaN": (body([good | {"temp": float("nan")}]), "temp"),
+        "infinity": (body([good | {"pressure": float("inf")}]), "pressure"),
+        "empty list": (body([]), "records"),
+        "too many records": (body([good] * (max_records + 1)), "records"),
+        "unknown field": (body([good | {"gate": "B12"}]), "gate"),
+        "malformed JSON": (b'{"records": [', "JSON"),
+        "not an object": (b"[1, 2, 3]", ""),
+        "oversized payload": (b'{"records": [' + b" " * 250_000 + b"]}", "bytes"),
+    }
+
+
+def test_every_kind_of_bad_input_gets_a_4xx_naming_the_problem(
+    server: str, serving_world: ServingWorld, columns: list[str]
+) -> None:
+    good = _records(serving_world.test_records.iloc[:1], columns)[0]
+    limit = serving_world.params.serve.max_records_per_request
+    for name, (raw, mention) in _bad_requests(good, limit).items():
+        response = httpx.post(
+            f"{server}/predict",
+            content=raw,
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text[:300])
+        assert mention in response.text, (name, response.text[:300])
+
+
+def test_unseen_but_valid_categories_are_scored_like_training_unknowns(
+    server: str, serving_world: ServingWorld, columns: list[str]
+) -> None:
+    record = _records(serving_world.test_records.iloc[:1], columns)[0] | {
+        "dest": "ZZZ",
+        "tailnum": "N0NE",
+    }
+    response = httpx.post(f"{server}/predict", json={"records": [record]})
+    assert response.status_code == 200
+    assert 0 < response.json()["predictions"][0]["probability"] < 1
+
+
+def test_every_prediction_is_logged_with_its_request(
+    server: str, serving_world: ServingWorld, columns: list[str]
+) -> None:
+    records = _records(serving_world.test_records.iloc[:7], columns)
+    body = httpx.post(f"{server}/predict", json={"records": records}).json()
+    logged = read_predictions(serving_world.root / "predictions.sqlite")
+    mine = logged[logged["request_id"] == body["request_id"]]
+    assert len(mine) == 7
+    assert mine["prediction_id"].tolist() == [p["prediction_id"] for p in body["predictions"]]
+    assert mine["carrier"].tolist() == [r["carrier"] for r in records]
+    assert mine["shadow_version"].isna().all()
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(server: str, tmp_path: Path) -> None:
+    """schemathesis generates valid and invalid requests from /docs.json: never a 5xx."""
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server}/docs.json",
+         "--checks", "not_a_server_error", "--max-examples", "60", "--seed", "2013",
+         "--request-timeout", "30", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False, env=tool_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
+    assert "6 selected / 6 total" in result.stdout  # /predict and /reload among them
+
+
+def test_hot_swap_under_concurrent_requests_drops_nothing(
+    server: str, serving_world: ServingWorld, columns: list[str]
+) -> None:
+    """Eight clients keep predicting while the champion moves; every request succeeds, the
+    service ends up on the new version, and /metadata says so. Runs last in this module."""
+    registry = serving_world.registry()
+    old, new = registry.alias_version(CHAMPION), "2"
+    payload = {"records": _records(serving_world.test_records.iloc[:20], columns)}
+    statuses: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                response = http.post(f"{server}/predict", json=payload)
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    versions.update({p["model_version"] for p in response.json()["predictions"]})
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        registry.force_promote(new, "hot swap test")
+        assert httpx.post(f"{server}/reload", timeout=60).json()["model_version"] == new
+        deadline = sum(statuses.values()) + 200
+        while sum(statuses.values()) < deadline:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert set(statuses) == {200}, statuses
+    assert versions[old] > 0
+    assert versions[new] > 0
+    assert httpx.get(f"{server}/metadata").json()["champion"]["model_version"] == new
+
+
+def test_with_an_api_key_and_shadow_mode(
+    serving_world: ServingWorld, tmp_path: Path, columns: list[str]
+) -> None:
+    """Key set: 401 without it, probes open. Shadow on: the challenger's score is logged,
+    never returned."""
+    registry = serving_world.registry()
+    champion = registry.alias_version(CHAMPION)
+    challenger = registry.register(*_uri_and_run(registry, champion), {})
+    params = serving_world.write_params(
+        "params-shadow.yaml", shadow=True, prediction_log="shadow.sqlite"
+    )
+    with bento_server(params, tmp_path, LOOPLINE_API_KEY="s3cret") as url:
+        records = {"records": _records(serving_world.test_records.iloc[:5], columns)}
+        assert httpx.post(f"{url}/predict", json=records).status_code == 401
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        response = httpx.post(f"{url}/predict", json=records, headers={"x-api-key": "s3cret"})
+        assert response.status_code == 200
+        assert "shadow" not in response.text
+        logged = read_predictions(serving_world.root / "shadow.sqlite")
+        assert set(logged["shadow_version"]) == {challenger}
+        assert logged["shadow_probability"].between(0, 1).all()
+        assert (logged["model_version"] == champion).all()
+
+
+def _uri_and_run(registry, version: str) -> tuple[str, str]:
+    """Model URI and run of an existing version (to register a copy as the challenger)."""
+    source = registry.client.get_model_version(registry.name, version)
+    return source.source, source.run_id
+
+
+def test_bentoml_build_makes_a_bento_with_the_service_and_library(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "-f", "serving/bentofile.yaml", "."],
+        cwd=ROOT, env=tool_env(BENTOML_HOME=str(tmp_path)), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    bento = next((tmp_path / "bentos" / "loopline").glob("*/bento.yaml")).parent
+    assert (bento / "src" / "serving" / "service.py").is_file()
+    assert (bento / "src" / "src" / "loopline" / "serving" / "schema.py").is_file()
+    assert "/predict" in (bento / "apis" / "openapi.yaml").read_text()

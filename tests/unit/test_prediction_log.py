@@ -1,0 +1,73 @@
+"""The prediction log: typed columns from the contract, whole requests or nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loopline.datasets import get_dataset
+from loopline.serving.prediction_log import PredictionLog, read_predictions
+
+CONTRACT = get_dataset("nycflights13").contract
+
+
+def _row(i: int, request: str) -> dict:
+    return {
+        "prediction_id": f"{request}-{i}", "request_id": request,
+        "logged_at": f"2026-01-01T00:00:{i % 60:02d}+00:00", "model_name": "m",
+        "model_version": "1", "probability": 0.25, "label": 0, "carrier": "UA", "year": 2013,
+    }  # fmt: skip
+
+
+def test_rows_round_trip_with_contract_columns(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
+    log.append([_row(i, "r1") for i in range(3)])
+    frame = read_predictions(tmp_path / "p.sqlite")
+    assert len(frame) == 3
+    assert {"probability", "carrier", "temp", "shadow_probability"} <= set(frame.columns)
+    assert frame["carrier"].tolist() == ["UA"] * 3
+    assert read_predictions(tmp_path / "p.sqlite", since="2026-01-01T00:00:02").shape[0] == 1
+
+
+def test_a_failed_request_writes_none_of_its_rows(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
+    log.append([_row(0, "ok")])
+    duplicate = [_row(1, "bad"), _row(0, "ok")]  # second row violates the primary key
+    with pytest.raises(sqlite3.IntegrityError):
+        log.append(duplicate)
+    assert log.count() == 1
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from loopline.datasets import get_dataset
+from loopline.serving.prediction_log import PredictionLog
+log = PredictionLog(Path(sys.argv[1]), get_dataset("nycflights13").contract)
+print("ready", flush=True)
+for request in range(100000):
+    log.append([{"prediction_id": f"{request}-{i}", "request_id": str(request),
+                 "logged_at": "t", "model_name": "m", "model_version": "1",
+                 "probability": 0.5, "label": 1} for i in range(50)])
+"""
+
+
+def test_a_killed_writer_leaves_only_whole_requests(tmp_path: Path) -> None:
+    """SIGKILL in the middle of writing: the file opens, and every request has all 50 rows."""
+    path = tmp_path / "p.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE)
+    assert writer.stdout.readline().strip() == b"ready"
+    time.sleep(1.5)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    frame = read_predictions(path)
+    assert len(frame) > 0
+    assert (frame.groupby("request_id").size() == 50).all()
+    PredictionLog(path, CONTRACT).append([_row(0, "after-crash")])  # still writable

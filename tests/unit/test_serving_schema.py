@@ -1,0 +1,86 @@
+"""The request schema generated from the contract: what it accepts and what it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from pydantic import ValidationError
+
+from loopline.datasets import get_dataset
+from loopline.serving.schema import record_model
+from tests.strategies import records
+
+CONTRACT = get_dataset("nycflights13").contract
+FlightRecord = record_model(CONTRACT)
+GOOD = {
+    "year": 2013, "month": 6, "day": 14, "sched_dep_time": 1730, "sched_arr_time": 2015,
+    "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR", "dest": "IAH",
+    "distance": 1400, "temp": 75.2, "dewp": 60.1, "humid": 59.0, "wind_dir": 270.0,
+    "wind_speed": 10.4, "wind_gust": None, "precip": 0.0, "pressure": 1012.0, "visib": 10.0,
+}  # fmt: skip
+
+
+def test_the_schema_has_exactly_the_contract_record_fields() -> None:
+    assert list(FlightRecord.model_fields) == [f.name for f in CONTRACT.record_fields()]
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=records(CONTRACT, max_size=5))
+def test_every_record_the_contract_allows_is_accepted(batch) -> None:
+    for row in json.loads(batch.to_json(orient="records")):
+        # the contract allows day 31 in any month and minute 99 in HHMM; the API does not
+        assert _error_types(row) <= {"value_error"}
+
+
+def _error_types(row: dict) -> set[str]:
+    try:
+        FlightRecord.model_validate(row)
+    except ValidationError as error:
+        return {e["type"] for e in error.errors()}
+    return set()
+
+
+def test_nullable_weather_may_be_omitted() -> None:
+    record = FlightRecord.model_validate(
+        {k: v for k, v in GOOD.items() if k not in ("temp", "wind_gust")}
+    )
+    assert record.temp is None
+
+
+def _error_fields(payload: dict) -> set[str]:
+    with pytest.raises(ValidationError) as caught:
+        FlightRecord.model_validate_json(json.dumps(payload, allow_nan=True))
+    return {str(e["loc"][0]) if e["loc"] else e["msg"] for e in caught.value.errors()}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"origin": "XXX"}, "origin"),  # not an allowed category
+        ({"carrier": "ZZ"}, "carrier"),
+        ({"dest": "houston"}, "dest"),  # does not match the FAA pattern
+        ({"distance": "1400"}, "distance"),  # a string is not an integer
+        ({"flight": 12.5}, "flight"),
+        ({"month": 13}, "month"),  # out of range
+        ({"temp": float("nan")}, "temp"),  # not finite
+        ({"wind_speed": float("inf")}, "wind_speed"),
+        ({"surprise": 1}, "surprise"),  # unknown field
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(change: dict, field: str) -> None:
+    assert field in _error_fields(GOOD | change)
+
+
+def test_a_missing_required_field_is_named() -> None:
+    assert "carrier" in _error_fields({k: v for k, v in GOOD.items() if k != "carrier"})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"month": 2, "day": 30}, "year/month/day"), ({"sched_dep_time": 1275}, "sched_dep_time")],
+)
+def test_impossible_dates_and_clock_times_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        FlightRecord.model_validate(GOOD | change)
