@@ -34,11 +34,16 @@ HISTORY_PREFIX = "history_rate__"
 MISSING_SUFFIX = "__missing"
 
 
+def _present(value: object) -> bool:
+    """False for None and NaN."""
+    return value is not None and value == value  # noqa: PLR0124 - NaN is the one value != itself
+
+
 def _group_key(frame: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
-    key = frame[group[0]].astype(str)
-    for column in group[1:]:
-        key = key.str.cat(frame[column].astype(str), sep="|")
-    return key
+    """One string per row joining the group's values, e.g. "UA|EWR-IAH"."""
+    columns = [frame[column].tolist() for column in group]
+    keys = ["|".join(str(v) for v in values) for values in zip(*columns, strict=True)]
+    return pd.Series(keys, index=frame.index, dtype="object")
 
 
 def history_feature_name(group: tuple[str, ...]) -> str:
@@ -138,23 +143,40 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
     # -- transforming ----------------------------------------------------------------------
 
     def transform(self, records: pd.DataFrame) -> pd.DataFrame:
-        """Model-ready features for `records` (same index, numeric then categorical)."""
+        """Model-ready features for `records` (same index, numeric then categorical).
+
+        The arithmetic runs on NumPy arrays: a serving call scores a handful of rows, where
+        pandas' per-operation overhead, not the data, would dominate.
+        """
         frame = self._prepare(records)
-        for group in self.spec.history:
-            frame[history_feature_name(group)] = self._apply_history(frame, group)
-        values = frame[self._numeric_columns()].astype("float64")
-        clipped = values.clip(self.clip_low_, self.clip_high_, axis=1)
-        scaled = (clipped.fillna(self.medians_) - self.means_) / self.scales_
-        flags = values[self.missing_flags_].isna().add_suffix(MISSING_SUFFIX)
-        codes = {
-            column: frame[column].astype(str).map(vocab).where(frame[column].notna())
-            for column, vocab in self.vocabularies_.items()
-        }
-        categorical = pd.DataFrame(codes, index=frame.index).fillna(UNKNOWN_CODE)
+        columns = [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in self.spec.numeric]
+        columns += [self._apply_history(frame, g).to_numpy() for g in self.spec.history]
+        values = np.column_stack(columns) if columns else np.empty((len(frame), 0))
+        missing = np.isnan(values)
+        low = self.clip_low_.fillna(-np.inf).to_numpy()
+        high = self.clip_high_.fillna(np.inf).to_numpy()
+        filled = np.where(missing, self.medians_.to_numpy(), np.clip(values, low, high))
+        scaled = (filled - self.means_.to_numpy()) / self.scales_.to_numpy()
+        numeric = self._numeric_columns()
+        flagged = missing[:, [numeric.index(c) for c in self.missing_flags_]]
+        codes = [self._codes(frame[column], vocab) for column, vocab in self.vocabularies_.items()]
+        dense = np.hstack([scaled, flagged]).astype("float32")
+        coded = np.column_stack(codes) if codes else np.empty((len(frame), 0), dtype="int32")
         return pd.concat(
-            [scaled.astype("float32"), flags.astype("float32"), categorical.astype("int32")],
+            [
+                pd.DataFrame(dense, index=frame.index, columns=self.numeric_features_),
+                pd.DataFrame(coded, index=frame.index, columns=self.categorical_features_),
+            ],
             axis=1,
         )
+
+    @staticmethod
+    def _codes(values: pd.Series, vocabulary: dict[str, int]) -> np.ndarray:
+        """Integer codes (1..K) of known categories; 0 for unknown, rare or missing."""
+        known = (
+            vocabulary.get(str(v), UNKNOWN_CODE) if _present(v) else UNKNOWN_CODE for v in values
+        )
+        return np.fromiter(known, dtype="int32", count=len(values))
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Output column names, numeric first."""
@@ -164,15 +186,17 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         return [*self.spec.numeric, *(history_feature_name(g) for g in self.spec.history)]
 
     def _prepare(self, records: pd.DataFrame) -> pd.DataFrame:
-        frame = records.copy()
+        parts = [records]
         for lookup in self.spec.lookups:
-            attributes = self.lookup_tables_[lookup.table]
-            frame = frame.join(attributes, on=lookup.key)
-        return self.spec.derive(frame)
+            attributes = self.lookup_tables_[lookup.table].reindex(records[lookup.key].to_numpy())
+            parts.append(attributes.set_axis(records.index))
+        return self.spec.derive(pd.concat(parts, axis=1) if len(parts) > 1 else records.copy())
 
     def _apply_history(self, frame: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
-        rates = _group_key(frame, group).map(self.history_rates_[group])
-        return rates.fillna(self.prior_rate_).astype("float64")
+        rates = self.history_rates_[group].to_dict()
+        keys = _group_key(frame, group)
+        values = [rates.get(key, self.prior_rate_) for key in keys]
+        return pd.Series(values, index=frame.index, dtype="float64")
 
 
 def split_by_time(

@@ -207,20 +207,28 @@ WEATHER_FEATURES = tuple(f.name for f in WEATHER.fields if f.in_record and f.rol
 
 
 def scheduled_departure(records: pd.DataFrame) -> pd.Series:
-    """Scheduled departure as a naive local timestamp; NaT where the date is impossible."""
-    parts = pd.DataFrame(
-        {
-            "year": records["year"],
-            "month": records["month"],
-            "day": records["day"],
-            "hour": records["sched_dep_time"] // 100,
-            "minute": records["sched_dep_time"] % 100,
-        }
+    """Scheduled departure as a naive local timestamp; NaT where the date or time is impossible.
+
+    Built with NumPy datetime arithmetic, so it is as cheap for one record as per row for
+    300,000 (parsing strings would cost a millisecond per call).
+    """
+    year, month, day, hhmm = (
+        records[c].to_numpy(dtype="int64") for c in ("year", "month", "day", "sched_dep_time")
     )
-    return pd.to_datetime(parts, errors="coerce")
+    month_start = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
+    date = month_start.astype("datetime64[D]") + (day - 1)
+    hours, minutes = hhmm // 100, hhmm % 100
+    valid = (
+        (month >= 1) & (month <= 12) & (day >= 1)
+        & (date.astype("datetime64[M]") == month_start)  # Feb 30 rolls into March: invalid
+        & (hhmm >= 0) & (hours < 24) & (minutes < 60)
+    )  # fmt: skip
+    stamp = date.astype("datetime64[m]") + (hours * 60 + minutes)
+    stamp = np.where(valid, stamp, np.datetime64("NaT"))
+    return pd.Series(stamp.astype("datetime64[ns]"), index=records.index)
 
 
-def _clock_hours(hhmm: pd.Series) -> pd.Series:
+def _clock_hours(hhmm: np.ndarray) -> np.ndarray:
     return (hhmm // 100) + (hhmm % 100) / 60.0
 
 
@@ -231,38 +239,50 @@ def _federal_holidays(first_year: int, last_year: int) -> np.ndarray:
     return days.to_numpy(dtype="datetime64[D]")
 
 
-def holiday_distance_days(days: pd.Series, window: int) -> pd.Series:
-    """Days to the nearest US federal holiday (either side), capped at `window`."""
-    valid = days.dropna()
-    if valid.empty:
-        return pd.Series(np.nan, index=days.index, dtype="float64")
-    holidays = _federal_holidays(int(valid.dt.year.min()) - 1, int(valid.dt.year.max()) + 1)
-    as_days = valid.to_numpy(dtype="datetime64[D]")
-    position = np.clip(np.searchsorted(holidays, as_days), 1, len(holidays) - 1)
-    before = np.abs((as_days - holidays[position - 1]).astype("int64"))
-    after = np.abs((holidays[position] - as_days).astype("int64"))
-    distance = pd.Series(np.minimum(np.minimum(before, after), window), index=valid.index)
-    return distance.reindex(days.index).astype("float64")
+def holiday_distance_days(days: np.ndarray, window: int) -> np.ndarray:
+    """Days to the nearest US federal holiday (either side), capped at `window`; NaN for NaT.
+
+    `days` is a datetime64[D] array.
+    """
+    distance = np.full(len(days), np.nan)
+    valid = ~np.isnat(days)
+    if not valid.any():
+        return distance
+    years = days[valid].astype("datetime64[Y]").astype("int64") + 1970
+    holidays = _federal_holidays(int(years.min()) - 1, int(years.max()) + 1)
+    position = np.clip(np.searchsorted(holidays, days[valid]), 1, len(holidays) - 1)
+    before = np.abs((days[valid] - holidays[position - 1]).astype("int64"))
+    after = np.abs((holidays[position] - days[valid]).astype("int64"))
+    distance[valid] = np.minimum(np.minimum(before, after), window)
+    return distance
+
+
+WEEKDAYS = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], dtype=object)
 
 
 def derive_flight_features(frame: pd.DataFrame, holiday_window_days: int) -> pd.DataFrame:
     """Add the flight-specific derived columns; row-wise, uses no other row."""
-    departure = scheduled_departure(frame)
-    dep_minutes = (frame["sched_dep_time"] // 100) * 60 + frame["sched_dep_time"] % 100
-    arr_minutes = (frame["sched_arr_time"] // 100) * 60 + frame["sched_arr_time"] % 100
+    days = scheduled_departure(frame).to_numpy().astype("datetime64[D]")
+    dep = frame["sched_dep_time"].to_numpy(dtype="int64")
+    arr = frame["sched_arr_time"].to_numpy(dtype="int64")
+    dep_minutes = (dep // 100) * 60 + dep % 100
+    arr_minutes = (arr // 100) * 60 + arr % 100
+    weekday = np.where(
+        np.isnat(days), np.nan, WEEKDAYS[(days.astype("int64") + 3) % 7]
+    )  # 1970-01-01 was a Thursday
+    origins, dests = frame["origin"].tolist(), frame["dest"].tolist()
     derived = {
-        "dep_hour": _clock_hours(frame["sched_dep_time"]),
-        "arr_hour": _clock_hours(frame["sched_arr_time"]),
+        "dep_hour": _clock_hours(dep),
+        "arr_hour": _clock_hours(arr),
         "block_minutes": (arr_minutes - dep_minutes) % 1440,
-        "holiday_distance_days": holiday_distance_days(
-            departure.dt.normalize(), holiday_window_days
-        ),
-        "log_distance": np.log1p(frame["distance"].astype("float64")),
-        "plane_age": frame["year"] - frame["plane_year"],
-        "day_of_week": departure.dt.day_name().str[:3],
-        "route": frame["origin"].astype(str) + "-" + frame["dest"].astype(str),
+        "holiday_distance_days": holiday_distance_days(days, holiday_window_days),
+        "log_distance": np.log1p(frame["distance"].to_numpy(dtype="float64")),
+        "plane_age": frame["year"].to_numpy(dtype="float64")
+        - frame["plane_year"].to_numpy(dtype="float64", na_value=np.nan),
+        "day_of_week": weekday,
+        "route": [f"{o}-{d}" for o, d in zip(origins, dests, strict=True)],
     }
-    return frame.assign(**derived)
+    return pd.concat([frame, pd.DataFrame(derived, index=frame.index)], axis=1)
 
 
 class NycFlights13(Dataset):

@@ -28,10 +28,11 @@ class AsCategories(TransformerMixin, BaseEstimator):
     def transform(self, x: pd.DataFrame) -> pd.DataFrame:
         """Same frame, coded columns as `category` dtype (codes 0..K-1)."""
         converted = {
-            column: pd.Categorical(x[column], categories=range(size))
+            column: pd.Categorical.from_codes(x[column].to_numpy(), categories=range(size))
             for column, size in self.cardinalities.items()
         }
-        return x.assign(**converted)
+        rest = x.drop(columns=list(converted))
+        return pd.concat([rest, pd.DataFrame(converted, index=x.index)], axis=1)[list(x.columns)]
 
 
 def resolve_device(requested: str) -> str:
