@@ -156,6 +156,7 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
     payload = {"records": _records(serving_world.test_records.iloc[:20], columns)}
     statuses: Counter[int] = Counter()
     versions: Counter[str] = Counter()
+    errors: list[str] = []
     stop = threading.Event()
 
     def client() -> None:
@@ -163,6 +164,8 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
             while not stop.is_set():
                 response = http.post(f"{server}/predict", json=payload)
                 statuses[response.status_code] += 1
+                if response.status_code != 200:
+                    errors.append(response.text[:300])
                 if response.status_code == 200:
                     versions.update({p["model_version"] for p in response.json()["predictions"]})
 
@@ -179,7 +182,7 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
         stop.set()
         for thread in threads:
             thread.join()
-    assert set(statuses) == {200}, statuses
+    assert set(statuses) == {200}, (statuses, errors[:3])
     assert versions[old] > 0
     assert versions[new] > 0
     assert httpx.get(f"{server}/metadata").json()["champion"]["model_version"] == new

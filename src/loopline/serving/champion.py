@@ -18,6 +18,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from loopline.models.base import LooplineModel
 from loopline.registry import CHALLENGER, CHAMPION, TEST_METRIC_TAG, Registry
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,17 @@ class LoadedModel:
     name: str
     version: str
     alias: str
-    model: Any  # mlflow.pyfunc.PyFuncModel
+    model: LooplineModel
     tags: dict[str, str]
     loaded_at: str
 
     def score(self, records: pd.DataFrame) -> pd.DataFrame:
-        """`probability` and `label` per record (MLflow enforces the input schema)."""
+        """`probability` and `label` per record.
+
+        Calls the logged LooplineModel directly, skipping MLflow's own input-schema check:
+        the API has already validated every record against a stricter schema generated
+        from the same data contract, and the check would cost more than the model.
+        """
         return self.model.predict(records)
 
     def describe(self) -> dict[str, Any]:
@@ -96,7 +102,8 @@ class ChampionHolder:
             return changed
 
     def _load(self, alias: str, version: str) -> LoadedModel:
-        model = mlflow.pyfunc.load_model(self.registry.model_uri(version))
+        pyfunc = mlflow.pyfunc.load_model(self.registry.model_uri(version))
+        model = pyfunc.unwrap_python_model().model
         tags = self.registry.client.get_model_version(self.registry.name, version).tags
         return LoadedModel(
             name=self.registry.name, version=version, alias=alias, model=model, tags=dict(tags),
