@@ -206,7 +206,8 @@ class ServeParams(Section):
 
     host: str
     port: int = Field(ge=1, le=65535)
-    max_batch_size: int = Field(ge=1)
+    batching: bool
+    max_batch_size: int = Field(ge=2)
     max_latency_ms: int = Field(ge=1)
     max_records_per_request: int = Field(ge=1)
     max_body_bytes: int = Field(ge=1024)
@@ -214,6 +215,39 @@ class ServeParams(Section):
     shadow: bool
     prediction_log: Path
     api_key_env: str
+
+
+class MonitorParams(Section):
+    """Drift and quality monitoring of production batches, and when to ask for a retrain."""
+
+    workspace: Path
+    reports: Path
+    state: Path
+    project: str
+    reference_rows: int = Field(ge=100)
+    min_batch_rows: int = Field(ge=1)
+    drift_share_limit: float = Field(gt=0, le=1)
+    quality_metric: Literal["roc_auc", "pr_auc"]
+    quality_drop_limit: float = Field(gt=0)
+    k: int = Field(ge=1)
+    n: int = Field(ge=1)
+    cooldown_days: int = Field(ge=0)
+    interval_minutes: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> MonitorParams:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot exceed n ({self.n})")
+        return self
+
+
+class RetrainParams(Section):
+    """How a retrain moves the windows, and its weekly schedule."""
+
+    cron: str
+    valid_days: int = Field(ge=1)
+    test_days: int = Field(ge=1)
+    timeout_minutes: int = Field(ge=1)
 
 
 class Params(Section):
@@ -229,6 +263,8 @@ class Params(Section):
     evaluate: EvaluateParams
     registry: RegistryParams
     serve: ServeParams
+    monitor: MonitorParams
+    retrain: RetrainParams
 
 
 def _format_errors(error: ValidationError) -> str:
