@@ -19,7 +19,7 @@ from loopline.datasets import get_dataset
 from loopline.io import atomic_path, read_json, write_json
 from loopline.model_card import CardFacts, render_card
 from loopline.orchestration import run_stage
-from loopline.registry import Registry, apply_rule, collect_evidence
+from loopline.registry import TEST_METRIC_TAG, Registry, apply_rule, collect_evidence
 from loopline.tracking import configure_mlflow, lineage_tags
 
 
@@ -32,7 +32,7 @@ def register_best(params: Params, registry: Registry) -> tuple[str, str, dict]:
     run = read_json(params.paths.models / family / "run.json")
     tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"]) | {
         "loopline.family": family,
-        **{f"loopline.test_{k}": str(v) for k, v in results[family].items()},
+        **{f"{TEST_METRIC_TAG}{k}": str(v) for k, v in results[family].items()},
     }
     return registry.register(run["model_uri"], run["run_id"], tags), family, results[family]
 

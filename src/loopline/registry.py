@@ -35,6 +35,7 @@ from loopline.promotion import Evidence, GateResult, decide
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+TEST_METRIC_TAG = "loopline.test_metric."  # prefix of the test-window metrics tagged on a version
 
 
 class RegistryError(LooplineError):
@@ -123,7 +124,7 @@ class Registry:
                 "version": version,
                 "family": tags.get("loopline.family"),
                 "decision": tags.get("loopline.decision"),
-                "test_roc_auc": tags.get("loopline.test_roc_auc"),
+                "test_roc_auc": tags.get(f"{TEST_METRIC_TAG}roc_auc"),
             }
         return status
 
