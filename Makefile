@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test lint format data ui serve clean
+.PHONY: help setup run test lint format data ui serve deploy replay clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ ui: setup  ## the UIs: Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:50
 
 serve: setup  ## serve the champion with BentoML on http://127.0.0.1:3000 (OpenAPI page at /)
 	$(BIN)/loopline serve
+
+deploy: setup  ## serve the monitor + retrain deployments (needs a Prefect server: make ui)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/loopline deploy
+
+replay: setup  ## play Jul-Dec 2013 through the service and the loop; report in replay/
+	$(BIN)/loopline replay
 
 clean:  ## remove pipeline outputs (not data/, not the venv)
 	rm -rf artifacts .prefect

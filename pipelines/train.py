@@ -9,6 +9,7 @@ MLflow ids under `paths.models/<family>/` for the evaluate and register stages.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +79,8 @@ def train(family: str, params_path: Path = Path("params.yaml")) -> None:
     tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"]) | {
         "loopline.family": family
     }
+    if parent := os.environ.get("LOOPLINE_PARENT_RUN_ID"):
+        tags["mlflow.parentRunId"] = parent  # nest under the retrain that asked for this run
     with mlflow.start_run(run_name=family, tags=tags) as run:
         mlflow.log_params({"seed": params.seed, "family": family, **family_params})
         trained = fit(family, params, run.info.run_id)

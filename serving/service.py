@@ -131,7 +131,12 @@ class LateArrivalAPI:
     model = bentoml.depends(LateArrivalModel)
 
     def __init__(self) -> None:
-        self.log = PredictionLog(ROOT / SERVE.prediction_log, DATASET.contract)
+        self.log = PredictionLog(
+            ROOT / SERVE.prediction_log,
+            DATASET.contract,
+            DATASET.key_columns,
+            DATASET.target_column,
+        )
 
     @bentoml.api(route="/predict")
     async def predict(self, records: Records) -> PredictResponse:
@@ -140,10 +145,11 @@ class LateArrivalAPI:
         inputs = [record.model_dump() for record in records]
         scored = await self._score(inputs)
         logged_at = pd.Timestamp.now(tz="UTC").isoformat()
+        days = DATASET.event_days(pd.DataFrame.from_records(inputs, columns=RECORD_COLUMNS))
         rows = [
             {**record, **result, "prediction_id": uuid.uuid4().hex, "request_id": request_id,
-             "logged_at": logged_at}
-            for record, result in zip(inputs, scored, strict=True)
+             "logged_at": logged_at, "event_day": day}
+            for record, result, day in zip(inputs, scored, days, strict=True)
         ]  # fmt: skip
         await anyio.to_thread.run_sync(self.log.append, rows)
         fields = Prediction.model_fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -91,6 +92,83 @@ def serve(params: ParamsOption = Path("params.yaml")) -> None:
                "--host", settings.host, "--port", str(settings.port)]  # fmt: skip
     typer.echo(f"serving on http://{settings.host}:{settings.port} (OpenAPI page at /)")
     raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
+
+
+@app.command()
+def deploy(params: ParamsOption = Path("params.yaml")) -> None:
+    """Serve the monitor and retrain deployments (schedules + drift trigger) until Ctrl-C."""
+    from pipelines.deployments import serve_deployments  # noqa: PLC0415 - imports Prefect
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise _fail(LooplineError("set PREFECT_API_URL to a Prefect server (make ui starts one)"))
+    serve_deployments(params)
+
+
+@app.command()
+def monitor(
+    params: ParamsOption = Path("params.yaml"),
+    first_day: Annotated[str | None, typer.Option(help="First flight date (ISO).")] = None,
+    last_day: Annotated[str | None, typer.Option(help="Last flight date (ISO).")] = None,
+) -> None:
+    """Monitor one batch of logged traffic now (default: the last 7 logged days)."""
+    import datetime as dt  # noqa: PLC0415
+
+    from pipelines.monitor import monitor as monitor_flow  # noqa: PLC0415
+
+    def day(text: str | None) -> dt.date | None:
+        return dt.date.fromisoformat(text) if text else None
+
+    try:
+        result = monitor_flow(first_day=day(first_day), last_day=day(last_day), params_path=params)
+    except LooplineError as error:
+        raise _fail(error) from None
+    verdict = "RETRAIN" if result["trigger"] else "no retrain"
+    typer.echo(f"{result['outcome']['batch_id']}: {verdict} ({result['reason']})")
+    typer.echo(f"report: {result['report']}")
+
+
+@app.command()
+def replay(
+    params: ParamsOption = Path("params.yaml"),
+    start: Annotated[str, typer.Option(help="First flight date played (ISO).")] = "2013-07-01",
+    end: Annotated[str, typer.Option(help="Last flight date played (ISO).")] = "2013-12-31",
+    step: Annotated[str, typer.Option(help="Period length, in days: 7d, 14d ...")] = "7d",
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+) -> None:
+    """Play 2013 through the live service and the monitoring loop; write the report.
+
+    Starts what is not already running (Prefect server, BentoML service, the deployments
+    runner) and stops what it started.
+    """
+    import datetime as dt  # noqa: PLC0415
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    from loopline.replay import Replay, write_report  # noqa: PLC0415
+    from loopline.services import bento_service, deployment_runner  # noqa: PLC0415
+
+    if not step.endswith("d") or not step[:-1].isdigit():
+        raise _fail(LooplineError(f"--step {step!r}: give a number of days such as 7d"))
+    settings = load_params(params)
+    logs = settings.paths.replay / "logs"
+    try:
+        with (
+            prefect_server(PREFECT_HOME, port=port) as api_url,
+            temporary_settings(updates={PREFECT_API_URL: api_url}),
+            bento_service(
+                params, settings.serve.host, settings.serve.port, logs / "service.log"
+            ) as url,
+            deployment_runner(params, api_url, logs / "deployments.log"),
+        ):
+            story = Replay(
+                params, url, api_url, os.environ.get(settings.serve.api_key_env, "")
+            ).run(dt.date.fromisoformat(start), dt.date.fromisoformat(end), int(step[:-1]))
+    except LooplineError as error:
+        raise _fail(error) from None
+    paths = write_report(story, settings.paths.replay)
+    summary = json.loads(paths["json"].read_text())["summary"]
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"report: {paths['html']}")
 
 
 registry_app = typer.Typer(

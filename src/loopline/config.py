@@ -35,6 +35,7 @@ class PathsParams(Section):
     evaluation: Path
     registration: Path
     metrics: Path
+    replay: Path
 
 
 class DatasetParams(Section):

@@ -17,6 +17,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DType = Literal["int", "float", "string", "datetime"]
+# How monitoring treats a record field: "share" counts toward the drift share that can
+# trigger retraining; "report" is tested and shown per feature but does not count;
+# "skip" is not tested (identifiers, calendar parts).
+DriftUse = Literal["share", "report", "skip"]
 
 # pandas dtypes that hold each contract type (as reported by `str(series.dtype)`).
 PANDAS_DTYPES: dict[str, tuple[str, ...]] = {
@@ -65,6 +69,7 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
     pattern: str | None = None
     mostly: float = Field(1.0, gt=0.0, le=1.0)
     in_record: bool = False
+    drift: DriftUse = "share"
 
     @model_validator(mode="after")
     def _consistent(self) -> Field_:
@@ -79,6 +84,11 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
         if self.in_record and self.role in (Role.TARGET, Role.OUTCOME):
             raise ValueError(f"{self.name}: a {self.role} field cannot be a prediction input")
         return self
+
+    @property
+    def numeric(self) -> bool:
+        """True for int and float fields (tested as numbers by drift monitoring)."""
+        return self.dtype in ("int", "float")
 
 
 class Table(_Frozen):
@@ -169,3 +179,7 @@ class DataContract(_Frozen):
                 if field.in_record and field.name not in seen:
                     seen[field.name] = field
         return tuple(seen.values())
+
+    def drift_fields(self, use: DriftUse) -> tuple[Field_, ...]:
+        """Record fields that drift monitoring uses in the given way."""
+        return tuple(f for f in self.record_fields() if f.drift == use)

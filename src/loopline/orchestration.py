@@ -123,6 +123,40 @@ def prefect_server(
         output.close()
 
 
+def runs_in_progress(flow_name: str) -> list[str]:
+    """Ids of runs of `flow_name` that are running, pending, or scheduled and already due.
+
+    Future runs of a cron schedule do not count. Asks the Prefect API in use.
+    """
+    import datetime as dt  # noqa: PLC0415
+
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.client.schemas.filters import (  # noqa: PLC0415
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )  # fmt: skip
+    from prefect.client.schemas.objects import StateType  # noqa: PLC0415
+
+    states = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+            ),
+        )
+    now = dt.datetime.now(dt.UTC)
+    return [
+        str(run.id)
+        for run in runs
+        if run.state_type is not StateType.SCHEDULED
+        or (run.expected_start_time is not None and run.expected_start_time <= now)
+    ]
+
+
 def run_stage(flow: Callable[[], object]) -> None:
     """Entry point of a stage module: run its flow, turn expected failures into exit 1.
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from loopline.datasets import get_dataset
@@ -71,3 +72,15 @@ def test_a_killed_writer_leaves_only_whole_requests(tmp_path: Path) -> None:
     assert len(frame) > 0
     assert (frame.groupby("request_id").size() == 50).all()
     PredictionLog(path, CONTRACT).append([_row(0, "after-crash")])  # still writable
+
+
+def test_a_log_from_an_older_contract_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "p.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute('CREATE TABLE predictions ("prediction_id" TEXT PRIMARY KEY, "request_id" TEXT)')
+        db.execute("INSERT INTO predictions VALUES ('old', 'r0')")
+    log = PredictionLog(path, CONTRACT)
+    log.append([_row(1, "r1")])
+    frame = read_predictions(path)
+    assert pd.isna(frame.set_index("prediction_id").loc["old", "probability"])
+    assert "event_day" in frame.columns

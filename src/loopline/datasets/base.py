@@ -63,6 +63,7 @@ class Dataset(ABC):
     time_column: ClassVar[str]
     target_column: ClassVar[str]
     slice_columns: ClassVar[tuple[str, ...]]
+    key_columns: ClassVar[tuple[str, ...]]  # record fields that identify one example
 
     @abstractmethod
     def materialize(self) -> dict[str, pd.DataFrame]:
@@ -77,6 +78,19 @@ class Dataset(ABC):
     @abstractmethod
     def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
         """The features the shared featurizer builds for this dataset."""
+
+    def event_days(self, records: pd.DataFrame) -> pd.Series:
+        """Each record's date (ISO `YYYY-MM-DD`, from the time column); None if impossible."""
+        return (
+            self.event_time(records)
+            .dt.strftime("%Y-%m-%d")
+            .astype("object")
+            .where(lambda d: d.notna(), None)
+        )
+
+    @abstractmethod
+    def event_time(self, records: pd.DataFrame) -> pd.Series:
+        """The time column computed from record fields (what `build_examples` stores)."""
 
     def record_columns(self) -> list[str]:
         """Names of the fields a prediction request carries."""

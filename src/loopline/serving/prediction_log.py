@@ -4,13 +4,16 @@ One row per scored record: identifiers, time, model name and version, probabilit
 the shadow (challenger) score when shadow mode is on, and every record field as its own
 column (columns generated from the data contract). Rows of one request are written in one
 transaction with `synchronous=FULL` in WAL mode: after a crash, a request's rows are
-either all there or not at all, and nothing written before is lost. Monitoring reads it
-with `read_predictions`. Labels arrive later, into their own table (`labels`).
+either all there or not at all, and nothing written before is lost.
+
+Labels (did the flight arrive late?) arrive later, into their own table keyed by the
+example's key fields; `read_batch` joins them onto the predictions of a date range.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,12 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 from loopline.contract import DataContract
+from loopline.errors import LooplineError
 
 SQL_TYPES = {"int": "INTEGER", "float": "REAL", "string": "TEXT", "datetime": "TEXT"}
 META_COLUMNS = {
     "prediction_id": "TEXT PRIMARY KEY",
     "request_id": "TEXT NOT NULL",
     "logged_at": "TEXT NOT NULL",
+    "event_day": "TEXT",  # the example's own date (the dataset's time column), ISO
     "model_name": "TEXT NOT NULL",
     "model_version": "TEXT NOT NULL",
     "probability": "REAL NOT NULL",
@@ -35,13 +40,20 @@ META_COLUMNS = {
 
 
 class PredictionLog:
-    """Append-only store of predictions (one SQLite file; safe across threads)."""
+    """Append-only store of predictions and their later labels (one SQLite file)."""
 
-    def __init__(self, path: Path, contract: DataContract) -> None:
+    def __init__(
+        self,
+        path: Path,
+        contract: DataContract,
+        key_columns: Sequence[str] = (),
+        target_column: str = "label_true",
+    ) -> None:
         self.path = path
-        self.record_columns = [f.name for f in contract.record_fields()]
-        columns = {**META_COLUMNS}
-        columns |= {f.name: SQL_TYPES[f.dtype] for f in contract.record_fields()}
+        self.key_columns = list(key_columns)
+        self.target_column = target_column
+        types = {f.name: SQL_TYPES[f.dtype] for f in contract.record_fields()}
+        columns = {**META_COLUMNS, **types}
         self._columns = list(columns)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +61,25 @@ class PredictionLog:
             db.execute("PRAGMA journal_mode=WAL")
             ddl = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
             db.execute(f"CREATE TABLE IF NOT EXISTS predictions ({ddl})")
+            self._add_missing_columns(db, columns)
             db.execute("CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions(logged_at)")
+            db.execute("CREATE INDEX IF NOT EXISTS predictions_event_day ON predictions(event_day)")
+            if self.key_columns:
+                keys = ", ".join(f'"{k}" {types[k]} NOT NULL' for k in self.key_columns)
+                primary = ", ".join(f'"{k}"' for k in self.key_columns)
+                db.execute(
+                    f'CREATE TABLE IF NOT EXISTS labels ({keys}, "{target_column}" INTEGER NOT NULL, '  # noqa: E501
+                    f"delivered_at TEXT NOT NULL, PRIMARY KEY ({primary}))"
+                )
+
+    @staticmethod
+    def _add_missing_columns(db: sqlite3.Connection, columns: dict[str, str]) -> None:
+        """Columns the contract gained since the log was created (old rows read NULL)."""
+        present = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
+        for name, kind in columns.items():
+            if name not in present:
+                nullable = kind.replace(" NOT NULL", "").replace(" PRIMARY KEY", "")
+                db.execute(f'ALTER TABLE predictions ADD COLUMN "{name}" {nullable}')
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -76,6 +106,51 @@ class PredictionLog:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def deliver_labels(self, labels: pd.DataFrame, delivered_at: str) -> int:
+        """Store true outcomes (key columns + target) in one transaction; newer ones win."""
+        columns = [*self.key_columns, self.target_column]
+        names = ", ".join(f'"{c}"' for c in [*columns, "delivered_at"])
+        marks = ", ".join("?" for _ in range(len(columns) + 1))
+        rows = [(*row, delivered_at) for row in labels[columns].itertuples(index=False, name=None)]
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(f"INSERT OR REPLACE INTO labels ({names}) VALUES ({marks})", rows)  # noqa: S608 - names come from the contract
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def read_batch(self, first_day: str, last_day: str) -> pd.DataFrame:
+        """Predictions for examples dated first_day..last_day (ISO, inclusive), with labels.
+
+        The target column is NaN where the label has not arrived yet.
+        """
+        on = " AND ".join(f'p."{k}" = l."{k}"' for k in self.key_columns)
+        query = (
+            f'SELECT p.*, l."{self.target_column}" FROM predictions p '  # noqa: S608 - names come from the contract
+            f"LEFT JOIN labels l ON {on} WHERE p.event_day BETWEEN ? AND ? ORDER BY p.logged_at"
+        )
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            return pd.read_sql_query(query, db, params=(first_day, last_day))
+
+    def latest_event_day(self) -> dt.date:
+        """The newest example date in the log (raises if the log is empty)."""
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            day = db.execute("SELECT MAX(event_day) FROM predictions").fetchone()[0]
+        if day is None:
+            raise LooplineError(f"{self.path} holds no predictions yet")
+        return dt.date.fromisoformat(day)
+
+    def latest_labeled_day(self) -> dt.date | None:
+        """The newest example date whose label has arrived, or None."""
+        on = " AND ".join(f'p."{k}" = l."{k}"' for k in self.key_columns)
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            query = f"SELECT MAX(p.event_day) FROM predictions p JOIN labels l ON {on}"  # noqa: S608 - names come from the contract
+            day = db.execute(query).fetchone()[0]
+        return dt.date.fromisoformat(day) if day else None
 
     def count(self) -> int:
         """Number of logged predictions."""

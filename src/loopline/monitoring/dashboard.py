@@ -1,0 +1,68 @@
+"""The drift dashboard: an Evidently workspace with one project and panels set up by code.
+
+`evidently ui --workspace <monitor.workspace>` (or `make ui`) serves it; each monitored
+batch adds a snapshot, dated with the batch's data time, so the panels plot the year.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from loopline.monitoring.drift import PROBABILITY, MonitoredColumns
+
+DRIFT_TAB, QUALITY_TAB = "Drift", "Quality"
+
+
+def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
+    from evidently.sdk.models import PanelMetric  # noqa: PLC0415 - heavy import
+    from evidently.sdk.panels import line_plot_panel  # noqa: PLC0415
+
+    def value_drift(names: tuple[str, ...]) -> list[PanelMetric]:
+        return [
+            PanelMetric(legend=n, metric="ValueDrift", metric_labels={"column": n}) for n in names
+        ]
+
+    return [
+        (DRIFT_TAB, line_plot_panel(
+            "Traffic drift share",
+            [PanelMetric(legend="share of traffic features drifted", metric="DriftedColumnsCount", metric_labels={"value_type": "share"})],  # noqa: E501
+            "Share of schedule/carrier/airport/distance features whose distribution moved away "
+            "from the champion's training data; a retrain is considered above the limit.",
+        )),
+        (DRIFT_TAB, line_plot_panel("Traffic features: drift score", value_drift(columns.share), "Distance from the training distribution (threshold 0.1).")),  # noqa: E501
+        (DRIFT_TAB, line_plot_panel("Weather features: drift score", value_drift(columns.report), "Shown, not counted: a week of weather always differs from months of it.")),  # noqa: E501
+        (QUALITY_TAB, line_plot_panel(
+            "Ranking quality (once labels arrive)",
+            [PanelMetric(legend="ROC-AUC", metric="RocAuc")],
+            "ROC-AUC of the served model on each labeled batch.",
+        )),
+        (QUALITY_TAB, line_plot_panel(
+            "Precision and recall at the model's threshold",
+            [PanelMetric(legend="precision", metric="Precision"), PanelMetric(legend="recall", metric="Recall")],  # noqa: E501
+        )),
+        (QUALITY_TAB, line_plot_panel(
+            "Late rate: observed vs predicted",
+            [PanelMetric(legend="observed late rate", metric="MeanValue", metric_labels={"column": columns.target}),  # noqa: E501
+             PanelMetric(legend="mean predicted probability", metric="MeanValue", metric_labels={"column": PROBABILITY})],  # noqa: E501
+        )),
+    ]  # fmt: skip
+
+
+def open_project(workspace: Path, name: str, columns: MonitoredColumns) -> tuple[Any, Any]:
+    """The workspace and its project `name`, created with its panels if missing."""
+    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    from evidently.ui.workspace import Workspace  # noqa: PLC0415 - heavy import
+
+    workspace.mkdir(parents=True, exist_ok=True)
+    ws = Workspace.create(str(workspace))
+    found = ws.search_project(name)
+    if found:
+        return ws, found[0]
+    project = ws.create_project(
+        name, description="Loopline: drift and quality of production traffic"
+    )
+    for tab, panel in _panels(columns):
+        project.dashboard.add_panel(panel, tab=tab)
+    return ws, project

@@ -1,0 +1,139 @@
+"""Evidently reports of one batch against the champion's own training data.
+
+Which columns are tested, and how, comes from the data contract: fields marked
+`drift="share"` (the traffic mix: schedule, carrier, airports, distance) make up the drift
+share that can trigger a retrain; `drift="report"` fields (weather) are tested and shown
+per feature but not counted, because a week of weather always differs from months of it.
+Evidently picks each test by column type and size (Wasserstein distance for numbers,
+Jensen-Shannon for categories above 1,000 reference rows, threshold 0.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from loopline.contract import DataContract
+
+PROBABILITY = "probability"
+LABEL = "label"
+
+
+@dataclass(frozen=True)
+class MonitoredColumns:
+    """Columns of a batch by their part in monitoring."""
+
+    share: tuple[str, ...]
+    report: tuple[str, ...]
+    numeric: frozenset[str]
+    target: str
+
+    @classmethod
+    def from_contract(cls, contract: DataContract, target: str) -> MonitoredColumns:
+        """Read the drift use of every record field from the contract."""
+        share, report = contract.drift_fields("share"), contract.drift_fields("report")
+        numeric = frozenset(f.name for f in (*share, *report) if f.numeric)
+        return cls(tuple(f.name for f in share), tuple(f.name for f in report), numeric, target)
+
+    @property
+    def tested(self) -> tuple[str, ...]:
+        """Every column with a drift test."""
+        return (*self.share, *self.report)
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """What the drift tests found."""
+
+    share: float  # drifted share of the `share` columns
+    drifted: list[str]  # drifted `share` columns
+    reported_drifted: list[str]  # drifted `report` columns
+    scores: dict[str, float]  # test value per column (distance; higher = more different)
+
+
+def _evidently() -> Any:
+    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    import evidently  # noqa: PLC0415 - heavy import, only when monitoring
+
+    return evidently
+
+
+def run_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: MonitoredColumns,
+    *,
+    labeled: bool,
+    timestamp: dt.datetime,
+    name: str,
+) -> Any:
+    """An Evidently Snapshot of `current` against `reference`, dated `timestamp`.
+
+    The dashboard plots snapshots by their timestamp: pass the batch's data time.
+
+    Both frames carry the tested columns plus `probability` and `label`; when `labeled`,
+    also the target, and the snapshot adds classification quality and the late rate.
+    """
+    evidently = _evidently()
+    from evidently.metrics import (  # noqa: PLC0415
+        DriftedColumnsCount,
+        F1Score,
+        MeanValue,
+        Precision,
+        Recall,
+        RocAuc,
+        ValueDrift,
+    )  # fmt: skip
+
+    metrics: list[Any] = [ValueDrift(column=c) for c in columns.tested]
+    metrics += [DriftedColumnsCount(columns=list(columns.share)), MeanValue(column=PROBABILITY)]
+    classification = None
+    if labeled:
+        metrics += [RocAuc(), Precision(), Recall(), F1Score(), MeanValue(column=columns.target)]
+        classification = [
+            evidently.BinaryClassification(
+                target=columns.target, prediction_labels=LABEL,
+                prediction_probas=PROBABILITY, pos_label=1,
+            )
+        ]  # fmt: skip
+    numeric = [c for c in columns.tested if c in columns.numeric]
+    categorical = [c for c in columns.tested if c not in columns.numeric]
+    definition = evidently.DataDefinition(
+        numerical_columns=[*numeric, PROBABILITY],
+        categorical_columns=[*categorical, LABEL, *([columns.target] if labeled else [])],
+        classification=classification,
+    )
+    keep = [*columns.tested, PROBABILITY, LABEL, *([columns.target] if labeled else [])]
+
+    def dataset(frame: pd.DataFrame) -> Any:
+        return evidently.Dataset.from_pandas(
+            frame[keep].reset_index(drop=True), data_definition=definition
+        )
+
+    report = evidently.Report(metrics)
+    return report.run(
+        current_data=dataset(current), reference_data=dataset(reference),
+        timestamp=timestamp, name=name,
+    )  # fmt: skip
+
+
+def drift_result(snapshot: Any, columns: MonitoredColumns) -> DriftResult:
+    """Per-column drift values and the traffic drift share, read from a snapshot."""
+    scores, drifted = {}, set()
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if config.get("type", "").endswith(":ValueDrift"):
+            scores[config["column"]] = float(metric["value"])
+            if metric["value"] >= config["threshold"]:
+                drifted.add(config["column"])
+    share_drifted = [c for c in columns.share if c in drifted]
+    return DriftResult(
+        share=len(share_drifted) / max(1, len(columns.share)),
+        drifted=share_drifted,
+        reported_drifted=[c for c in columns.report if c in drifted],
+        scores=scores,
+    )

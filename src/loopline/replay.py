@@ -1,0 +1,352 @@
+"""The replay: later months of 2013 played through the live service as production traffic.
+
+For each period (default: every week from July to December 2013):
+1. its flights are sent to the BentoML endpoint, as a client would send them;
+2. the first champion, frozen and never retrained, scores the same flights offline;
+3. the period's true outcomes are delivered as labels;
+4. the monitor flow measures the batch and may ask for a retrain (a Prefect event that
+   the retrain deployment's automation turns into a retrain flow run);
+5. after a retrain, the replay waits for it and, if it promoted a new champion, for the
+   service to serve it. Then the next period starts.
+The report compares the served models with the frozen one, period by period, and marks
+drift detections, retrains and promotions.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+
+from loopline.config import load_params
+from loopline.datasets import get_dataset
+from loopline.datasets.base import read_tables
+from loopline.errors import LooplineError
+from loopline.io import atomic_path, write_json
+from loopline.registry import CHAMPION, Registry
+from loopline.serving.prediction_log import PredictionLog
+from loopline.tracking import configure_mlflow
+
+log = logging.getLogger(__name__)
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@dataclass
+class PeriodResult:
+    """What happened in one period of the replay."""
+
+    first_day: str
+    last_day: str
+    flights: int
+    served_versions: dict[str, int]
+    served: dict[str, float]
+    frozen: dict[str, float]
+    drift_share: float | None = None
+    drifted_columns: list[str] = field(default_factory=list)
+    flagged: bool = False  # the latest batch crossed a limit (drift or quality)
+    decision: str = ""
+    triggered: bool = False
+    retrain: dict[str, Any] | None = None
+
+
+def periods(start: dt.date, end: dt.date, step_days: int) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive windows of `step_days` from start to end (the last may be shorter)."""
+    result, first = [], start
+    while first <= end:
+        last = min(first + dt.timedelta(days=step_days - 1), end)
+        result.append((first, last))
+        first = last + dt.timedelta(days=1)
+    return result
+
+
+def quality(labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Ranking and probability quality of one model on one period."""
+    out = {"late_rate": float(labels.mean()), "mean_probability": float(proba.mean()),
+           "brier": float(metrics.brier_score_loss(labels, proba))}  # fmt: skip
+    if labels.min() != labels.max():
+        out |= {"roc_auc": float(metrics.roc_auc_score(labels, proba)),
+                "pr_auc": float(metrics.average_precision_score(labels, proba))}  # fmt: skip
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def post_records(
+    url: str, records: list[dict], headers: dict[str, str], chunk: int = 500
+) -> list[dict]:
+    """Send records to /predict in chunks, 4 requests in flight; predictions in order."""
+    batches = [records[i : i + chunk] for i in range(0, len(records), chunk)]
+    with httpx.Client(timeout=120, headers=headers) as client:
+
+        def send(batch: list[dict]) -> list[dict]:
+            response = client.post(f"{url}/predict", json={"records": batch})
+            if response.status_code != 200:
+                raise LooplineError(
+                    f"/predict answered {response.status_code}: {response.text[:500]}"
+                )
+            return response.json()["predictions"]
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return [p for answer in pool.map(send, batches) for p in answer]
+
+
+def wait_for_retrain(api_url: str, decision_id: str, timeout_s: float) -> dict[str, Any]:
+    """The retrain flow run started for `decision_id`, once it has finished."""
+    deadline = time.monotonic() + timeout_s
+    query = {
+        "flows": {"name": {"any_": ["retrain"]}},
+        "sort": "EXPECTED_START_TIME_DESC",
+        "limit": 20,
+    }
+    while time.monotonic() < deadline:
+        runs = httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=10).json()
+        mine = [r for r in runs if r["parameters"].get("decision_id") == decision_id]
+        if mine and mine[0]["state_type"] in TERMINAL:
+            return {"flow_run": mine[0]["name"], "state": mine[0]["state_type"]}
+        time.sleep(3)
+    raise LooplineError(
+        f"no finished retrain for decision {decision_id} within {timeout_s:.0f} s; "
+        "is `loopline deploy` running?"
+    )
+
+
+def wait_for_served_version(
+    url: str, version: str, headers: dict[str, str], timeout_s: float
+) -> float:
+    """Seconds until the service reports `version` as its champion."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        champion = httpx.get(f"{url}/metadata", headers=headers, timeout=10).json()["champion"]
+        if champion and champion["model_version"] == version:
+            return time.monotonic() - started
+        time.sleep(1)
+    raise LooplineError(f"the service did not switch to version {version} within {timeout_s:.0f} s")
+
+
+class Replay:
+    """Plays periods of real flights through the service and the monitoring loop."""
+
+    def __init__(self, params_file: Path, url: str, api_url: str, api_key: str = "") -> None:
+        self.params_file = params_file.resolve()
+        self.root = self.params_file.parent
+        self.params = load_params(self.params_file)
+        self.dataset = get_dataset(self.params.dataset.name)
+        self.url, self.api_url = url, api_url
+        self.headers = {"x-api-key": api_key} if api_key else {}
+        configure_mlflow(self.params.mlflow, root=self.root)
+        ledger = self.root / self.params.registry.ledger
+        self.registry = Registry(self.params.registry.model_copy(update={"ledger": ledger}))
+        serve = self.params.serve
+        self.log_store = PredictionLog(
+            self.root / serve.prediction_log, self.dataset.contract,
+            self.dataset.key_columns, self.dataset.target_column,
+        )  # fmt: skip
+
+    def run(self, start: dt.date, end: dt.date, step_days: int) -> dict[str, Any]:
+        """Replay every period; returns the whole story (see `write_report`)."""
+        from pipelines.monitor import monitor  # noqa: PLC0415 - a Prefect flow
+
+        frozen_version = self.registry.alias_version(CHAMPION)
+        if frozen_version is None:
+            raise LooplineError("no champion in the registry: run `make run` first")
+        frozen = (
+            mlflow.pyfunc.load_model(self.registry.model_uri(frozen_version))
+            .unwrap_python_model()
+            .model
+        )
+        tables = read_tables(self.root / self.params.paths.data, self.dataset.contract)
+        examples = self.dataset.build_examples(tables, self.params.dataset)
+        days = examples[self.dataset.time_column].dt.date
+        target, columns = self.dataset.target_column, self.dataset.record_columns()
+        results = []
+        for first, last in periods(start, end, step_days):
+            batch = examples[(days >= first) & (days <= last)].reset_index(drop=True)
+            records = json.loads(batch[columns].to_json(orient="records"))
+            served = post_records(self.url, records, self.headers)
+            labels = batch[target].to_numpy(int)
+            proba = np.array([p["probability"] for p in served])
+            versions = pd.Series([p["model_version"] for p in served]).value_counts().to_dict()
+            self.log_store.deliver_labels(batch, delivered_at=f"{last}T23:59:59")
+            result = PeriodResult(
+                first_day=str(first), last_day=str(last), flights=len(batch),
+                served_versions={str(k): int(v) for k, v in versions.items()},
+                served=quality(labels, proba), frozen=quality(labels, frozen.predict_proba(batch)),
+            )  # fmt: skip
+            checked = monitor(first_day=first, last_day=last, params_path=self.params_file)
+            outcome = checked["outcome"]
+            result.drift_share = outcome["drift_share"]
+            result.drifted_columns = outcome["drifted_columns"]
+            result.flagged = bool(checked["flagged_because"])
+            result.decision, result.triggered = checked["reason"], checked["trigger"]
+            if checked["trigger"]:
+                result.retrain = self._follow_retrain(checked["decision_id"])
+            log.info(
+                "%s..%s served %s roc_auc %s (frozen %s): %s",
+                first,
+                last,
+                result.served_versions,
+                result.served.get("roc_auc"),
+                result.frozen.get("roc_auc"),
+                result.decision,
+            )
+            results.append(result)
+        return {"frozen_version": frozen_version, "periods": [asdict(r) for r in results],
+                "final_champion": self.registry.alias_version(CHAMPION)}  # fmt: skip
+
+    def _follow_retrain(self, decision_id: str) -> dict[str, Any]:
+        before = self.registry.alias_version(CHAMPION)
+        finished = wait_for_retrain(
+            self.api_url, decision_id, self.params.retrain.timeout_minutes * 60
+        )
+        after = self.registry.alias_version(CHAMPION)
+        latest = max(
+            int(v.version)
+            for v in self.registry.client.search_model_versions(f"name='{self.registry.name}'")
+        )
+        info = finished | {
+            "registered_version": str(latest),
+            "champion_before": before,
+            "champion_after": after,
+            "promoted": after != before,
+        }
+        if after != before and after is not None:
+            info["swap_seconds"] = round(
+                wait_for_served_version(self.url, after, self.headers, 120), 1
+            )
+        return info
+
+
+def write_report(story: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """report.json, quality.png and report.html in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(story["periods"])
+    write_json(story | {"summary": summarize(frame)}, out_dir / "report.json")
+    plot = out_dir / "quality.png"
+    draw(frame, plot)
+    html = out_dir / "report.html"
+    with atomic_path(html) as tmp:
+        tmp.write_text(render_html(story, frame, plot))
+    return {"json": out_dir / "report.json", "png": plot, "html": html}
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    """Headline numbers of the replay."""
+    served = frame["served"].apply(lambda m: m.get("roc_auc"))
+    frozen = frame["frozen"].apply(lambda m: m.get("roc_auc"))
+    retrains = [r for r in frame["retrain"] if r]
+    return {
+        "periods": len(frame),
+        "mean_roc_auc_served": round(float(served.mean()), 4),
+        "mean_roc_auc_frozen": round(float(frozen.mean()), 4),
+        "periods_served_better": int((served > frozen).sum()),
+        "periods_with_traffic_drift": int((frame["drift_share"] > 0).sum()),
+        "retrains_triggered": int(frame["triggered"].sum()),
+        "promotions": sum(1 for r in retrains if r.get("promoted")),
+    }
+
+
+def draw(frame: pd.DataFrame, path: Path) -> None:
+    """ROC-AUC per period (served vs frozen) and late rates, with the loop's events marked."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    ends = pd.to_datetime(frame["last_day"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, height_ratios=[3, 2])
+    top.plot(
+        ends,
+        frame["served"].apply(lambda m: m.get("roc_auc")),
+        "o-",
+        label="served (retrained by the loop)",
+    )
+    top.plot(
+        ends,
+        frame["frozen"].apply(lambda m: m.get("roc_auc")),
+        "s--",
+        color="grey",
+        label="frozen first champion",
+    )
+    for end, row in zip(ends, frame.itertuples(), strict=True):
+        if row.drift_share and row.drift_share > 0:
+            top.axvspan(end - pd.Timedelta(days=6), end, color="orange", alpha=0.12, lw=0)
+        if row.retrain:
+            promoted = row.retrain.get("promoted")
+            top.axvline(end, color="green" if promoted else "red", ls="-" if promoted else ":")
+            label = f"v{row.retrain['champion_after']}" if promoted else "kept"
+            top.annotate(label, (end, top.get_ylim()[1]), fontsize=8, ha="center", va="bottom")
+    top.set_ylabel("ROC-AUC")
+    top.set_title(
+        "Replay of 2013: quality per period "
+        "(orange: traffic drift; green: retrain promoted; red: retrain not promoted)",
+        fontsize=9,
+    )
+    top.legend(loc="lower left", fontsize=8)
+    bottom.plot(
+        ends, frame["served"].apply(lambda m: m["late_rate"]), "k-", label="observed late rate"
+    )
+    bottom.plot(
+        ends,
+        frame["served"].apply(lambda m: m["mean_probability"]),
+        "o-",
+        label="mean predicted (served)",
+    )
+    bottom.plot(
+        ends,
+        frame["frozen"].apply(lambda m: m["mean_probability"]),
+        "s--",
+        color="grey",
+        label="mean predicted (frozen)",
+    )
+    bottom.set_ylabel("late rate")
+    bottom.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
+    """A self-contained HTML page: the plot, the summary and one row per period."""
+    image = base64.b64encode(plot.read_bytes()).decode()
+    summary = summarize(frame)
+    rows = "\n".join(
+        f"<tr><td>{r.first_day}..{r.last_day}</td><td>{r.flights}</td>"
+        f"<td>{', '.join(f'v{k}: {v}' for k, v in r.served_versions.items())}</td>"
+        f"<td>{r.served.get('roc_auc', '')}</td><td>{r.frozen.get('roc_auc', '')}</td>"
+        f"<td>{r.served['late_rate']}</td><td>{r.drift_share}</td>"
+        f"<td>{', '.join(r.drifted_columns)}</td><td>{'RETRAIN' if r.triggered else ''}</td>"
+        f"<td>{_retrain_cell(r.retrain)}</td><td>{r.decision}</td></tr>"
+        for r in frame.itertuples()
+    )
+    items = "".join(f"<li>{k.replace('_', ' ')}: {v}</li>" for k, v in summary.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Loopline replay</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
+<h1>Loopline: replay of 2013</h1>
+<p>Frozen model: version {story["frozen_version"]}; champion at the end: version {story["final_champion"]}.</p>
+<ul>{items}</ul>
+<img src="data:image/png;base64,{image}" style="max-width:100%">
+<table><tr><th>period</th><th>flights</th><th>served by</th><th>ROC-AUC served</th>
+<th>ROC-AUC frozen</th><th>late rate</th><th>traffic drift share</th><th>drifted</th>
+<th>decision</th><th>retrain</th><th>reason</th></tr>
+{rows}</table></body></html>
+"""  # noqa: E501
+
+
+def _retrain_cell(retrain: dict | None) -> str:
+    if not retrain:
+        return ""
+    if retrain.get("promoted"):
+        return f"v{retrain['registered_version']} promoted (served after {retrain.get('swap_seconds')} s)"  # noqa: E501
+    return f"v{retrain['registered_version']} registered, not promoted ({retrain['state']})"

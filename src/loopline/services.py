@@ -1,0 +1,98 @@
+"""Starting the project's long-running processes for one session, and always stopping them.
+
+Used by `loopline replay` (and the tests): the BentoML service and the Prefect runner that
+serves the monitor and retrain deployments. A service that already answers is reused and
+left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from loopline.errors import LooplineError
+from loopline.orchestration import QUIET_ENV, stop_process, wait_until_healthy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _healthy(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
+
+
+@contextlib.contextmanager
+def bento_service(
+    params_file: Path, host: str, port: int, log_file: Path, **env: str
+) -> Iterator[str]:
+    """`bentoml serve` of the Loopline service at host:port for the block; yields its URL."""
+    url = f"http://{host}:{port}"
+    if _healthy(f"{url}/readyz"):
+        yield url
+        return
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
+               "--host", host, "--port", str(port)]  # fmt: skip
+    environment = {**os.environ, **QUIET_ENV, "LOOPLINE_PARAMS": str(params_file.resolve()), **env}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until_healthy(f"{url}/readyz", timeout_s=180, process=process)
+            yield url
+        finally:
+            stop_process(process)
+
+
+@contextlib.contextmanager
+def deployment_runner(params_file: Path, api_url: str, log_file: Path) -> Iterator[None]:
+    """`loopline deploy` for the block, once its deployments are registered."""
+    environment = {**os.environ, **QUIET_ENV, "PREFECT_API_URL": api_url}
+    command = [
+        sys.executable,
+        "-m",
+        "loopline.cli",
+        "deploy",
+        "--params",
+        str(params_file.resolve()),
+    ]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as output:
+        process = subprocess.Popen(
+            command, cwd=params_file.resolve().parent, env=environment, stdout=output,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            _wait_for_deployment(api_url, "loopline-retrain", process)
+            yield
+        finally:
+            stop_process(process)
+
+
+def _wait_for_deployment(
+    api_url: str, name: str, process: subprocess.Popen, timeout_s: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LooplineError(f"the deployment runner exited with code {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            found = httpx.post(
+                f"{api_url}/deployments/filter",
+                json={"deployments": {"name": {"any_": [name]}}},
+                timeout=5,
+            ).json()
+            if found:
+                return
+        time.sleep(1)
+    raise LooplineError(f"deployment {name} was not registered within {timeout_s:.0f} s")
