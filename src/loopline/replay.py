@@ -55,7 +55,7 @@ class PeriodResult:
     frozen: dict[str, float]
     drift_share: float | None = None
     drifted_columns: list[str] = field(default_factory=list)
-    flagged: bool = False  # the latest batch crossed a limit (drift or quality)
+    flagged_because: list[str] = field(default_factory=list)  # limits this batch crossed
     decision: str = ""
     triggered: bool = False
     retrain: dict[str, Any] | None = None
@@ -186,7 +186,7 @@ class Replay:
             outcome = checked["outcome"]
             result.drift_share = outcome["drift_share"]
             result.drifted_columns = outcome["drifted_columns"]
-            result.flagged = bool(checked["flagged_because"])
+            result.flagged_because = checked["flagged_because"]
             result.decision, result.triggered = checked["reason"], checked["trigger"]
             if checked["trigger"]:
                 result.retrain = self._follow_retrain(checked["decision_id"])
@@ -249,7 +249,8 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "mean_roc_auc_served": round(float(served.mean()), 4),
         "mean_roc_auc_frozen": round(float(frozen.mean()), 4),
         "periods_served_better": int((served > frozen).sum()),
-        "periods_with_traffic_drift": int((frame["drift_share"] > 0).sum()),
+        "periods_flagged_for_traffic_drift": int(frame["flagged_because"].apply(_drifted).sum()),
+        "periods_flagged_for_quality": int(frame["flagged_because"].apply(_degraded).sum()),
         "retrains_triggered": int(frame["triggered"].sum()),
         "promotions": sum(1 for r in retrains if r.get("promoted")),
     }
@@ -277,9 +278,12 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
         color="grey",
         label="frozen first champion",
     )
-    for end, row in zip(ends, frame.itertuples(), strict=True):
-        if row.drift_share and row.drift_share > 0:
-            top.axvspan(end - pd.Timedelta(days=6), end, color="orange", alpha=0.12, lw=0)
+    served_auc = frame["served"].apply(lambda m: m.get("roc_auc"))
+    for end, auc, row in zip(ends, served_auc, frame.itertuples(), strict=True):
+        if _drifted(row.flagged_because):
+            top.axvspan(end - pd.Timedelta(days=6), end, color="orange", alpha=0.15, lw=0)
+        if _degraded(row.flagged_because):
+            top.plot([end], [auc], "x", color="red", markersize=10, mew=2)
         if row.retrain:
             promoted = row.retrain.get("promoted")
             top.axvline(end, color="green" if promoted else "red", ls="-" if promoted else ":")
@@ -288,7 +292,8 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
     top.set_ylabel("ROC-AUC")
     top.set_title(
         "Replay of 2013: quality per period "
-        "(orange: traffic drift; green: retrain promoted; red: retrain not promoted)",
+        "(orange: traffic drift flagged; red x: quality drop flagged; "
+        "green line: retrain promoted; red line: retrain not promoted)",
         fontsize=9,
     )
     top.legend(loc="lower left", fontsize=8)
@@ -325,7 +330,8 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
         f"<td>{', '.join(f'v{k}: {v}' for k, v in r.served_versions.items())}</td>"
         f"<td>{r.served.get('roc_auc', '')}</td><td>{r.frozen.get('roc_auc', '')}</td>"
         f"<td>{r.served['late_rate']}</td><td>{r.drift_share}</td>"
-        f"<td>{', '.join(r.drifted_columns)}</td><td>{'RETRAIN' if r.triggered else ''}</td>"
+        f"<td>{', '.join(r.drifted_columns)}</td><td>{'; '.join(r.flagged_because)}</td>"
+        f"<td>{'RETRAIN' if r.triggered else ''}</td>"
         f"<td>{_retrain_cell(r.retrain)}</td><td>{r.decision}</td></tr>"
         for r in frame.itertuples()
     )
@@ -339,9 +345,17 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
 <img src="data:image/png;base64,{image}" style="max-width:100%">
 <table><tr><th>period</th><th>flights</th><th>served by</th><th>ROC-AUC served</th>
 <th>ROC-AUC frozen</th><th>late rate</th><th>traffic drift share</th><th>drifted</th>
-<th>decision</th><th>retrain</th><th>reason</th></tr>
+<th>flagged because</th><th>decision</th><th>retrain</th><th>reason</th></tr>
 {rows}</table></body></html>
 """  # noqa: E501
+
+
+def _drifted(reasons: list[str]) -> bool:
+    return any(reason.startswith("traffic drift") for reason in reasons)
+
+
+def _degraded(reasons: list[str]) -> bool:
+    return any(" below " in reason for reason in reasons)
 
 
 def _retrain_cell(retrain: dict | None) -> str:
