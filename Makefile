@@ -52,7 +52,7 @@ format: setup  ## apply ruff's fixes and formatting
 data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
 	$(BIN)/loopline data
 
-ui: setup  ## the UIs: Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000
+ui: setup  ## the UIs: Prefect :4200, MLflow :5000, Evidently drift dashboard :8000
 	$(BIN)/loopline ui
 
 serve: setup  ## serve the champion with BentoML on http://127.0.0.1:3000 (OpenAPI page at /)

@@ -10,7 +10,6 @@ promotion; a running service picks up a new champion by itself.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from loopline.config import Params, SplitParams, load_params
 from loopline.datasets import get_dataset
 from loopline.io import read_json
 from loopline.monitoring.store import MonitorStore
-from loopline.orchestration import QUIET_ENV, run_stage
+from loopline.orchestration import run_stage, tool_environment
 from loopline.retraining import moved_split, run_experiment
 from loopline.serving.prediction_log import PredictionLog
 from loopline.tracking import configure_mlflow, lineage_tags
@@ -35,8 +34,9 @@ def reproduce(
     name: str, split: SplitParams, root: Path, parent_run_id: str, timeout_s: float
 ) -> str:
     """Run the DVC pipeline as an experiment with the new windows."""
-    env = {**os.environ, **QUIET_ENV, PARENT_RUN_ENV: parent_run_id}
-    return run_experiment(name, split, root, env, timeout_s)
+    return run_experiment(
+        name, split, root, tool_environment(**{PARENT_RUN_ENV: parent_run_id}), timeout_s
+    )
 
 
 def _decision_detail(params: Params, root: Path, decision_id: str) -> dict:

@@ -19,6 +19,7 @@ from loopline.orchestration import (
     prefect_server,
     quiet_environment,
     stop_process,
+    tool_environment,
 )
 
 app = typer.Typer(help="Loopline: a closed-loop MLOps reference project.", no_args_is_help=True)
@@ -70,9 +71,7 @@ def run(
     data(params=params, repin=False)
     try:
         with prefect_server(PREFECT_HOME, port=port) as api_url:
-            # Stage commands run `python`: make it this environment's interpreter.
-            path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-            env = {**os.environ, "PREFECT_API_URL": api_url, "PATH": path}
+            env = tool_environment(PREFECT_API_URL=api_url)
             command = [sys.executable, "-m", "dvc", "repro", *([stage] if stage else [])]
             typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
             result = subprocess.run(command, env=env, check=False)
@@ -279,8 +278,9 @@ def ui(
     params: ParamsOption = Path("params.yaml"),
     prefect_port: Annotated[int, typer.Option(help="Port of the Prefect UI.")] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    evidently_port: Annotated[int, typer.Option(help="Port of the drift dashboard.")] = 8000,
 ) -> None:
-    """Serve the project's UIs on 127.0.0.1 until Ctrl-C: Prefect (runs) and MLflow (models)."""
+    """Serve the UIs on 127.0.0.1 until Ctrl-C: Prefect (runs), MLflow (models), Evidently (drift)."""  # noqa: E501
     settings = load_params(params)
     prefect_env = {**os.environ, "PREFECT_HOME": str(PREFECT_HOME.resolve())}
     prefect_env.pop("PREFECT_API_URL", None)
@@ -296,7 +296,13 @@ def ui(
              "--default-artifact-root", settings.mlflow.artifact_root.resolve().as_uri()],
             dict(os.environ),
         ),
+        f"Drift UI    http://127.0.0.1:{evidently_port}": (
+            [sys.executable, "-m", "evidently.cli", "ui", "--workspace",
+             str(settings.monitor.workspace), "--host", "127.0.0.1", "--port", str(evidently_port)],
+            {**os.environ, "EVIDENTLY_DISABLE_TELEMETRY": "1"},
+        ),
     }  # fmt: skip
+    settings.monitor.workspace.mkdir(parents=True, exist_ok=True)
     processes = []
     for label, (command, env) in servers.items():
         processes.append(subprocess.Popen(command, env=env, start_new_session=True))

@@ -190,7 +190,7 @@ class RegistryParams(Section):
     model_name: str
     primary_metric: Literal["roc_auc", "pr_auc"]
     floors: dict[Literal["roc_auc", "pr_auc"], float]
-    margin: float = Field(ge=0)
+    margin: float  # negative: prefer the fresher model unless it is worse by more than this
     bootstrap_samples: int = Field(ge=50)
     confidence: float = Field(gt=0.5, lt=1)
     slice_min_rows: int = Field(ge=1)

@@ -47,6 +47,16 @@ def configure_logging(level: int = logging.INFO) -> None:
         )
 
 
+def tool_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a child that runs our tools (dvc, stage commands).
+
+    Puts this Python's `bin` folder first on PATH, so `python` in a dvc.yaml command is
+    this environment's interpreter even when the venv is not activated; telemetry off.
+    """
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **QUIET_ENV, "PATH": path, **extra}
+
+
 def quiet_environment() -> None:
     """Disable telemetry for this process and its children (keeps explicit user values)."""
     for key, value in QUIET_ENV.items():

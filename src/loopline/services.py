@@ -8,7 +8,6 @@ left running.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from loopline.errors import LooplineError
-from loopline.orchestration import QUIET_ENV, stop_process, wait_until_healthy
+from loopline.orchestration import stop_process, tool_environment, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +39,7 @@ def bento_service(
         return
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
                "--host", host, "--port", str(port)]  # fmt: skip
-    environment = {**os.environ, **QUIET_ENV, "LOOPLINE_PARAMS": str(params_file.resolve()), **env}
+    environment = tool_environment(LOOPLINE_PARAMS=str(params_file.resolve()), **env)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as output:
         process = subprocess.Popen(
@@ -57,7 +56,7 @@ def bento_service(
 @contextlib.contextmanager
 def deployment_runner(params_file: Path, api_url: str, log_file: Path) -> Iterator[None]:
     """`loopline deploy` for the block, once its deployments are registered."""
-    environment = {**os.environ, **QUIET_ENV, "PREFECT_API_URL": api_url}
+    environment = tool_environment(PREFECT_API_URL=api_url)
     command = [
         sys.executable,
         "-m",

@@ -13,13 +13,14 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from loopline.config import Params, load_params
 from loopline.datasets.base import Dataset
 from loopline.models.base import load_feature_sets
 from loopline.orchestration import free_port, stop_process, wait_until_healthy
-from loopline.registry import Registry
-from loopline.tracking import configure_mlflow, log_model
+from loopline.registry import TEST_METRIC_TAG, Registry
+from loopline.tracking import configure_mlflow, lineage_tags, log_model
 from loopline.training import train_family
 from tests.conftest import ROOT, fast_params_dict, tool_env
 
@@ -78,7 +79,14 @@ def serving_world(
         ).model
         with mlflow.start_run(run_name=family) as run:
             uri = log_model(model, dataset.contract, examples, root).model_uri
-        version = registry.register(uri, run.info.run_id, {"loopline.family": family})
+        test = world.test_records
+        tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"], root) | {
+            "loopline.family": family,  # as the register stage tags a version
+            f"{TEST_METRIC_TAG}roc_auc": str(
+                roc_auc_score(test["late"], model.predict_proba(test))
+            ),
+        }
+        version = registry.register(uri, run.info.run_id, tags)
         if family == "logistic":
             registry.force_promote(version, "test setup")
     return world

@@ -48,6 +48,11 @@ def reference_frame(
     if cache.is_file():
         return pd.read_parquet(cache)
     tags = registry.client.get_model_version(registry.name, version).tags
+    if "loopline.train_window" not in tags:
+        raise LooplineError(
+            f"version {version} has no loopline.train_window tag (register versions with the "
+            "register stage): its training data cannot serve as the drift reference"
+        )
     window = parse_window(tags["loopline.train_window"])
     tables = read_tables(root / params.paths.data, dataset.contract)
     examples = dataset.build_examples(tables, params.dataset)

@@ -1,0 +1,141 @@
+"""The monitor flow on real batches: Evidently drift, the retrain rule, the Prefect event."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from loopline.config import load_params
+from loopline.datasets.base import Dataset, write_tables
+from loopline.monitoring.store import MonitorStore
+from loopline.registry import CHAMPION
+from loopline.serving.prediction_log import PredictionLog
+from pipelines.monitor import RETRAIN_EVENT, monitor
+from tests.integration.conftest import ServingWorld
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(serving_world: ServingWorld, small_tables: dict, dataset: Dataset) -> dict:
+    """The serving world's registry, plus raw data and its own log and monitor state."""
+    root = serving_world.root
+    if not (root / "data").exists():
+        write_tables(small_tables, root / "data")
+    params_file = serving_world.write_params(
+        "params-monitor.yaml", prediction_log="monitored.sqlite"
+    )
+    raw = load_params(params_file)
+    monitor_params = raw.monitor.model_copy(update={"min_batch_rows": 100})
+    params_file.write_text(
+        params_file.read_text().replace("min_batch_rows: 500", "min_batch_rows: 100")
+    )
+    registry = serving_world.registry()
+    version = registry.alias_version(CHAMPION)
+    model = mlflow.pyfunc.load_model(registry.model_uri(version)).unwrap_python_model().model
+    examples = dataset.build_examples(small_tables, raw.dataset)
+    log = PredictionLog(
+        root / "monitored.sqlite", dataset.contract, dataset.key_columns, dataset.target_column
+    )
+    return {"params_file": params_file, "examples": examples, "model": model, "version": version,
+            "log": log, "root": root, "monitor": monitor_params}  # fmt: skip
+
+
+def _log_scored(world: dict, dataset: Dataset, batch: pd.DataFrame) -> None:
+    """What the service does for each request, done offline: score, log, then labels."""
+    scored = world["model"].predict(batch)
+    days = dataset.event_days(batch)
+    rows = []
+    for record, probability, label, day in zip(
+        batch[dataset.record_columns()].to_dict("records"),
+        scored["probability"],
+        scored["label"],
+        days,
+        strict=True,
+    ):
+        clean = {k: (None if pd.isna(v) else v) for k, v in record.items()}
+        rows.append(clean | {"probability": float(probability), "label": int(label),
+                             "model_name": "m", "model_version": world["version"],
+                             "prediction_id": uuid.uuid4().hex, "request_id": "test",
+                             "logged_at": "t", "event_day": day})  # fmt: skip
+    world["log"].append(rows)
+    world["log"].deliver_labels(batch, delivered_at="t")
+
+
+def _window(examples: pd.DataFrame, first: str, last: str) -> pd.DataFrame:
+    days = examples["scheduled_departure"].dt.date
+    return examples[(days >= dt.date.fromisoformat(first)) & (days <= dt.date.fromisoformat(last))]
+
+
+def _drifted(batch: pd.DataFrame) -> pd.DataFrame:
+    """The same flights, rescheduled: late evening, long routes, one carrier and airport."""
+    return batch.assign(sched_dep_time=2245, sched_arr_time=2355, carrier="EV", origin="EWR",
+                        dest="SFO", distance=batch["distance"] * 2 + 900)  # fmt: skip
+
+
+def test_a_batch_like_the_training_data_does_not_trigger(
+    world: dict, dataset: Dataset, prefect_api: str
+) -> None:
+    batch = _window(world["examples"], "2013-02-01", "2013-03-31")
+    _log_scored(world, dataset, batch)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        result = monitor(
+            first_day=dt.date(2013, 2, 1),
+            last_day=dt.date(2013, 3, 31),
+            params_path=world["params_file"],
+        )
+    assert not result["trigger"]
+    assert result["flagged_because"] == [], result["outcome"]
+    assert result["outcome"]["drift_share"] <= world["monitor"].drift_share_limit
+    assert Path(result["report"]).is_file()
+
+
+def test_injected_drift_is_flagged_and_the_second_drifted_batch_triggers(
+    world: dict, dataset: Dataset, prefect_api: str
+) -> None:
+    store = MonitorStore(world["root"] / world["monitor"].state)
+    results = []
+    for first, last in (("2013-06-01", "2013-06-15"), ("2013-06-16", "2013-06-30")):
+        _log_scored(world, dataset, _drifted(_window(world["examples"], first, last)))
+        with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+            results.append(
+                monitor(
+                    first_day=dt.date.fromisoformat(first),
+                    last_day=dt.date.fromisoformat(last),
+                    params_path=world["params_file"],
+                )
+            )
+    first_result, second_result = results
+    assert first_result["flagged_because"][0].startswith("traffic drift")
+    assert {"sched_dep_time", "carrier", "dest", "distance"} <= set(
+        first_result["outcome"]["drifted_columns"]
+    )
+    assert not first_result["trigger"]  # one flagged batch is a blip, not a trend
+    assert second_result["trigger"], second_result["reason"]
+    assert store.last_trigger_day() == dt.date(2013, 6, 30)
+    assert _event_reached_prefect(prefect_api, second_result["decision_id"])
+
+
+def _event_reached_prefect(api: str, decision_id: str, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.post(
+            f"{api}/events/filter",
+            json={"filter": {"event": {"name": [RETRAIN_EVENT]}}},
+            timeout=10,
+        )
+        if any(
+            e["payload"].get("decision_id") == decision_id
+            for e in response.json().get("events", [])
+        ):
+            return True
+        time.sleep(1)
+    return False

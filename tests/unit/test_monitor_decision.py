@@ -1,0 +1,80 @@
+"""The retrain rule: k of the last n batches, the latest included; cooldown; no duplicates."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from loopline.config import MonitorParams, load_params
+from loopline.monitoring.decision import BatchOutcome, decide
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def rule() -> MonitorParams:
+    return load_params(ROOT / "params.yaml").monitor.model_copy(
+        update={"k": 2, "n": 3, "cooldown_days": 14, "min_batch_rows": 100,
+                "drift_share_limit": 0.15, "quality_drop_limit": 0.03}
+    )  # fmt: skip
+
+
+def batch(
+    week: int, drift: float = 0.0, quality: float | None = 0.72, rows: int = 5000
+) -> BatchOutcome:
+    first = dt.date(2013, 7, 1) + dt.timedelta(weeks=week)
+    return BatchOutcome(
+        batch_id=f"w{week}", first_day=first, last_day=first + dt.timedelta(days=6), rows=rows,
+        labeled_rows=rows, model_version="1", drift_share=drift,
+        drifted_columns=["dest"] if drift else [], reported_drifted_columns=[],
+        mean_probability=0.3, quality=quality, baseline=0.726,
+    )  # fmt: skip
+
+
+def test_a_one_off_blip_does_not_retrain(rule: MonitorParams) -> None:
+    history = [batch(0), batch(1), batch(2, quality=0.60)]
+    decision = decide(history, rule, None, retrain_running=False)
+    assert not decision.trigger
+    assert "only 1 of the last 3" in decision.reason
+
+
+def test_two_of_three_flagged_including_the_latest_retrains(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.65), batch(1), batch(2, drift=0.33)]
+    decision = decide(history, rule, None, retrain_running=False)
+    assert decision.trigger
+    assert decision.flagged == ["w0", "w2"]
+    assert "traffic drift in dest" in decision.reason
+
+
+def test_the_latest_batch_must_itself_be_flagged(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.65), batch(1, quality=0.66), batch(2)]
+    assert decide(history, rule, None, retrain_running=False).reason == "latest batch within limits"
+
+
+def test_no_duplicate_trigger_while_a_retrain_runs(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.65), batch(1, quality=0.66)]
+    decision = decide(history, rule, None, retrain_running=True)
+    assert not decision.trigger
+    assert "already running" in decision.reason
+
+
+def test_cooldown_after_a_trigger(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.65), batch(1, quality=0.66)]
+    last_trigger = history[0].last_day
+    assert not decide(history, rule, last_trigger, retrain_running=False).trigger
+    later = [batch(2, quality=0.65), batch(3, quality=0.66)]
+    assert decide(later, rule, last_trigger, retrain_running=False).trigger
+
+
+def test_small_batches_are_never_judged(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.6), batch(1, quality=0.6, rows=50)]
+    decision = decide(history, rule, None, retrain_running=False)
+    assert not decision.trigger
+    assert "too small" in decision.reason
+
+
+def test_without_labels_only_drift_can_flag(rule: MonitorParams) -> None:
+    unlabeled = batch(0, quality=None)
+    assert unlabeled.quality_drop is None
+    assert unlabeled.reasons(rule) == []
+    assert batch(1, drift=0.5, quality=None).reasons(rule)
