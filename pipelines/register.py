@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from loopline.config import Params, load_params
@@ -19,7 +18,7 @@ from loopline.datasets import get_dataset
 from loopline.io import atomic_path, read_json, write_json
 from loopline.model_card import CardFacts, render_card
 from loopline.orchestration import run_stage
-from loopline.registry import TEST_METRIC_TAG, Registry, apply_rule, collect_evidence
+from loopline.registry import TEST_METRIC_TAG, Registry, judge_on_recent_window
 from loopline.tracking import configure_mlflow, lineage_tags
 
 
@@ -41,12 +40,7 @@ def register_best(params: Params, registry: Registry) -> tuple[str, str, dict]:
 def decide(params: Params, registry: Registry, version: str) -> tuple:
     """Re-score challenger and champion on the most recent labeled window; apply the rule."""
     dataset = get_dataset(params.dataset.name)
-    recent = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
-    evidence = collect_evidence(
-        registry, version, recent, record_columns=dataset.record_columns(),
-        target_column=dataset.target_column, slice_columns=dataset.slice_columns,
-    )  # fmt: skip
-    return apply_rule(registry, version, evidence, params.seed, params.registry.dry_run)
+    return judge_on_recent_window(registry, version, params, dataset, params.registry.dry_run)
 
 
 @flow(name="register")

@@ -231,7 +231,7 @@ def registry_promote(
 ) -> None:
     """Promote a version to champion if it passes the promotion rule (or --force)."""
     from loopline.datasets import get_dataset  # noqa: PLC0415
-    from loopline.registry import apply_rule, collect_evidence  # noqa: PLC0415
+    from loopline.registry import judge_on_recent_window  # noqa: PLC0415
 
     settings, registry = _open_registry(params)
     try:
@@ -242,14 +242,7 @@ def registry_promote(
             typer.echo(f"version {version} is champion (forced; was {entry['previous_champion']})")
             return
         dataset = get_dataset(settings.dataset.name)
-        import pandas as pd  # noqa: PLC0415
-
-        recent = pd.read_parquet(settings.paths.features / "examples" / "test.parquet")
-        evidence = collect_evidence(
-            registry, version, recent, record_columns=dataset.record_columns(),
-            target_column=dataset.target_column, slice_columns=dataset.slice_columns,
-        )  # fmt: skip
-        gate, entry = apply_rule(registry, version, evidence, settings.seed, dry_run)
+        gate, entry = judge_on_recent_window(registry, version, settings, dataset, dry_run)
     except LooplineError as error:
         raise _fail(error) from None
     typer.echo(f"{entry['action']}: version {version}; champion is now {entry['champion']}")

@@ -2,7 +2,9 @@
 
 Pure functions over predictions already made, so the rule is testable without MLflow.
 A challenger is promoted only if every check passes:
-  * floors:    each configured metric is at least its absolute floor;
+  * floors:    each configured metric is at least its absolute floor, and PR-AUC is at
+               least `min_pr_auc_lift` times the window's late rate (a random ranking
+               scores exactly the late rate, which moves with the season);
   * beats:     on the same recent labeled window it beats the champion's primary metric by
                `margin` (a paired bootstrap interval of the difference is reported);
   * slices:    no slice (e.g. one carrier, one origin airport) with enough rows loses more
@@ -96,6 +98,11 @@ def decide(evidence: Evidence, params: RegistryParams, seed: int) -> GateResult:
     checks = []
     below = {m: challenger[m] for m, floor in params.floors.items() if challenger[m] < floor}
     floors = ", ".join(f"{m} {challenger[m]:.4f} >= {f}" for m, f in params.floors.items())
+    late_rate = float(np.mean(evidence.labels))
+    lift = challenger["pr_auc"] / late_rate if late_rate > 0 else 0.0
+    if lift < params.min_pr_auc_lift:
+        below["pr_auc_lift"] = round(lift, 3)
+    floors += f", pr_auc lift {lift:.2f}x late rate {late_rate:.3f} >= {params.min_pr_auc_lift}x"
     checks.append(
         Check(
             "floors",

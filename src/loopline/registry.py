@@ -29,7 +29,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from loopline.config import RegistryParams
+from loopline.config import Params, RegistryParams
+from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
 from loopline.promotion import Evidence, GateResult, decide
 
@@ -262,6 +263,22 @@ def collect_evidence(
         latency_ms_per_1000=latency_ms_per_1000(challenger_model, records),
         size_mb=model_size_mb(registry.model_uri(version)),
     )
+
+
+def judge_on_recent_window(
+    registry: Registry, version: str, params: Params, dataset: Dataset, dry_run: bool
+) -> tuple[GateResult, dict]:
+    """Apply the promotion rule to `version` on the most recent labeled window.
+
+    The window is the pipeline's test split (the newest labeled days it has); the
+    challenger and the current champion are both scored on it through MLflow.
+    """
+    recent = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
+    evidence = collect_evidence(
+        registry, version, recent, record_columns=dataset.record_columns(),
+        target_column=dataset.target_column, slice_columns=dataset.slice_columns,
+    )  # fmt: skip
+    return apply_rule(registry, version, evidence, params.seed, dry_run)
 
 
 def apply_rule(

@@ -97,3 +97,21 @@ def test_budgets_are_enforced(overrides: dict, check: str) -> None:
 def test_reasons_list_failures_first() -> None:
     result = decide(_evidence(WEAK, STRONG), PARAMS, seed=0)
     assert result.reasons()[0].startswith("FAIL")
+
+
+def test_the_pr_auc_floor_is_a_lift_over_the_late_rate_not_a_fixed_value() -> None:
+    """A rare-positive window lowers every model's PR-AUC: judged against the late rate."""
+    rare = (RNG.random(N) < 0.1).astype(int)
+    good = np.clip(0.1 + 0.12 * (rare - 0.1) + RNG.normal(0, 0.15, N), 0.001, 0.999)
+    evidence = Evidence(rare, good, None, SLICES, latency_ms_per_1000=20.0, size_mb=1.0)
+    result = decide(evidence, PARAMS, seed=0)
+    assert result.challenger["pr_auc"] < 0.5  # would fail a fixed floor of 0.5
+    assert _check(result, "floors")
+    noise = np.clip(RNG.random(N), 0.001, 0.999)
+    weak = decide(
+        Evidence(rare, noise, None, SLICES, 20.0, 1.0),
+        PARAMS.model_copy(update={"floors": {}}),
+        seed=0,
+    )
+    assert not _check(weak, "floors")
+    assert "pr_auc_lift" in next(c.detail for c in weak.checks if c.name == "floors")

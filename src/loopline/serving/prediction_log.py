@@ -93,35 +93,29 @@ class PredictionLog:
 
     def append(self, rows: Sequence[dict]) -> None:
         """Write `rows` (dicts with the meta and record columns) in one transaction."""
-        if not rows:
-            return
-        names = ", ".join(f'"{c}"' for c in self._columns)
-        marks = ", ".join("?" for _ in self._columns)
-        values = [tuple(row.get(c) for c in self._columns) for row in rows]
-        with self._lock, self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(f"INSERT INTO predictions ({names}) VALUES ({marks})", values)  # noqa: S608 - names come from the contract
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        if rows:
+            values = [tuple(row.get(c) for c in self._columns) for row in rows]
+            self._insert("INSERT", "predictions", self._columns, values)
 
     def deliver_labels(self, labels: pd.DataFrame, delivered_at: str) -> int:
         """Store true outcomes (key columns + target) in one transaction; newer ones win."""
         columns = [*self.key_columns, self.target_column]
-        names = ", ".join(f'"{c}"' for c in [*columns, "delivered_at"])
-        marks = ", ".join("?" for _ in range(len(columns) + 1))
         rows = [(*row, delivered_at) for row in labels[columns].itertuples(index=False, name=None)]
+        self._insert("INSERT OR REPLACE", "labels", [*columns, "delivered_at"], rows)
+        return len(rows)
+
+    def _insert(self, verb: str, table: str, columns: list[str], rows: list[tuple]) -> None:
+        """All `rows` in one transaction: committed together or not at all."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(f"INSERT OR REPLACE INTO labels ({names}) VALUES ({marks})", rows)  # noqa: S608 - names come from the contract
+                db.executemany(f"{verb} INTO {table} ({names}) VALUES ({marks})", rows)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return len(rows)
 
     def read_batch(self, first_day: str, last_day: str) -> pd.DataFrame:
         """Predictions for examples dated first_day..last_day (ISO, inclusive), with labels.
