@@ -40,7 +40,12 @@ def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefec
     raw = fast_params_dict()
     raw["monitor"].update({"k": 1, "n": 1, "cooldown_days": 30, "min_batch_rows": 50})
     raw["registry"].update(
-        {"margin": -1.0, "floors": {"roc_auc": 0.5}, "slice_max_regression": 1.0}
+        {
+            "margin": -1.0,
+            "floors": {"roc_auc": 0.5},
+            "min_pr_auc_lift": 1.0,
+            "slice_max_regression": 1.0,
+        }
     )
     raw["serve"].update({"poll_seconds": 1})
     project = make_project(
