@@ -55,7 +55,8 @@ def world(
     root = tmp_path_factory.mktemp("mlflow")
     registry_params = fast_params.registry.model_copy(
         update={
-            "floors": {"roc_auc": 0.52}, "min_pr_auc_lift": 1.0, "slice_min_rows": 150, "bootstrap_samples": 60,
+            "floors": {"roc_auc": 0.52}, "min_pr_auc_lift": 1.0,
+            "slice_min_rows": 150, "bootstrap_samples": 60,
             "ledger": root / "ledger.jsonl", "cards": root / "cards",
         }
     )  # fmt: skip
