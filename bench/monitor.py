@@ -6,10 +6,12 @@ measured run is `measure_batch` in a fresh process: read the batch from SQLite, 
 Evidently report (15 drift tests + classification quality) against the 20,000-row
 reference, summarise, save the HTML report. The reference is built once beforehand.
 Run from the project root after `make run`:  .venv/bin/python bench/monitor.py
+(`--sizes 10000` for a quick look at one size).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -85,6 +87,9 @@ def write_batch(
 
 def main() -> None:
     """Print a JSON table: rows, wall time, peak memory, report size."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    sizes = parser.parse_args().sizes
     params = load_params(ROOT / "params.yaml")
     dataset = get_dataset(params.dataset.name)
     configure_mlflow(params.mlflow, root=ROOT)
@@ -114,7 +119,7 @@ def main() -> None:
             dataset,
         )
         measure([sys.executable, "-c", code, str(params_file), str(warm)])  # builds the reference
-        for size in SIZES:
+        for size in sizes:
             batch = later.sample(size, replace=size > len(later), random_state=params.seed)
             path = Path(scratch) / f"log-{size}.sqlite"
             log = PredictionLog(path, dataset.contract, dataset.key_columns, dataset.target_column)
