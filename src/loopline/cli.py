@@ -273,7 +273,10 @@ def ui(
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     evidently_port: Annotated[int, typer.Option(help="Port of the drift dashboard.")] = 8000,
 ) -> None:
-    """Serve the UIs on 127.0.0.1 until Ctrl-C: Prefect (runs), MLflow (models), Evidently (drift)."""  # noqa: E501
+    """Serve the UIs on 127.0.0.1 until Ctrl-C.
+
+    Prefect shows the flow runs, MLflow the models, Evidently the drift dashboard.
+    """
     settings = load_params(params)
     prefect_env = {**os.environ, "PREFECT_HOME": str(PREFECT_HOME.resolve())}
     prefect_env.pop("PREFECT_API_URL", None)

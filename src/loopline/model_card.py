@@ -45,7 +45,8 @@ def render_card(facts: CardFacts) -> str:
     )
     slice_rows = (
         "\n".join(
-            f"| {s['slice']} | {s['rows']} | {s['challenger']:.4f} | {s['champion']:.4f} | {s['regression']:+.4f} |"  # noqa: E501
+            f"| {s['slice']} | {s['rows']} | {s['challenger']:.4f} | {s['champion']:.4f} "
+            f"| {s['regression']:+.4f} |"
             for s in gate.slices[:12]
         )
         or "| (no champion to compare with) | | | | |"
@@ -58,7 +59,8 @@ def render_card(facts: CardFacts) -> str:
 **Champion after this decision:** version {facts.decision["champion"]}
 
 ## Data
-- Training window {t.get("loopline.train_window")}, validation {t.get("loopline.valid_window")}, test {t.get("loopline.test_window")}
+- Training window {t.get("loopline.train_window")},
+  validation {t.get("loopline.valid_window")}, test {t.get("loopline.test_window")}
 - Raw data version (data.dvc): `{t.get("loopline.data_md5")}`
 - Code: `{t.get("loopline.git_commit")}`, params hash `{t.get("loopline.params_hash")}`
 
@@ -82,4 +84,4 @@ Rows: {m["rows"]}, late rate {m["positive_rate"]:.3f}.
 
 ## Limitations
 {LIMITATIONS}
-"""  # noqa: E501
+"""

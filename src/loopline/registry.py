@@ -178,7 +178,8 @@ class Registry:
             previous = promotions[-1]["previous_champion"] if promotions else None
             if previous is None:
                 raise RegistryError(
-                    f"version {current} is the first champion of {self.name}: nothing to roll back to"  # noqa: E501
+                    f"version {current} is the first champion of {self.name}: "
+                    "nothing to roll back to"
                 )
             self.client.set_registered_model_alias(self.name, CHAMPION, previous)
             entry = {

@@ -108,7 +108,7 @@ def test_the_model_scores_raw_records_and_labels_at_its_threshold(
 def test_identifiers_and_batching_do_not_change_a_prediction(
     family: str, trained: dict, test_records: pd.DataFrame
 ) -> None:
-    """Invariance: the flight number is an identifier, and a record scores alike alone or in bulk."""  # noqa: E501
+    """Invariance: the flight number is an identifier; a record scores alike alone or in bulk."""
     model = trained[family].model
     renumbered = test_records.assign(flight=(test_records["flight"] * 7) % 9000 + 1)
     np.testing.assert_allclose(model.predict_proba(renumbered), model.predict_proba(test_records))

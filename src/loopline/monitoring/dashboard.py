@@ -24,29 +24,53 @@ def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
             PanelMetric(legend=n, metric="ValueDrift", metric_labels={"column": n}) for n in names
         ]
 
+    drift_share = PanelMetric(
+        legend="share of traffic features drifted",
+        metric="DriftedColumnsCount",
+        metric_labels={"value_type": "share"},
+    )
+    precision_recall = [
+        PanelMetric(legend="precision", metric="Precision"),
+        PanelMetric(legend="recall", metric="Recall"),
+    ]
+    late_rates = [
+        PanelMetric(
+            legend="observed late rate",
+            metric="MeanValue",
+            metric_labels={"column": columns.target},
+        ),
+        PanelMetric(
+            legend="mean predicted probability",
+            metric="MeanValue",
+            metric_labels={"column": PROBABILITY},
+        ),
+    ]
     return [
         (DRIFT_TAB, line_plot_panel(
             "Traffic drift share",
-            [PanelMetric(legend="share of traffic features drifted", metric="DriftedColumnsCount", metric_labels={"value_type": "share"})],  # noqa: E501
+            [drift_share],
             "Share of schedule/carrier/airport/distance features whose distribution moved away "
             "from the champion's training data; a retrain is considered above the limit.",
         )),
-        (DRIFT_TAB, line_plot_panel("Traffic features: drift score", value_drift(columns.share), "Distance from the training distribution (threshold 0.1).")),  # noqa: E501
-        (DRIFT_TAB, line_plot_panel("Weather features: drift score", value_drift(columns.report), "Shown, not counted: a week of weather always differs from months of it.")),  # noqa: E501
+        (DRIFT_TAB, line_plot_panel(
+            "Traffic features: drift score",
+            value_drift(columns.share),
+            "Distance from the training distribution (threshold 0.1).",
+        )),
+        (DRIFT_TAB, line_plot_panel(
+            "Weather features: drift score",
+            value_drift(columns.report),
+            "Shown, not counted: a week of weather always differs from months of it.",
+        )),
         (QUALITY_TAB, line_plot_panel(
             "Ranking quality (once labels arrive)",
             [PanelMetric(legend="ROC-AUC", metric="RocAuc")],
             "ROC-AUC of the served model on each labeled batch.",
         )),
         (QUALITY_TAB, line_plot_panel(
-            "Precision and recall at the model's threshold",
-            [PanelMetric(legend="precision", metric="Precision"), PanelMetric(legend="recall", metric="Recall")],  # noqa: E501
+            "Precision and recall at the model's threshold", precision_recall
         )),
-        (QUALITY_TAB, line_plot_panel(
-            "Late rate: observed vs predicted",
-            [PanelMetric(legend="observed late rate", metric="MeanValue", metric_labels={"column": columns.target}),  # noqa: E501
-             PanelMetric(legend="mean predicted probability", metric="MeanValue", metric_labels={"column": PROBABILITY})],  # noqa: E501
-        )),
+        (QUALITY_TAB, line_plot_panel("Late rate: observed vs predicted", late_rates)),
     ]  # fmt: skip
 
 

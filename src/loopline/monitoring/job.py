@@ -116,6 +116,7 @@ def measure_batch(
             batch[target].to_numpy(int), batch[PROBABILITY].to_numpy(), batch[LABEL].to_numpy(int)
         )
     baseline = tags.get(f"{TEST_METRIC_TAG}{metric}")
+    scores = quality | {f"drift_{name}": score for name, score in drift.scores.items()}
     outcome = BatchOutcome(
         batch_id=batch_id, first_day=first_day, last_day=last_day, rows=len(batch),
         labeled_rows=labeled_rows, model_version=version, drift_share=round(drift.share, 4),
@@ -125,7 +126,7 @@ def measure_batch(
         baseline=float(baseline) if baseline is not None else None,
         late_rate=round(float(batch[target].mean()), 4) if labeled else None,
         reference_late_rate=round(float(reference[target].mean()), 4),
-        metrics={k: round(v, 4) for k, v in quality.items()} | {f"drift_{k}": round(v, 4) for k, v in drift.scores.items()},  # noqa: E501
+        metrics={name: round(value, 4) for name, value in scores.items()},
     )  # fmt: skip
     report_path = root / params.monitor.reports / f"{batch_id}.html"
     report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,8 @@ class PredictionLog:
                 keys = ", ".join(f'"{k}" {types[k]} NOT NULL' for k in self.key_columns)
                 primary = ", ".join(f'"{k}"' for k in self.key_columns)
                 db.execute(
-                    f'CREATE TABLE IF NOT EXISTS labels ({keys}, "{target_column}" INTEGER NOT NULL, '  # noqa: E501
+                    f"CREATE TABLE IF NOT EXISTS labels ({keys}, "
+                    f'"{target_column}" INTEGER NOT NULL, '
                     f"delivered_at TEXT NOT NULL, PRIMARY KEY ({primary}))"
                 )
 
