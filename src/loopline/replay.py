@@ -262,6 +262,8 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+    from matplotlib.patches import Patch  # noqa: PLC0415
 
     ends = pd.to_datetime(frame["last_day"])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, height_ratios=[3, 2])
@@ -279,24 +281,33 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
         label="frozen first champion",
     )
     served_auc = frame["served"].apply(lambda m: m.get("roc_auc"))
-    for end, auc, row in zip(ends, served_auc, frame.itertuples(), strict=True):
+    starts = pd.to_datetime(frame["first_day"])
+    for start, end, auc, row in zip(starts, ends, served_auc, frame.itertuples(), strict=True):
         if _drifted(row.flagged_because):
-            top.axvspan(end - pd.Timedelta(days=6), end, color="orange", alpha=0.15, lw=0)
+            top.axvspan(start, end, color="orange", alpha=0.2, lw=0)
         if _degraded(row.flagged_because):
             top.plot([end], [auc], "x", color="red", markersize=10, mew=2)
         if row.retrain:
             promoted = row.retrain.get("promoted")
             top.axvline(end, color="green" if promoted else "red", ls="-" if promoted else ":")
             label = f"v{row.retrain['champion_after']}" if promoted else "kept"
-            top.annotate(label, (end, top.get_ylim()[1]), fontsize=8, ha="center", va="bottom")
+            top.annotate(
+                label, (end, 0.99), xycoords=("data", "axes fraction"),
+                fontsize=8, ha="center", va="top",
+            )  # fmt: skip
+    top.margins(y=0.12)
     top.set_ylabel("ROC-AUC")
-    top.set_title(
-        "Replay of 2013: quality per period "
-        "(orange: traffic drift flagged; red x: quality drop flagged; "
-        "green line: retrain promoted; red line: retrain not promoted)",
-        fontsize=9,
-    )
-    top.legend(loc="lower left", fontsize=8)
+    key = [
+        Patch(color="orange", alpha=0.2, label="traffic drift flagged"),
+        Line2D([], [], ls="", marker="x", color="red", mew=2, label="quality drop flagged"),
+        Line2D([], [], color="green", label="retrain promoted (new version)"),
+        Line2D([], [], color="red", ls=":", label="retrain rejected (champion kept)"),
+    ]
+    top.legend(
+        handles=top.get_legend_handles_labels()[0] + key,
+        loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False,
+    )  # fmt: skip
+    fig.suptitle("Replay of 2013: ROC-AUC per period, served by the loop vs frozen", fontsize=11)
     bottom.plot(
         ends, frame["served"].apply(lambda m: m["late_rate"]), "k-", label="observed late rate"
     )
@@ -340,14 +351,15 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
 <h1>Loopline: replay of 2013</h1>
-<p>Frozen model: version {story["frozen_version"]}; champion at the end: version {story["final_champion"]}.</p>
+<p>Frozen model: version {story["frozen_version"]};
+champion at the end: version {story["final_champion"]}.</p>
 <ul>{items}</ul>
 <img src="data:image/png;base64,{image}" style="max-width:100%">
 <table><tr><th>period</th><th>flights</th><th>served by</th><th>ROC-AUC served</th>
 <th>ROC-AUC frozen</th><th>late rate</th><th>traffic drift share</th><th>drifted</th>
 <th>flagged because</th><th>decision</th><th>retrain</th><th>reason</th></tr>
 {rows}</table></body></html>
-"""  # noqa: E501
+"""
 
 
 def _drifted(reasons: list[str]) -> bool:
@@ -362,5 +374,6 @@ def _retrain_cell(retrain: dict | None) -> str:
     if not retrain:
         return ""
     if retrain.get("promoted"):
-        return f"v{retrain['registered_version']} promoted (served after {retrain.get('swap_seconds')} s)"  # noqa: E501
+        swap = retrain.get("swap_seconds")
+        return f"v{retrain['registered_version']} promoted (served after {swap} s)"
     return f"v{retrain['registered_version']} registered, not promoted ({retrain['state']})"
