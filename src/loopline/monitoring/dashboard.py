@@ -89,4 +89,10 @@ def open_project(workspace: Path, name: str, columns: MonitoredColumns) -> tuple
     )
     for tab, panel in _panels(columns):
         project.dashboard.add_panel(panel, tab=tab)
+    # Evidently 0.7's add_panel lists a panel twice in a tab that already exists, and the UI
+    # then draws it twice: keep each panel once, in order.
+    layout = project.dashboard.model()
+    for tab in layout.tabs:
+        tab.panels = list(dict.fromkeys(tab.panels))
+    ws.save_dashboard(project.id, layout)
     return ws, project

@@ -1,0 +1,38 @@
+"""The drift dashboard is created by code: its tabs, its panels, each drawn once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loopline.datasets.base import Dataset
+from loopline.monitoring.dashboard import DRIFT_TAB, QUALITY_TAB, open_project
+from loopline.monitoring.drift import MonitoredColumns
+
+
+def _columns(dataset: Dataset) -> MonitoredColumns:
+    return MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
+
+
+def test_new_project_has_both_tabs_with_each_panel_once(tmp_path: Path, dataset: Dataset) -> None:
+    _, project = open_project(tmp_path / "ws", "loopline-test", _columns(dataset))
+
+    layout = project.dashboard.model()
+    tabs = {tab.title: tab.panels for tab in layout.tabs}
+    assert set(tabs) == {DRIFT_TAB, QUALITY_TAB}
+    for title, panels in tabs.items():
+        assert len(panels) == len(set(panels)) == 3, title
+    titles = {panel.id: panel.title for panel in layout.panels}
+    assert titles[tabs[DRIFT_TAB][0]] == "Traffic drift share"
+    assert len(layout.panels) == 6
+
+
+def test_reopening_returns_the_same_project_without_new_panels(
+    tmp_path: Path, dataset: Dataset
+) -> None:
+    columns = _columns(dataset)
+    _, first = open_project(tmp_path / "ws", "loopline-test", columns)
+    ws, again = open_project(tmp_path / "ws", "loopline-test", columns)
+
+    assert again.id == first.id
+    assert len(ws.search_project("loopline-test")) == 1
+    assert len(again.dashboard.model().panels) == 6
