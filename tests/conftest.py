@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 
 from loopline.config import Params, load_params, parse_params
 from loopline.datasets import get_dataset
@@ -130,6 +132,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("prefect-home")
     with prefect_server(home, port=free_port(), startup_timeout_s=180) as api_url:
         yield api_url
+        # Flush Prefect's background log and event workers while the server is still up;
+        # otherwise they retry against a stopped server when the interpreter exits.
+        APILogWorker.drain_all(timeout=30)
+        EventsWorker.drain_all(timeout=30)
 
 
 FAST_TRAIN = {
