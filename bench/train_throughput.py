@@ -23,7 +23,8 @@ import pandas as pd
 from loopline.config import load_params
 from loopline.evaluation import classification_metrics
 from loopline.models.base import load_feature_sets
-from loopline.training import CLASSIC, train_family, train_mlp
+from loopline.models.mlp_launch import train_mlp
+from loopline.training import CLASSIC, train_family
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 

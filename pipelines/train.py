@@ -22,10 +22,11 @@ from loopline.config import MLPParams, Params, load_params
 from loopline.datasets import get_dataset
 from loopline.io import write_joblib, write_json
 from loopline.models.base import load_feature_sets
+from loopline.models.mlp_launch import train_mlp
 from loopline.orchestration import run_stage
 from loopline.seeds import seed_everything
 from loopline.tracking import configure_mlflow, lineage_tags, log_model
-from loopline.training import FAMILIES, TrainedFamily, train_family, train_mlp
+from loopline.training import FAMILIES, TrainedFamily, train_family
 
 
 @task(task_run_name="fit-{family}")

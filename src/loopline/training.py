@@ -8,22 +8,16 @@ writes a checkpoint, which is then wrapped like any other estimator.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
 
 from loopline.config import MLPParams, TrainParams
 from loopline.errors import LooplineError
 from loopline.evaluation import choose_threshold, classification_metrics
 from loopline.models import hist_gb, logistic, xgb
 from loopline.models.base import FeatureSets, LooplineModel, assemble
-from loopline.models.mlp import MLPClassifier, MLPShape
+from loopline.models.mlp import MLPClassifier
 
 log = logging.getLogger(__name__)
 
@@ -42,52 +36,6 @@ class TrainedFamily:
     model: LooplineModel
     valid_metrics: dict[str, float]
     stats: dict[str, float]
-
-
-def torchrun_command(features_dir: Path, out_dir: Path, params: MLPParams, seed: int) -> list[str]:
-    """The torchrun invocation for `params` (standalone rendezvous on a single node)."""
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={params.nproc_per_node}",
-    ]
-    if params.nnodes == 1:
-        launcher.append("--standalone")  # picks a free local port: no clash between runs
-    else:
-        launcher += [
-            f"--nnodes={params.nnodes}",
-            "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={params.rdzv_endpoint}",
-        ]
-    script = [
-        "-m",
-        "loopline.models.mlp_train",
-        "--features",
-        str(features_dir),
-        "--out",
-        str(out_dir),
-    ]
-    return [*launcher, *script, "--params", params.model_dump_json(), "--seed", str(seed)]
-
-
-def train_mlp(
-    features_dir: Path, out_dir: Path, params: MLPParams, seed: int, env: Mapping[str, str]
-) -> tuple[MLPClassifier, dict]:
-    """Run DDP training under torchrun; return the estimator and its checkpoint's metadata."""
-    command = torchrun_command(features_dir, out_dir, params, seed)
-    log.info("launching: %s", " ".join(command[:8]) + " ...")
-    result = subprocess.run(command, env={**os.environ, **env}, check=False)
-    checkpoint_path = out_dir / "checkpoint.pt"
-    if result.returncode != 0 or not checkpoint_path.is_file():
-        raise LooplineError(f"torchrun exited with {result.returncode}; see the log above")
-    checkpoint = torch.load(checkpoint_path, weights_only=False)  # our own file, just written
-    shape = MLPShape(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["shape"].items()}
-    )
-    estimator = MLPClassifier(shape, checkpoint["state"], logit_offset=checkpoint["logit_offset"])
-    meta = {k: checkpoint[k] for k in ("best_epoch", "epochs_run", "history", "throughput")}
-    return estimator, meta
 
 
 def train_family(

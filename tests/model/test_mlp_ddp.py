@@ -12,8 +12,8 @@ import torch
 from loopline.config import MLPParams, Params
 from loopline.evaluation import classification_metrics
 from loopline.models.base import load_feature_sets
+from loopline.models.mlp_launch import train_mlp
 from loopline.models.mlp_train import lr_lambda
-from loopline.training import train_mlp
 
 pytestmark = pytest.mark.slow
 

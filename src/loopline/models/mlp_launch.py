@@ -1,0 +1,69 @@
+"""Launching the MLP's distributed training: torchrun over `loopline.models.mlp_train`.
+
+One process per GPU (NCCL) or N gloo processes on CPU; only rank 0 writes a checkpoint,
+which is read back here as an `MLPClassifier`. Kept apart from `loopline.training` so that
+launching needs only torch and the library, not every model family's packages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from loopline.config import MLPParams
+from loopline.errors import LooplineError
+from loopline.models.mlp import MLPClassifier, MLPShape
+
+log = logging.getLogger(__name__)
+
+
+def torchrun_command(features_dir: Path, out_dir: Path, params: MLPParams, seed: int) -> list[str]:
+    """The torchrun invocation for `params` (standalone rendezvous on a single node)."""
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={params.nproc_per_node}",
+    ]
+    if params.nnodes == 1:
+        launcher.append("--standalone")  # picks a free local port: no clash between runs
+    else:
+        launcher += [
+            f"--nnodes={params.nnodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={params.rdzv_endpoint}",
+        ]
+    script = [
+        "-m",
+        "loopline.models.mlp_train",
+        "--features",
+        str(features_dir),
+        "--out",
+        str(out_dir),
+    ]
+    return [*launcher, *script, "--params", params.model_dump_json(), "--seed", str(seed)]
+
+
+def train_mlp(
+    features_dir: Path, out_dir: Path, params: MLPParams, seed: int, env: Mapping[str, str]
+) -> tuple[MLPClassifier, dict]:
+    """Run DDP training under torchrun; return the estimator and its checkpoint's metadata."""
+    command = torchrun_command(features_dir, out_dir, params, seed)
+    log.info("launching: %s", " ".join(command[:8]) + " ...")
+    result = subprocess.run(command, env={**os.environ, **env}, check=False)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if result.returncode != 0 or not checkpoint_path.is_file():
+        raise LooplineError(f"torchrun exited with {result.returncode}; see the log above")
+    checkpoint = torch.load(checkpoint_path, weights_only=False)  # our own file, just written
+    shape = MLPShape(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["shape"].items()}
+    )
+    estimator = MLPClassifier(shape, checkpoint["state"], logit_offset=checkpoint["logit_offset"])
+    meta = {k: checkpoint[k] for k in ("best_epoch", "epochs_run", "history", "throughput")}
+    return estimator, meta
