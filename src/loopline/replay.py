@@ -265,14 +265,10 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
     from matplotlib.lines import Line2D  # noqa: PLC0415
     from matplotlib.patches import Patch  # noqa: PLC0415
 
-    ends = pd.to_datetime(frame["last_day"])
+    starts, ends = pd.to_datetime(frame["first_day"]), pd.to_datetime(frame["last_day"])
+    served_auc = frame["served"].apply(lambda m: m.get("roc_auc"))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, height_ratios=[3, 2])
-    top.plot(
-        ends,
-        frame["served"].apply(lambda m: m.get("roc_auc")),
-        "o-",
-        label="served (retrained by the loop)",
-    )
+    top.plot(ends, served_auc, "o-", label="served (retrained by the loop)")
     top.plot(
         ends,
         frame["frozen"].apply(lambda m: m.get("roc_auc")),
@@ -280,8 +276,6 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
         color="grey",
         label="frozen first champion",
     )
-    served_auc = frame["served"].apply(lambda m: m.get("roc_auc"))
-    starts = pd.to_datetime(frame["first_day"])
     for start, end, auc, row in zip(starts, ends, served_auc, frame.itertuples(), strict=True):
         if _drifted(row.flagged_because):
             top.axvspan(start, end, color="orange", alpha=0.2, lw=0)
