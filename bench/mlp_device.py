@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from loopline.config import Params, load_params
-from loopline.evaluation import classification_metrics
 from loopline.models.base import FeatureSets, load_feature_sets
 from loopline.models.mlp_launch import train_mlp
 
@@ -40,13 +39,7 @@ def run(
     estimator, meta = train_mlp(params.paths.features, out / label, mlp, params.seed, env)
     wall = time.perf_counter() - started
     scores = {
-        split: {
-            name: round(value, 4)
-            for name, value in classification_metrics(
-                data.y[split], estimator.predict_proba(data.x[split])[:, 1], 0.5
-            ).items()
-            if name in METRICS
-        }
+        split: {name: round(data.scores(estimator, split)[name], 4) for name in METRICS}
         for split in ("valid", "test")
     }
     return {

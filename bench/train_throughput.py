@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from loopline.config import load_params
-from loopline.evaluation import classification_metrics
 from loopline.models.base import load_feature_sets
 from loopline.models.mlp_launch import train_mlp
 from loopline.training import CLASSIC, train_family
@@ -82,10 +81,7 @@ def main() -> None:
             mlp = params.train.mlp.model_copy(update={"nproc_per_node": processes})
             out = Path(scratch) / f"ddp{processes}"
             estimator, meta = train_mlp(params.paths.features, out, mlp, params.seed, env={})
-            metrics = {
-                s: classification_metrics(data.y[s], estimator.predict_proba(data.x[s])[:, 1], 0.5)
-                for s in ("valid", "test")
-            }
+            metrics = {s: data.scores(estimator, s) for s in ("valid", "test")}
             timing = {k: round(v, 4) for k, v in meta["throughput"].items() if isinstance(v, float)}
             quality = {f"{s}_{m}": metrics[s][m] for s in metrics for m in ("roc_auc", "log_loss")}
             epochs = {"epochs": meta["epochs_run"], "best_epoch": meta["best_epoch"]}

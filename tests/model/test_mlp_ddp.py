@@ -38,10 +38,7 @@ def single(
 
 
 def _valid_metrics(estimator, features_dir: Path) -> dict:
-    data = load_feature_sets(features_dir, "late")
-    return classification_metrics(
-        data.y["valid"], estimator.predict_proba(data.x["valid"])[:, 1], 0.5
-    )
+    return load_feature_sets(features_dir, "late").scores(estimator, "valid")
 
 
 def test_two_processes_train_the_same_quality_as_one(

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from loopline.evaluation import classification_metrics
 from loopline.features import TabularFeaturizer
 from loopline.io import read_joblib
 
@@ -49,6 +50,11 @@ class FeatureSets:
     featurizer: TabularFeaturizer
     x: dict[str, pd.DataFrame]
     y: dict[str, np.ndarray]
+
+    def scores(self, estimator: object, split: str, threshold: float = 0.5) -> dict[str, float]:
+        """`classification_metrics` of a fitted estimator on one split."""
+        proba = estimator.predict_proba(self.x[split])[:, 1]
+        return classification_metrics(self.y[split], proba, threshold)
 
     @property
     def numeric(self) -> list[str]:
