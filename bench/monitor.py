@@ -20,14 +20,15 @@ import time
 import uuid
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import yaml
 
+from loopline import columns as cols
 from loopline.config import load_params
 from loopline.datasets import get_dataset
 from loopline.datasets.base import Dataset, read_tables
 from loopline.registry import CHAMPION, Registry
+from loopline.scoring.registered import load_version
 from loopline.serving.prediction_log import PredictionLog
 from loopline.tracking import configure_mlflow
 
@@ -74,7 +75,7 @@ def write_batch(
         scored["probability"].to_numpy(),
         scored["label"].to_numpy(),
     )
-    frame["event_day"] = dataset.event_days(batch).to_numpy()
+    frame["event_day"] = dataset.event_days(cols.from_frame(batch, dataset.record_fields()))
     frame = frame.assign(
         model_name="bench", model_version=version, request_id="bench", logged_at="t"
     )
@@ -95,7 +96,7 @@ def main() -> None:
     configure_mlflow(params.mlflow, root=ROOT)
     registry = Registry(params.registry)
     version = registry.alias_version(CHAMPION)
-    model = mlflow.pyfunc.load_model(registry.model_uri(version)).unwrap_python_model().model
+    model = load_version(registry, version).scorer
     examples = dataset.build_examples(
         read_tables(ROOT / params.paths.data, dataset.contract), params.dataset
     )
@@ -114,7 +115,7 @@ def main() -> None:
         write_batch(
             PredictionLog(warm, dataset.contract, dataset.key_columns, dataset.target_column),
             later.head(2000),
-            model.predict(later.head(2000)),
+            model.score_frame(later.head(2000)),
             version,
             dataset,
         )
@@ -123,7 +124,7 @@ def main() -> None:
             batch = later.sample(size, replace=size > len(later), random_state=params.seed)
             path = Path(scratch) / f"log-{size}.sqlite"
             log = PredictionLog(path, dataset.contract, dataset.key_columns, dataset.target_column)
-            write_batch(log, batch, model.predict(batch), version, dataset)
+            write_batch(log, batch, model.score_frame(batch), version, dataset)
             run = measure([sys.executable, "-c", code, str(params_file), str(path)])
             report = max(Path(raw["monitor"]["reports"]).glob("*.html"), key=os.path.getmtime)
             results.append(

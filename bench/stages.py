@@ -36,9 +36,8 @@ from loopline.features import fit_featurizer, split_by_time
 p = load_params(); d = get_dataset(p.dataset.name)
 t = read_tables(p.paths.data, d.contract)
 s = split_by_time(d.build_examples(t, p.dataset), d.time_column, p.featurize.split.windows())
-spec = d.feature_spec(p.featurize)
-f = fit_featurizer(s["train"], record_columns=d.record_columns(), target_column=d.target_column,
-                   spec=spec, reference_tables={"planes": t["planes"]}, params=p.featurize)
+f = fit_featurizer(s["train"], dataset=d, reference_tables={"planes": t["planes"]},
+                   params=p.featurize)
 for frame in s.values():
     f.transform(frame[d.record_columns()])
 """,

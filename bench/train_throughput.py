@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.config import load_params
+from loopline.features import TABLES_FILE
 from loopline.models.base import load_feature_sets
 from loopline.models.mlp_launch import train_mlp
 from loopline.training import CLASSIC, train_family
@@ -36,7 +37,7 @@ def subset_features(source: Path, fraction: float, seed: int, destination: Path)
     train[keep].reset_index(drop=True).to_parquet(destination / "features" / "train.parquet")
     for split in ("valid", "test"):
         shutil.copy(source / "features" / f"{split}.parquet", destination / "features")
-    shutil.copy(source / "featurizer.joblib", destination)
+    shutil.copy(source / TABLES_FILE, destination)
 
 
 def main() -> None:

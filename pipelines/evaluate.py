@@ -1,9 +1,9 @@
 """evaluate stage: every candidate scored on the same held-out test window.
 
-Each model is scored end to end, from the raw test records through its own saved
-featurizer, at the threshold it chose on validation. Writes `metrics/evaluate.json`
-(`dvc metrics show`), the ROC / PR / calibration / confusion data that `dvc plots show`
-draws, and a comparison table.
+Each model is scored as it will be served: by its compiled scorer, from the raw test
+records through its own feature tables, at the threshold it chose on validation. Writes
+`metrics/evaluate.json` (`dvc metrics show`), the ROC / PR / calibration / confusion data
+that `dvc plots show` draws, and a comparison table.
 """
 
 from __future__ import annotations
@@ -16,22 +16,23 @@ from prefect import flow, get_run_logger, task
 from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
 from loopline.evaluation import classification_metrics, comparison_table, curves
-from loopline.io import atomic_path, read_joblib, write_json
-from loopline.models.base import LooplineModel
+from loopline.io import atomic_path, write_json
 from loopline.orchestration import run_stage
+from loopline.scoring.scorer import SCORER_DIR, load_scorer
 
 
 @task(task_run_name="score-{family}")
 def score(family: str, params: Params, test: pd.DataFrame) -> dict[str, float]:
     """Test-window metrics of one candidate; its curve data goes to the plots folder."""
     dataset = get_dataset(params.dataset.name)
-    model: LooplineModel = read_joblib(params.paths.models / family / "model.joblib")
+    scorer = load_scorer(params.paths.models / family / SCORER_DIR)
     labels = test[dataset.target_column].to_numpy()
-    proba = model.predict_proba(test)
-    for name, frame in curves(labels, proba, model.threshold, params.evaluate.curve_points).items():
+    proba = scorer.score_frame(test)["probability"].to_numpy()
+    threshold = scorer.threshold
+    for name, frame in curves(labels, proba, threshold, params.evaluate.curve_points).items():
         with atomic_path(params.paths.evaluation / "plots" / name / f"{family}.csv") as tmp:
             frame.to_csv(tmp, index=False)
-    return classification_metrics(labels, proba, model.threshold)
+    return classification_metrics(labels, proba, threshold)
 
 
 @flow(name="evaluate")

@@ -1,7 +1,7 @@
 """featurize stage: join, split by time, fit the shared featurizer, write feature sets.
 
 Outputs under `paths.featurize`: `examples/<split>.parquet` (raw records + time + target,
-what serving receives), `features/<split>.parquet` (model-ready), `featurizer.joblib`;
+what serving receives), `features/<split>.parquet` (model-ready), `featurizer.json`;
 split sizes and class balance go to `metrics/featurize.json`.
 """
 
@@ -16,7 +16,7 @@ from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
 from loopline.datasets.base import read_tables
 from loopline.features import (
-    TabularFeaturizer,
+    FeatureTables,
     fit_featurizer,
     split_by_time,
     split_summary,
@@ -37,24 +37,19 @@ def build_splits(params: Params) -> tuple[dict[str, pd.DataFrame], dict[str, pd.
 
 
 @task
-def fit(params: Params, train: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> TabularFeaturizer:
+def fit(params: Params, train: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> FeatureTables:
     """Fit the featurizer on the training window."""
     dataset = get_dataset(params.dataset.name)
     spec = dataset.feature_spec(params.featurize)
     references = {lookup.table: tables[lookup.table] for lookup in spec.lookups}
     return fit_featurizer(
-        train,
-        record_columns=dataset.record_columns(),
-        target_column=dataset.target_column,
-        spec=spec,
-        reference_tables=references,
-        params=params.featurize,
+        train, dataset=dataset, reference_tables=references, params=params.featurize
     )
 
 
 @task
 def write_outputs(
-    params: Params, splits: dict[str, pd.DataFrame], featurizer: TabularFeaturizer
+    params: Params, splits: dict[str, pd.DataFrame], featurizer: FeatureTables
 ) -> dict:
     """Write examples, features, the fitted featurizer and the split metrics."""
     dataset = get_dataset(params.dataset.name)
@@ -62,14 +57,13 @@ def write_outputs(
         params.paths.features,
         splits,
         featurizer,
-        record_columns=dataset.record_columns(),
         context_columns=[dataset.time_column, dataset.target_column],
     )
     metrics = {
         "splits": split_summary(splits, dataset.time_column, dataset.target_column),
         "features": {
-            "numeric": len(featurizer.numeric_features_),
-            "categorical": len(featurizer.categorical_features_),
+            "numeric": len(featurizer.numeric_features),
+            "categorical": len(featurizer.categorical_features),
         },
     }
     write_json(metrics, params.paths.metrics / "featurize.json")

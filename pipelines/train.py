@@ -1,9 +1,10 @@
 """train stage: one model family per run (`python -m pipelines.train xgboost`).
 
-Trains on the training window, picks the decision threshold on the validation window, and
-tracks everything in MLflow: params, lineage tags, validation metrics, per-epoch curves
-(MLP), and the model itself (raw records in, probability out). Writes the model and its
-MLflow ids under `paths.models/<family>/` for the evaluate and register stages.
+Trains on the training window, picks the decision threshold on the validation window,
+compiles the scorer (checked against the trained estimator), and tracks everything in
+MLflow: params, lineage tags, validation metrics, per-epoch curves (MLP), and the model
+itself (raw records in, probability out). Writes the compiled scorer and the MLflow ids
+under `paths.models/<family>/` for the evaluate and register stages.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -20,10 +20,11 @@ from prefect import flow, task
 
 from loopline.config import MLPParams, Params, load_params
 from loopline.datasets import get_dataset
-from loopline.io import write_joblib, write_json
+from loopline.io import write_json
 from loopline.models.base import load_feature_sets
 from loopline.models.mlp_launch import train_mlp
 from loopline.orchestration import run_stage
+from loopline.scoring.scorer import SCORER_DIR
 from loopline.seeds import seed_everything
 from loopline.tracking import configure_mlflow, lineage_tags, log_model
 from loopline.training import FAMILIES, TrainedFamily, train_family
@@ -40,28 +41,21 @@ def fit(family: str, params: Params, run_id: str) -> TrainedFamily:
     def mlp_run(mlp_params: MLPParams):  # noqa: ANN202
         return train_mlp(params.paths.features, out, mlp_params, params.seed, env)
 
-    return train_family(
-        family,
-        data,
-        params.train,
-        seed=params.seed,
-        record_columns=dataset.record_columns(),
-        mlp_run=mlp_run,
-    )
+    trained = train_family(family, data, params.train, seed=params.seed, mlp_run=mlp_run)
+    trained.compile(data, params.paths.models / family / SCORER_DIR)
+    return trained
 
 
 @task(task_run_name="log-{family}")
 def record(family: str, trained: TrainedFamily, params: Params, run_id: str) -> None:
-    """Log metrics and the model to MLflow; write the model and ids for later stages."""
+    """Log metrics and the compiled scorer to MLflow; write the ids for later stages."""
     dataset = get_dataset(params.dataset.name)
     mlflow.log_metrics({f"valid_{k}": v for k, v in trained.valid_metrics.items()} | trained.stats)
     example = pd.read_parquet(params.paths.features / "examples" / "valid.parquet")
-    with tempfile.TemporaryDirectory() as scratch:
-        info = log_model(trained.model, dataset.contract, example, Path(scratch))
     out = params.paths.models / family
-    write_joblib(trained.model, out / "model.joblib")
+    info = log_model(out / SCORER_DIR, dataset.contract, example)
     write_json(
-        {"run_id": run_id, "model_uri": info.model_uri, "threshold": trained.model.threshold},
+        {"run_id": run_id, "model_uri": info.model_uri, "threshold": trained.threshold},
         out / "run.json",
     )
     write_json(

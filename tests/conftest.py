@@ -166,20 +166,17 @@ def small_features_dir(
     fast_params: Params,
     dataset: Dataset,
 ) -> Path:
-    """What the featurize stage writes, for the slice (examples, features, featurizer)."""
+    """What the featurize stage writes, for the slice (examples, features, feature tables)."""
     from loopline.features import fit_featurizer, split_by_time, write_feature_sets  # noqa: PLC0415
 
     examples = dataset.build_examples(small_tables, fast_params.dataset)
     splits = split_by_time(examples, dataset.time_column, fast_params.featurize.split.windows())
-    spec = dataset.feature_spec(fast_params.featurize)
     featurizer = fit_featurizer(
-        splits["train"], record_columns=dataset.record_columns(),
-        target_column=dataset.target_column, spec=spec,
-        reference_tables={"planes": small_tables["planes"]}, params=fast_params.featurize,
+        splits["train"], dataset=dataset, reference_tables={"planes": small_tables["planes"]},
+        params=fast_params.featurize,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("features")
     write_feature_sets(
-        out, splits, featurizer, record_columns=dataset.record_columns(),
-        context_columns=[dataset.time_column, dataset.target_column],
-    )  # fmt: skip
+        out, splits, featurizer, context_columns=[dataset.time_column, dataset.target_column]
+    )
     return out

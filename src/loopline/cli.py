@@ -21,6 +21,7 @@ from loopline.orchestration import (
     stop_process,
     tool_environment,
 )
+from loopline.services import bento_command
 
 app = typer.Typer(help="Loopline: a closed-loop MLOps reference project.", no_args_is_help=True)
 log = logging.getLogger("loopline.cli")
@@ -87,8 +88,7 @@ def serve(params: ParamsOption = Path("params.yaml")) -> None:
     """Serve the champion with BentoML on serve.host:serve.port (Ctrl-C stops)."""
     settings = load_params(params).serve
     env = {**os.environ, "LOOPLINE_PARAMS": str(params.resolve())}
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
-               "--host", settings.host, "--port", str(settings.port)]  # fmt: skip
+    command = bento_command(settings.host, settings.port)
     typer.echo(f"serving on http://{settings.host}:{settings.port} (OpenAPI page at /)")
     raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
 

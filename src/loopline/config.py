@@ -208,11 +208,14 @@ class ServeParams(Section):
 
     host: str
     port: int = Field(ge=1, le=65535)
+    workers: int = Field(ge=1, le=64)
     batching: bool
     max_batch_size: int = Field(ge=2)
     max_latency_ms: int = Field(ge=1)
     max_records_per_request: int = Field(ge=1)
     max_body_bytes: int = Field(ge=1024)
+    max_in_flight: int = Field(ge=1)
+    retry_after_s: int = Field(ge=1)
     poll_seconds: float = Field(gt=0)
     shadow: bool
     prediction_log: Path

@@ -1,49 +1,45 @@
 """Feature engineering shared by training and serving, and the time-based split.
 
-`TabularFeaturizer` is a scikit-learn transformer: fitted once on the training window
-(reference lookups, history rates, category vocabularies, clipping and scaling), saved by
-the featurize stage, and reused unchanged inside every logged model. So the transformation
-a model was trained with is exactly the one it is served with.
+`fit_featurizer` learns `FeatureTables` from the training window: plane attributes by tail
+number, history rates (late rate per route, carrier...), category vocabularies, clip
+bounds, medians and scales. They are plain tables and arrays, saved as one JSON file:
+the featurize stage writes it, every model version carries it, and serving reads it
+without unpickling anything.
 
-Its output is model-ready: numeric columns (clipped, imputed, standardised, float32, plus
-a `__missing` flag where training data had gaps) followed by categorical columns as
-integer codes (0 = unknown or rare, 1..K = categories seen at least `min_category_count`
-times in training). Every row is transformed on its own, so a record gets the same
-features alone or inside any batch.
+`FeatureTables.transform_columns` is the one implementation of the features: training
+calls it through `transform` (a pandas frame in and out), serving and batch scoring call
+it directly on column arrays. Its output is one float32 array: numeric columns (clipped,
+imputed, standardised, plus a `__missing` flag where training data had gaps) followed by
+categorical columns as integer codes (0 = unknown or rare, 1..K = categories seen at
+least `min_category_count` times in training). Every row is transformed on its own, so a
+record gets the same features alone or inside any batch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 
+from loopline import columns as cols
 from loopline.config import DateWindow, FeaturizeParams
-from loopline.datasets.base import FeatureSpec
+from loopline.datasets.base import Dataset, FeatureSpec, Lookup
 from loopline.errors import ConfigError, DataContractError
-from loopline.io import write_joblib, write_parquet
+from loopline.io import atomic_path, write_parquet
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_CODE = 0
 HISTORY_PREFIX = "history_rate__"
 MISSING_SUFFIX = "__missing"
-
-
-def _present(value: object) -> bool:
-    """False for None and NaN."""
-    return value is not None and value == value  # noqa: PLR0124 - NaN is the one value != itself
-
-
-def _group_key(frame: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
-    """One string per row joining the group's values, e.g. "UA|EWR-IAH"."""
-    columns = [frame[column].tolist() for column in group]
-    keys = ["|".join(str(v) for v in values) for values in zip(*columns, strict=True)]
-    return pd.Series(keys, index=frame.index, dtype="object")
+KEY_SEPARATOR = "|"
+TABLES_FILE = "featurizer.json"
+TABLES_FORMAT = 1
 
 
 def history_feature_name(group: tuple[str, ...]) -> str:
@@ -51,152 +47,362 @@ def history_feature_name(group: tuple[str, ...]) -> str:
     return HISTORY_PREFIX + "_".join(group)
 
 
-class TabularFeaturizer(TransformerMixin, BaseEstimator):
-    """Turns raw records into model-ready features; see the module docstring.
+def _as_json_values(values: np.ndarray) -> list:
+    """Plain JSON values: NaN and None become null, NumPy scalars Python ones."""
+    return [None if cols.is_missing(v) else (v.item() if hasattr(v, "item") else v) for v in values]
 
-    Args:
-        spec: the dataset's feature specification.
-        reference_tables: raw reference tables that `spec.lookups` join (captured at fit).
-        history_smoothing: pseudo-count pulling each group's late rate toward the overall
-            rate (an m-estimate), so rare routes do not get extreme rates.
-        min_category_count: categories rarer than this in training share the unknown code.
-        clip_quantiles: numeric values are clipped to these training quantiles.
+
+def _from_json_values(values: list, numeric: bool) -> np.ndarray:
+    if numeric:
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+@dataclass(frozen=True)
+class LookupTable:
+    """A reference table's attributes by key, with a trailing all-missing row for misses."""
+
+    key: str
+    keys: list[str]
+    attributes: dict[str, np.ndarray]  # output column -> values, len(keys) + 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", cols.TextIndex(self.keys))
+
+    def apply(self, columns: cols.Columns) -> cols.Columns:
+        """The attributes of each row's key (missing where the key is unknown)."""
+        rows = self.index.positions(columns[self.key])
+        return {name: values[rows] for name, values in self.attributes.items()}
+
+    @classmethod
+    def capture(cls, lookup: Lookup, reference: pd.DataFrame) -> LookupTable:
+        """Keep the reference rows a lookup needs (first row per key)."""
+        rows = reference.drop_duplicates(lookup.ref_key)
+        attributes = {}
+        for column in lookup.columns:
+            values = rows[column]
+            if pd.api.types.is_numeric_dtype(values):
+                array = values.to_numpy(dtype="float64", na_value=np.nan)
+                attributes[lookup.prefix + column] = np.append(array, np.nan)
+            else:
+                array = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+                attributes[lookup.prefix + column] = np.append(array, None)
+        return cls(lookup.key, rows[lookup.ref_key].astype(str).tolist(), attributes)
+
+    def to_json(self) -> dict:
+        """Plain-JSON form (columns of values, null = missing)."""
+        return {
+            "key": self.key,
+            "keys": self.keys,
+            "numeric": [n for n, v in self.attributes.items() if v.dtype != object],
+            "attributes": {n: _as_json_values(v[:-1]) for n, v in self.attributes.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> LookupTable:
+        """Inverse of `to_json`."""
+        numeric = set(data["numeric"])
+        attributes = {
+            name: _from_json_values([*values, None], name in numeric)
+            for name, values in data["attributes"].items()
+        }
+        return cls(data["key"], list(data["keys"]), attributes)
+
+
+@dataclass(frozen=True)
+class HistoryTable:
+    """Smoothed late rate per value of a column group; unseen groups get the prior."""
+
+    group: tuple[str, ...]
+    keys: list[str]
+    rates: np.ndarray  # len(keys) + 1: the last slot holds the prior
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", cols.TextIndex(self.keys))
+
+    def apply(self, columns: cols.Columns) -> np.ndarray:
+        """Each row's rate (float64)."""
+        return self.rates[self.index.positions(group_keys(columns, self.group))]
+
+    def rate(self, *values: str) -> float:
+        """The rate of one group value, e.g. `rate("UA")` or `rate("UA", "EWR-IAH")`."""
+        key = KEY_SEPARATOR.join(values)
+        return float(self.rates[self.keys.index(key)] if key in self.keys else self.rates[-1])
+
+
+def prepare(columns: cols.Columns, lookups: list[LookupTable], spec: FeatureSpec) -> cols.Columns:
+    """Record columns plus looked-up attributes and the dataset's derived columns."""
+    frame = dict(columns)
+    for table in lookups:
+        frame.update(table.apply(frame))
+    frame.update(spec.derive(frame))
+    return frame
+
+
+def group_keys(columns: cols.Columns, group: tuple[str, ...]) -> np.ndarray:
+    """One string per row joining the group's values, e.g. "UA|EWR-IAH"."""
+    if len(group) == 1:
+        return columns[group[0]]
+    return cols.join_text([columns[c] for c in group], KEY_SEPARATOR)
+
+
+@dataclass(frozen=True)
+class FeatureTables:
+    """Everything the features learn from the training window, as plain tables.
+
+    `spec` is rebuilt from the dataset module by name (its `derive` is code, not data);
+    the rest is data and round-trips through JSON exactly.
     """
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        reference_tables: Mapping[str, pd.DataFrame] | None = None,
-        history_smoothing: float = 100.0,
-        min_category_count: int = 30,
-        clip_quantiles: tuple[float, float] = (0.001, 0.999),
-    ) -> None:
-        self.spec = spec
-        self.reference_tables = reference_tables
-        self.history_smoothing = history_smoothing
-        self.min_category_count = min_category_count
-        self.clip_quantiles = clip_quantiles
+    spec: FeatureSpec
+    record_fields: dict[str, str]  # name -> "int" | "float" | "string"
+    lookups: list[LookupTable]
+    history: list[HistoryTable]
+    vocabularies: dict[str, list[str]]
+    numeric_inputs: list[str]  # spec numerics, then history rates
+    clip_low: np.ndarray
+    clip_high: np.ndarray
+    medians: np.ndarray
+    means: np.ndarray
+    scales: np.ndarray
+    missing_flags: list[str]
 
-    # -- fitting -------------------------------------------------------------------------
-
-    def fit(self, records: pd.DataFrame, y: pd.Series) -> TabularFeaturizer:
-        """Learn lookups, history rates, vocabularies and numeric statistics from training."""
-        if len(records) == 0:
-            raise DataContractError("cannot fit features on an empty training window")
-        target = pd.Series(np.asarray(y, dtype="float64"), index=records.index)
-        self.lookup_tables_ = self._capture_lookups()
-        frame = self._prepare(records)
-        self.prior_rate_ = float(target.mean())
-        self.history_rates_ = {
-            group: self._fit_history(frame, target, group) for group in self.spec.history
+    def __post_init__(self) -> None:
+        indexes = {c: cols.TextIndex(v) for c, v in self.vocabularies.items()}
+        codes = {
+            c: np.append(np.arange(1, len(v) + 1), UNKNOWN_CODE)
+            for c, v in self.vocabularies.items()
         }
-        for group in self.spec.history:
-            frame[history_feature_name(group)] = self._apply_history(frame, group)
-        self._fit_categories(frame)
-        self._fit_numeric(frame)
-        return self
+        flagged = [self.numeric_inputs.index(c) for c in self.missing_flags]
+        object.__setattr__(self, "_indexes", indexes)
+        object.__setattr__(self, "_codes", codes)
+        object.__setattr__(self, "_flagged", flagged)
 
-    def _capture_lookups(self) -> dict[str, pd.DataFrame]:
-        captured = {}
-        for lookup in self.spec.lookups:
-            tables = self.reference_tables or {}
-            if lookup.table not in tables:
-                raise DataContractError(f"lookup table {lookup.table!r} was not provided")
-            reference = tables[lookup.table]
-            captured[lookup.table] = (
-                reference.drop_duplicates(lookup.ref_key)
-                .set_index(lookup.ref_key)[list(lookup.columns)]
-                .add_prefix(lookup.prefix)
-            )
-        return captured
+    # -- what comes out ----------------------------------------------------------------------
 
-    def _fit_history(
-        self, frame: pd.DataFrame, target: pd.Series, group: tuple[str, ...]
-    ) -> pd.Series:
-        stats = target.groupby(_group_key(frame, group)).agg(["sum", "count"])
-        m = self.history_smoothing
-        return (stats["sum"] + m * self.prior_rate_) / (stats["count"] + m)
+    @property
+    def numeric_features(self) -> list[str]:
+        """Numeric output columns: scaled inputs, then missing flags."""
+        return [*self.numeric_inputs, *(c + MISSING_SUFFIX for c in self.missing_flags)]
 
-    def _fit_categories(self, frame: pd.DataFrame) -> None:
-        self.vocabularies_: dict[str, dict[str, int]] = {}
-        for column in self.spec.categorical:
-            counts = frame[column].dropna().astype(str).value_counts()
-            kept = sorted(counts[counts >= self.min_category_count].index)
-            self.vocabularies_[column] = {value: code for code, value in enumerate(kept, 1)}
+    @property
+    def categorical_features(self) -> list[str]:
+        """Integer-coded output columns."""
+        return list(self.vocabularies)
 
-    def _fit_numeric(self, frame: pd.DataFrame) -> None:
-        numeric = self._numeric_columns()
-        values = frame[numeric].astype("float64")
-        low_q, high_q = self.clip_quantiles
-        self.clip_low_ = values.quantile(low_q)
-        self.clip_high_ = values.quantile(high_q)
-        clipped = values.clip(self.clip_low_, self.clip_high_, axis=1)
-        self.medians_ = clipped.median().fillna(0.0)
-        filled = clipped.fillna(self.medians_)
-        self.means_ = filled.mean()
-        self.scales_ = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
-        self.missing_flags_ = [c for c in numeric if values[c].isna().any()]
-        self.numeric_features_ = [*numeric, *(c + MISSING_SUFFIX for c in self.missing_flags_)]
-        self.categorical_features_ = list(self.spec.categorical)
-        self.cardinalities_ = {c: len(v) + 1 for c, v in self.vocabularies_.items()}
+    @property
+    def feature_names(self) -> list[str]:
+        """All output columns, numeric first."""
+        return [*self.numeric_features, *self.categorical_features]
 
-    # -- transforming ----------------------------------------------------------------------
+    @property
+    def cardinalities(self) -> dict[str, int]:
+        """Codes per categorical column, the unknown code included."""
+        return {c: len(v) + 1 for c, v in self.vocabularies.items()}
+
+    def history_table(self, *group: str) -> HistoryTable:
+        """The history rates of one column group."""
+        return next(h for h in self.history if h.group == group)
+
+    # -- transforming ------------------------------------------------------------------------
+
+    def transform_columns(self, columns: cols.Columns) -> np.ndarray:
+        """Model-ready float32 array (rows, features) from record columns."""
+        frame = self.prepare(columns)
+        rows = len(next(iter(columns.values())))
+        inputs = np.empty((rows, len(self.numeric_inputs)), dtype="float64")
+        named = len(self.spec.numeric)
+        for j, name in enumerate(self.spec.numeric):
+            inputs[:, j] = frame[name]
+        for j, table in enumerate(self.history, start=named):
+            inputs[:, j] = table.apply(frame)
+        missing = np.isnan(inputs)
+        filled = np.where(missing, self.medians, np.clip(inputs, self.clip_low, self.clip_high))
+        out = np.empty((rows, len(self.feature_names)), dtype="float32")
+        numeric = len(self.numeric_inputs)
+        out[:, :numeric] = (filled - self.means) / self.scales
+        flags = numeric + len(self._flagged)
+        out[:, numeric:flags] = missing[:, self._flagged]
+        for j, column in enumerate(self.vocabularies, start=flags):
+            out[:, j] = self._codes[column][self._indexes[column].positions(frame[column])]
+        return out
+
+    def prepare(self, columns: cols.Columns) -> cols.Columns:
+        """Record columns plus looked-up attributes and the dataset's derived columns."""
+        return prepare(columns, self.lookups, self.spec)
 
     def transform(self, records: pd.DataFrame) -> pd.DataFrame:
-        """Model-ready features for `records` (same index, numeric then categorical).
+        """`transform_columns` on a frame: numeric columns float32, codes int32, same index."""
+        values = self.transform_columns(cols.from_frame(records, self.record_fields))
+        split = len(self.numeric_features)
+        numeric = pd.DataFrame(
+            values[:, :split], index=records.index, columns=self.numeric_features
+        )
+        codes = pd.DataFrame(
+            values[:, split:].astype("int32"),
+            index=records.index,
+            columns=self.categorical_features,
+        )
+        return pd.concat([numeric, codes], axis=1)
 
-        The arithmetic runs on NumPy arrays: a serving call scores a handful of rows, where
-        pandas' per-operation overhead, not the data, would dominate.
-        """
-        frame = self._prepare(records)
-        columns = [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in self.spec.numeric]
-        columns += [self._apply_history(frame, g).to_numpy() for g in self.spec.history]
-        values = np.column_stack(columns) if columns else np.empty((len(frame), 0))
-        missing = np.isnan(values)
-        low = self.clip_low_.fillna(-np.inf).to_numpy()
-        high = self.clip_high_.fillna(np.inf).to_numpy()
-        filled = np.where(missing, self.medians_.to_numpy(), np.clip(values, low, high))
-        scaled = (filled - self.means_.to_numpy()) / self.scales_.to_numpy()
-        numeric = self._numeric_columns()
-        flagged = missing[:, [numeric.index(c) for c in self.missing_flags_]]
-        codes = [self._codes(frame[column], vocab) for column, vocab in self.vocabularies_.items()]
-        dense = np.hstack([scaled, flagged]).astype("float32")
-        coded = np.column_stack(codes) if codes else np.empty((len(frame), 0), dtype="int32")
-        return pd.concat(
-            [
-                pd.DataFrame(dense, index=frame.index, columns=self.numeric_features_),
-                pd.DataFrame(coded, index=frame.index, columns=self.categorical_features_),
+    # -- saving ------------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        """Plain-JSON form; `from_json` restores an equal object."""
+        return {
+            "format": TABLES_FORMAT,
+            "dataset": self.spec.dataset,
+            "settings": dict(self.spec.settings),
+            "record_fields": self.record_fields,
+            "lookups": [table.to_json() for table in self.lookups],
+            "history": [
+                {
+                    "group": list(h.group),
+                    "keys": h.keys,
+                    "rates": h.rates[:-1].tolist(),
+                    "prior": float(h.rates[-1]),
+                }
+                for h in self.history
             ],
-            axis=1,
+            "categorical": list(self.vocabularies),  # output order (JSON objects are unordered)
+            "vocabularies": self.vocabularies,
+            "numeric_inputs": self.numeric_inputs,
+            "clip_low": _as_json_values(self.clip_low),
+            "clip_high": _as_json_values(self.clip_high),
+            "medians": self.medians.tolist(),
+            "means": self.means.tolist(),
+            "scales": self.scales.tolist(),
+            "missing_flags": self.missing_flags,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> FeatureTables:
+        """Rebuild tables from `to_json` output (the spec from the named dataset module)."""
+        from loopline.datasets import get_dataset  # noqa: PLC0415 - the registry imports datasets
+
+        if data.get("format") != TABLES_FORMAT:
+            raise DataContractError(
+                f"featurizer tables format {data.get('format')!r} is not {TABLES_FORMAT}: "
+                "re-run the featurize stage with this version of Loopline"
+            )
+        settings = FeaturizeParams.model_validate(data["settings"])
+        spec = get_dataset(data["dataset"]).feature_spec(settings)
+
+        def bounds(values: list, missing: float) -> np.ndarray:
+            return np.array([missing if v is None else v for v in values], dtype="float64")
+
+        return cls(
+            spec=spec,
+            record_fields=dict(data["record_fields"]),
+            lookups=[LookupTable.from_json(t) for t in data["lookups"]],
+            history=[
+                HistoryTable(
+                    tuple(h["group"]),
+                    list(h["keys"]),
+                    np.array([*h["rates"], h["prior"]], dtype="float64"),
+                )
+                for h in data["history"]
+            ],
+            vocabularies={c: list(data["vocabularies"][c]) for c in data["categorical"]},
+            numeric_inputs=list(data["numeric_inputs"]),
+            clip_low=bounds(data["clip_low"], -np.inf),
+            clip_high=bounds(data["clip_high"], np.inf),
+            medians=np.array(data["medians"], dtype="float64"),
+            means=np.array(data["means"], dtype="float64"),
+            scales=np.array(data["scales"], dtype="float64"),
+            missing_flags=list(data["missing_flags"]),
         )
 
-    @staticmethod
-    def _codes(values: pd.Series, vocabulary: dict[str, int]) -> np.ndarray:
-        """Integer codes (1..K) of known categories; 0 for unknown, rare or missing."""
-        known = (
-            vocabulary.get(str(v), UNKNOWN_CODE) if _present(v) else UNKNOWN_CODE for v in values
-        )
-        return np.fromiter(known, dtype="int32", count=len(values))
+    def write(self, target: Path) -> None:
+        """Save as JSON (atomically)."""
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), sort_keys=True))
 
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """Output column names, numeric first."""
-        return np.asarray([*self.numeric_features_, *self.categorical_features_], dtype=object)
+    @classmethod
+    def read(cls, source: Path) -> FeatureTables:
+        """Load tables saved by `write`."""
+        return cls.from_json(json.loads(source.read_text()))
 
-    def _numeric_columns(self) -> list[str]:
-        return [*self.spec.numeric, *(history_feature_name(g) for g in self.spec.history)]
 
-    def _prepare(self, records: pd.DataFrame) -> pd.DataFrame:
-        parts = [records]
-        for lookup in self.spec.lookups:
-            attributes = self.lookup_tables_[lookup.table].reindex(records[lookup.key].to_numpy())
-            parts.append(attributes.set_axis(records.index))
-        return self.spec.derive(pd.concat(parts, axis=1) if len(parts) > 1 else records.copy())
+# -- fitting -----------------------------------------------------------------------------------
 
-    def _apply_history(self, frame: pd.DataFrame, group: tuple[str, ...]) -> pd.Series:
-        rates = self.history_rates_[group].to_dict()
-        keys = _group_key(frame, group)
-        values = [rates.get(key, self.prior_rate_) for key in keys]
-        return pd.Series(values, index=frame.index, dtype="float64")
+
+def fit_featurizer(
+    train: pd.DataFrame,
+    *,
+    dataset: Dataset,
+    reference_tables: Mapping[str, pd.DataFrame],
+    params: FeaturizeParams,
+) -> FeatureTables:
+    """Learn the feature tables from the training window only.
+
+    History rates are m-estimates: each group's late rate pulled toward the overall rate by
+    `history_smoothing` pseudo-rows, so rare routes do not get extreme rates. Categories
+    rarer than `min_category_count` share the unknown code. Numeric values are clipped to
+    the `clip_quantiles` of training.
+    """
+    if len(train) == 0:
+        raise DataContractError("cannot fit features on an empty training window")
+    spec = dataset.feature_spec(params)
+    fields = dataset.record_fields()
+    target = train[dataset.target_column].to_numpy(dtype="float64")
+    lookups = []
+    for lookup in spec.lookups:
+        if lookup.table not in reference_tables:
+            raise DataContractError(f"lookup table {lookup.table!r} was not provided")
+        lookups.append(LookupTable.capture(lookup, reference_tables[lookup.table]))
+    frame = prepare(cols.from_frame(train, fields), lookups, spec)
+    prior = float(target.mean())
+    history = [
+        _fit_history(group_keys(frame, group), target, group, prior, params.history_smoothing)
+        for group in spec.history
+    ]
+    vocabularies = {
+        column: _fit_vocabulary(frame[column], params.min_category_count)
+        for column in spec.categorical
+    }
+    numeric_inputs = [*spec.numeric, *(history_feature_name(g) for g in spec.history)]
+    inputs = pd.DataFrame(
+        {name: np.asarray(frame[name], dtype="float64") for name in spec.numeric}
+        | {history_feature_name(h.group): h.apply(frame) for h in history}
+    )
+    low_q, high_q = params.clip_quantiles
+    clip_low, clip_high = inputs.quantile(low_q), inputs.quantile(high_q)
+    clipped = inputs.clip(clip_low, clip_high, axis=1)
+    medians = clipped.median().fillna(0.0)
+    filled = clipped.fillna(medians)
+    return FeatureTables(
+        spec=spec,
+        record_fields=fields,
+        lookups=lookups,
+        history=history,
+        vocabularies=vocabularies,
+        numeric_inputs=numeric_inputs,
+        clip_low=clip_low.fillna(-np.inf).to_numpy(),
+        clip_high=clip_high.fillna(np.inf).to_numpy(),
+        medians=medians.to_numpy(),
+        means=filled.mean().to_numpy(),
+        scales=filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0).to_numpy(),
+        missing_flags=[c for c in numeric_inputs if inputs[c].isna().any()],
+    )
+
+
+def _fit_history(
+    keys: np.ndarray, target: np.ndarray, group: tuple[str, ...], prior: float, m: float
+) -> HistoryTable:
+    stats = pd.Series(target).groupby(pd.Series(keys, dtype=object)).agg(["sum", "count"])
+    rates = (stats["sum"] + m * prior) / (stats["count"] + m)
+    return HistoryTable(group, [str(k) for k in rates.index], np.append(rates.to_numpy(), prior))
+
+
+def _fit_vocabulary(values: np.ndarray, min_count: int) -> list[str]:
+    counts = pd.Series(values, dtype=object).dropna().astype(str).value_counts()
+    return sorted(counts[counts >= min_count].index)
+
+
+# -- splitting and writing -----------------------------------------------------------------------
 
 
 def split_by_time(
@@ -235,44 +441,23 @@ def split_summary(splits: Mapping[str, pd.DataFrame], time_column: str, target_c
     }
 
 
-def fit_featurizer(
-    train: pd.DataFrame,
-    *,
-    record_columns: list[str],
-    target_column: str,
-    spec: FeatureSpec,
-    reference_tables: Mapping[str, pd.DataFrame],
-    params: FeaturizeParams,
-) -> TabularFeaturizer:
-    """Fit the shared featurizer on the training window only."""
-    featurizer = TabularFeaturizer(
-        spec,
-        reference_tables=reference_tables,
-        history_smoothing=params.history_smoothing,
-        min_category_count=params.min_category_count,
-        clip_quantiles=params.clip_quantiles,
-    )
-    return featurizer.fit(train[record_columns], train[target_column])
-
-
 def write_feature_sets(
     out: Path,
     splits: Mapping[str, pd.DataFrame],
-    featurizer: TabularFeaturizer,
-    record_columns: list[str],
+    tables: FeatureTables,
     context_columns: list[str],
 ) -> None:
     """Write what the featurize stage produces under `out`.
 
     `examples/<split>.parquet` holds the raw records with `context_columns` (time, target);
     `features/<split>.parquet` the model-ready features with the same context columns;
-    `featurizer.joblib` the fitted featurizer.
+    `featurizer.json` the fitted feature tables.
     """
     for name, examples in splits.items():
         write_parquet(examples, out / "examples" / f"{name}.parquet")
-        features = featurizer.transform(examples[record_columns])
+        features = tables.transform(examples)
         write_parquet(
             pd.concat([features, examples[context_columns]], axis=1),
             out / "features" / f"{name}.parquet",
         )
-    write_joblib(featurizer, out / "featurizer.joblib")
+    tables.write(out / TABLES_FILE)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
 FILE_MODE = 0o644
@@ -80,17 +79,3 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> None:
     """Write a DataFrame as Parquet (zstd), without the index."""
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False, compression="zstd")
-
-
-def write_joblib(obj: Any, target: Path) -> None:
-    """Persist a Python object (a fitted transformer or pipeline) with joblib.
-
-    Only load such files from this project's own pipeline: unpickling runs code.
-    """
-    with atomic_path(target) as tmp:
-        joblib.dump(obj, tmp, compress=3)
-
-
-def read_joblib(source: Path) -> Any:
-    """Load an object written by `write_joblib` (trusted, project-made files only)."""
-    return joblib.load(source)

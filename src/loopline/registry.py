@@ -17,7 +17,6 @@ import fcntl
 import getpass
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,10 +32,11 @@ from loopline.config import Params, RegistryParams
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
 from loopline.promotion import Evidence, GateResult, decide
+from loopline.scoring.registered import TEST_METRIC_TAG, load_version
+from loopline.scoring.scorer import CompiledScorer
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-TEST_METRIC_TAG = "loopline.test_metric."  # prefix of the test-window metrics tagged on a version
 
 
 class RegistryError(LooplineError):
@@ -109,7 +109,7 @@ class Registry:
             return None
 
     def model_uri(self, version: str) -> str:
-        """URI to load a version with mlflow.pyfunc."""
+        """MLflow URI of a version (`loopline.scoring.registered` loads it)."""
         return f"models:/{self.name}/{version}"
 
     def status(self) -> dict[str, Any]:
@@ -219,22 +219,14 @@ class Registry:
 # -- gathering the evidence the rule needs -------------------------------------------------------
 
 
-def model_size_mb(model_uri: str) -> float:
-    """Size on disk of a logged model's artifacts."""
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
-        size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file())
-    return size / 1e6
-
-
-def latency_ms_per_1000(model: Any, records: pd.DataFrame, repeats: int = 5) -> float:
+def latency_ms_per_1000(scorer: CompiledScorer, records: pd.DataFrame, repeats: int = 5) -> float:
     """Median wall time of scoring 1,000 records (after one warm-up call)."""
     batch = records.head(1000)
-    model.predict(batch)
+    scorer.score_frame(batch)
     timings = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model.predict(batch)
+        scorer.score_frame(batch)
         timings.append((time.perf_counter() - started) * 1000 * 1000 / len(batch))
     return float(np.median(timings))
 
@@ -248,21 +240,22 @@ def collect_evidence(
     target_column: str,
     slice_columns: tuple[str, ...],
 ) -> Evidence:
-    """Score the challenger and the current champion, through MLflow, on the same rows."""
+    """Score the challenger and the current champion, as served, on the same rows."""
     records = recent[record_columns]
-    challenger_model = mlflow.pyfunc.load_model(registry.model_uri(version))
+    challenger_version = load_version(registry, version)
+    challenger = challenger_version.scorer
     champion_version = registry.alias_version(CHAMPION)
     champion = None
     if champion_version is not None and champion_version != version:
-        champion_model = mlflow.pyfunc.load_model(registry.model_uri(champion_version))
-        champion = champion_model.predict(records)["probability"].to_numpy()
+        champion_scorer = load_version(registry, champion_version).scorer
+        champion = champion_scorer.score_frame(records)["probability"].to_numpy()
     return Evidence(
         labels=recent[target_column].to_numpy(),
-        challenger=challenger_model.predict(records)["probability"].to_numpy(),
+        challenger=challenger.score_frame(records)["probability"].to_numpy(),
         champion=champion,
         slices=recent[list(slice_columns)].reset_index(drop=True),
-        latency_ms_per_1000=latency_ms_per_1000(challenger_model, records),
-        size_mb=model_size_mb(registry.model_uri(version)),
+        latency_ms_per_1000=latency_ms_per_1000(challenger, records),
+        size_mb=challenger_version.size_mb,
     )
 
 
@@ -272,7 +265,7 @@ def judge_on_recent_window(
     """Apply the promotion rule to `version` on the most recent labeled window.
 
     The window is the pipeline's test split (the newest labeled days it has); the
-    challenger and the current champion are both scored on it through MLflow.
+    challenger and the current champion are both scored on it by their compiled scorers.
     """
     recent = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
     evidence = collect_evidence(

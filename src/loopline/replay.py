@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import numpy as np
 import pandas as pd
 from sklearn import metrics
@@ -36,6 +35,7 @@ from loopline.datasets.base import read_tables
 from loopline.errors import LooplineError
 from loopline.io import atomic_path, write_json
 from loopline.registry import CHAMPION, Registry
+from loopline.scoring.registered import load_version
 from loopline.serving.prediction_log import PredictionLog
 from loopline.tracking import configure_mlflow
 
@@ -159,11 +159,7 @@ class Replay:
         frozen_version = self.registry.alias_version(CHAMPION)
         if frozen_version is None:
             raise LooplineError("no champion in the registry: run `make run` first")
-        frozen = (
-            mlflow.pyfunc.load_model(self.registry.model_uri(frozen_version))
-            .unwrap_python_model()
-            .model
-        )
+        frozen = load_version(self.registry, frozen_version).scorer
         tables = read_tables(self.root / self.params.paths.data, self.dataset.contract)
         examples = self.dataset.build_examples(tables, self.params.dataset)
         days = examples[self.dataset.time_column].dt.date
@@ -175,12 +171,13 @@ class Replay:
             served = post_records(self.url, records, self.headers)
             labels = batch[target].to_numpy(int)
             proba = np.array([p["probability"] for p in served])
+            frozen_proba = frozen.score_frame(batch)["probability"].to_numpy()
             versions = pd.Series([p["model_version"] for p in served]).value_counts().to_dict()
             self.log_store.deliver_labels(batch, delivered_at=f"{last}T23:59:59")
             result = PeriodResult(
                 first_day=str(first), last_day=str(last), flights=len(batch),
                 served_versions={str(k): int(v) for k, v in versions.items()},
-                served=quality(labels, proba), frozen=quality(labels, frozen.predict_proba(batch)),
+                served=quality(labels, proba), frozen=quality(labels, frozen_proba),
             )  # fmt: skip
             checked = monitor(first_day=first, last_day=last, params_path=self.params_file)
             outcome = checked["outcome"]

@@ -1,8 +1,9 @@
-"""Starting the project's long-running processes for one session, and always stopping them.
+"""Starting the project's long-running processes, and always stopping them.
 
-Used by `loopline replay` (and the tests): the BentoML service and the Prefect runner that
-serves the monitor and retrain deployments. A service that already answers is reused and
-left running.
+The one place that knows how to start the BentoML service (`bento_command`): `loopline
+serve` runs it in the foreground; `bento_service` runs it for a block (`loopline replay`,
+the tests, the serving bench). Also the Prefect runner that serves the monitor and retrain
+deployments. A service that already answers is reused and left running.
 """
 
 from __future__ import annotations
@@ -28,17 +29,25 @@ def _healthy(url: str) -> bool:
     return False
 
 
+def bento_command(host: str, port: int) -> list[str]:
+    """`bentoml serve` of the Loopline service (run from the project root)."""
+    return [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
+            "--host", host, "--port", str(port)]  # fmt: skip
+
+
 @contextlib.contextmanager
 def bento_service(
     params_file: Path, host: str, port: int, log_file: Path, **env: str
 ) -> Iterator[str]:
-    """`bentoml serve` of the Loopline service at host:port for the block; yields its URL."""
+    """`bentoml serve` of the Loopline service at host:port for the block; yields its URL.
+
+    `env` adds environment variables (BENTOML_HOME, an API key...).
+    """
     url = f"http://{host}:{port}"
     if _healthy(f"{url}/readyz"):
         yield url
         return
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
-               "--host", host, "--port", str(port)]  # fmt: skip
+    command = bento_command(host, port)
     environment = tool_environment(LOOPLINE_PARAMS=str(params_file.resolve()), **env)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as output:

@@ -1,8 +1,10 @@
 """MLflow: where runs go, what every run is tagged with, and how a model is logged.
 
-The logged model is a pyfunc that takes raw flight records (the contract's record fields)
-and returns `probability` and `label`: the saved featurizer travels inside it, so whoever
-loads it (the registry gate, the BentoML service) needs nothing else.
+The logged model is a pyfunc that takes raw records (the contract's record fields; the
+nullable ones may be left out) and returns `probability` and `label`. Its only artifact is
+the compiled scorer (feature tables + estimator in safe formats, `loopline.scoring`), so
+`mlflow models serve` and `mlflow.pyfunc.spark_udf` run exactly what Loopline serves, and
+nothing in the model is unpickled.
 """
 
 from __future__ import annotations
@@ -22,21 +24,21 @@ from mlflow.types import ColSpec, Schema
 from loopline.config import MlflowParams, Params
 from loopline.contract import DataContract
 from loopline.datastore import pinned_md5
-from loopline.io import read_joblib, write_joblib
-from loopline.models.base import LooplineModel
+from loopline.scoring.registered import SCORER_ARTIFACT
+from loopline.scoring.scorer import load_scorer
 
 MLFLOW_TYPES = {"int": "long", "float": "double", "string": "string", "datetime": "datetime"}
 MODEL_ARTIFACT = "model"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 REQUIREMENTS = (
     "mlflow",
-    "scikit-learn",
     "pandas",
     "numpy",
+    "scipy",
     "pyarrow",
     "xgboost-cpu",
-    "torch",
-    "joblib",
+    "treelite",
+    "safetensors",
 )
 
 
@@ -103,17 +105,17 @@ def record_signature(contract: DataContract) -> ModelSignature:
 
 
 class LooplinePyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow face of a LooplineModel: raw records in, probability and label out."""
+    """MLflow face of a compiled scorer: raw records in, probability and label out."""
 
     def load_context(self, context: Any) -> None:
-        """Load the joblib'd LooplineModel shipped as the `model` artifact."""
-        self.model: LooplineModel = read_joblib(Path(context.artifacts[MODEL_ARTIFACT]))
+        """Load the compiled scorer shipped as the `scorer` artifact."""
+        self.scorer = load_scorer(Path(context.artifacts[SCORER_ARTIFACT]))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        """Score records; MLflow has already enforced the signature's columns and types."""
-        return self.model.predict(model_input).reset_index(drop=True)
+        """Score records; optional fields may be absent (they count as missing)."""
+        return self.scorer.score_frame(model_input).reset_index(drop=True)
 
 
 def _requirements() -> list[str]:
@@ -126,22 +128,14 @@ def _requirements() -> list[str]:
     return pinned
 
 
-def log_model(
-    model: LooplineModel, contract: DataContract, example: pd.DataFrame, workdir: Path
-) -> Any:
-    """Log `model` as a pyfunc in the active run; returns MLflow's ModelInfo."""
-    path = workdir / "loopline_model.joblib"
-    write_joblib(model, path)
+def log_model(scorer_dir: Path, contract: DataContract, example: pd.DataFrame) -> Any:
+    """Log the compiled scorer in `scorer_dir` as a pyfunc in the active run; MLflow's ModelInfo."""
+    columns = [f.name for f in contract.record_fields()]
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
         python_model=PYFUNC_ENTRY,  # models-from-code: no pickled Python object in the model
-        artifacts={MODEL_ARTIFACT: str(path)},
+        artifacts={SCORER_ARTIFACT: str(scorer_dir)},
         signature=record_signature(contract),
-        input_example=example[model.record_columns].head(5),
+        input_example=example[columns].head(5),
         pip_requirements=_requirements(),
     )
-
-
-def load_pyfunc(model_uri: str) -> Any:
-    """Load a logged model (only models this project produced: loading runs pickled code)."""
-    return mlflow.pyfunc.load_model(model_uri)

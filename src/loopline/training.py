@@ -1,8 +1,9 @@
-"""Training a model family: fit, pick the validation threshold, wrap as a LooplineModel.
+"""Training a model family: fit, pick the validation threshold, compile the scorer.
 
 The classic families train in-process. The MLP trains under `torchrun` (one process per
 GPU, or N gloo processes on CPU) running `loopline.models.mlp_train`; only its rank 0
-writes a checkpoint, which is then wrapped like any other estimator.
+writes a checkpoint, which is then wrapped like any other estimator. Every family ends
+as a compiled scorer (`loopline.scoring`), checked against the trained estimator.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from loopline.config import MLPParams, TrainParams
 from loopline.errors import LooplineError
 from loopline.evaluation import choose_threshold, classification_metrics
 from loopline.models import hist_gb, logistic, xgb
-from loopline.models.base import FeatureSets, LooplineModel, assemble
+from loopline.models.base import FeatureSets
 from loopline.models.mlp import MLPClassifier
+from loopline.scoring.scorer import CompiledScorer, compile_scorer
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,19 @@ FAMILIES = (*CLASSIC, "mlp")
 class TrainedFamily:
     """A trained candidate with what its training measured."""
 
-    model: LooplineModel
+    family: str
+    estimator: Any
+    threshold: float
     valid_metrics: dict[str, float]
     stats: dict[str, float]
+    info: dict
+
+    def compile(self, data: FeatureSets, out: Path) -> CompiledScorer:
+        """Write the compiled scorer to `out`, checked against the estimator on validation."""
+        return compile_scorer(
+            out, family=self.family, tables=data.tables, estimator=self.estimator,
+            threshold=self.threshold, check_features=data.x["valid"], info=self.info,
+        )  # fmt: skip
 
 
 def train_family(
@@ -44,10 +58,9 @@ def train_family(
     params: TrainParams,
     *,
     seed: int,
-    record_columns: list[str],
     mlp_run: Callable[[MLPParams], tuple[MLPClassifier, dict]] | None = None,
 ) -> TrainedFamily:
-    """Train one family and finish it: validation threshold, metrics, LooplineModel.
+    """Train one family and finish it: validation threshold and metrics.
 
     `mlp_run` launches the distributed MLP training (injected so the flow controls the
     subprocess, its output folder and the MLflow run it reports to).
@@ -73,14 +86,6 @@ def train_family(
         "train_rows": rows,
     }
     info = {"family": family, **{k: v for k, v in extra.items() if k != "history"}}
-    model = assemble(
-        family,
-        data.featurizer,
-        estimator,
-        threshold=threshold,
-        record_columns=record_columns,
-        info=info,
-    )
     log.info(
         "%s: valid roc_auc %.4f pr_auc %.4f in %.1f s",
         family,
@@ -88,7 +93,10 @@ def train_family(
         valid_metrics["pr_auc"],
         seconds,
     )
-    return TrainedFamily(model=model, valid_metrics=valid_metrics, stats=stats | _throughput(extra))
+    return TrainedFamily(
+        family=family, estimator=estimator, threshold=float(threshold),
+        valid_metrics=valid_metrics, stats=stats | _throughput(extra), info=info,
+    )  # fmt: skip
 
 
 def _throughput(extra: dict) -> dict:

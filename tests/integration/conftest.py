@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 import yaml
@@ -18,11 +15,13 @@ from sklearn.metrics import roc_auc_score
 from loopline.config import Params, load_params
 from loopline.datasets.base import Dataset
 from loopline.models.base import load_feature_sets
-from loopline.orchestration import free_port, stop_process, wait_until_healthy
+from loopline.orchestration import free_port
 from loopline.registry import TEST_METRIC_TAG, Registry
-from loopline.tracking import configure_mlflow, lineage_tags, log_model
+from loopline.services import bento_service
+from loopline.tracking import configure_mlflow, lineage_tags
 from loopline.training import train_family
-from tests.conftest import ROOT, fast_params_dict, tool_env
+from tests.builders import log_compiled
+from tests.conftest import fast_params_dict
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,19 @@ def serving_world(
     data = load_feature_sets(small_features_dir, "late")
     examples = pd.read_parquet(small_features_dir / "examples" / "valid.parquet")
     for family in ("logistic", "xgboost"):
-        model = train_family(
-            family,
-            data,
-            fast_params.train,
-            seed=fast_params.seed,
-            record_columns=dataset.record_columns(),
-        ).model
-        with mlflow.start_run(run_name=family) as run:
-            uri = log_model(model, dataset.contract, examples, root).model_uri
+        trained = train_family(family, data, fast_params.train, seed=fast_params.seed)
+        logged = log_compiled(
+            family, family, trained.estimator, data=data, dataset=dataset, examples=examples,
+            root=root, threshold=trained.threshold,
+        )  # fmt: skip
         test = world.test_records
         tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"], root) | {
             "loopline.family": family,  # as the register stage tags a version
             f"{TEST_METRIC_TAG}roc_auc": str(
-                roc_auc_score(test["late"], model.predict_proba(test))
+                roc_auc_score(test["late"], logged.scorer.score_frame(test)["probability"])
             ),
         }
-        version = registry.register(uri, run.info.run_id, tags)
+        version = registry.register(logged.uri, logged.run_id, tags)
         if family == "logistic":
             registry.force_promote(version, "test setup")
     return world
@@ -96,23 +91,8 @@ def serving_world(
 def bento_server(params_file: Path, tmp: Path, **env: str) -> Iterator[str]:
     """`bentoml serve` of the project's service on a free loopback port, until the block ends."""
     port = free_port()
-    log = (tmp / f"bentoml-{port}.log").open("wb")
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    environment = tool_env(
-        LOOPLINE_PARAMS=str(params_file), BENTOML_HOME=str(tmp / "bentoml"), **env
-    )
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/readyz", timeout_s=120, process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process)
-        log.close()
+    with bento_service(
+        params_file, "127.0.0.1", port, tmp / f"bentoml-{port}.log",
+        BENTOML_HOME=str(tmp / "bentoml"), **env,
+    ) as url:  # fmt: skip
+        yield url

@@ -8,15 +8,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-import mlflow
 import pandas as pd
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from loopline import columns as cols
 from loopline.config import load_params
 from loopline.datasets.base import Dataset, write_tables
 from loopline.monitoring.store import MonitorStore
 from loopline.registry import CHAMPION
+from loopline.scoring.registered import load_version
 from loopline.serving.prediction_log import PredictionLog
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from tests.integration.conftest import ServingWorld
@@ -40,7 +41,7 @@ def world(serving_world: ServingWorld, small_tables: dict, dataset: Dataset) -> 
     )
     registry = serving_world.registry()
     version = registry.alias_version(CHAMPION)
-    model = mlflow.pyfunc.load_model(registry.model_uri(version)).unwrap_python_model().model
+    model = load_version(registry, version).scorer
     examples = dataset.build_examples(small_tables, raw.dataset)
     log = PredictionLog(
         root / "monitored.sqlite", dataset.contract, dataset.key_columns, dataset.target_column
@@ -51,8 +52,8 @@ def world(serving_world: ServingWorld, small_tables: dict, dataset: Dataset) -> 
 
 def _log_scored(world: dict, dataset: Dataset, batch: pd.DataFrame) -> None:
     """What the service does for each request, done offline: score, log, then labels."""
-    scored = world["model"].predict(batch)
-    days = dataset.event_days(batch)
+    scored = world["model"].score_frame(batch)
+    days = dataset.event_days(cols.from_frame(batch, dataset.record_fields()))
     rows = []
     for record, probability, label, day in zip(
         batch[dataset.record_columns()].to_dict("records"),

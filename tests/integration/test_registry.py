@@ -10,38 +10,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from loopline.config import Params
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
-from loopline.models.base import LooplineModel, assemble, load_feature_sets
+from loopline.models import logistic, xgb
+from loopline.models.base import FeatureSets, load_feature_sets
 from loopline.registry import CHALLENGER, CHAMPION, Registry, apply_rule, collect_evidence
-from loopline.tracking import configure_mlflow, log_model
+from loopline.tracking import configure_mlflow
 from loopline.training import train_family
+from tests.builders import log_compiled
 
 pytestmark = pytest.mark.slow
-
-
-class Blurred(ClassifierMixin, BaseEstimator):
-    """A deliberately weaker copy of a model: its probabilities mixed with fixed noise."""
-
-    def __init__(self, base: object, weight: float) -> None:
-        self.base = base
-        self.weight = weight
-        self.classes_ = np.array([0, 1])
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    def fit(self, x: pd.DataFrame, y: object = None) -> Blurred:
-        """Nothing to learn: it wraps a fitted model."""
-        return self
-
-    def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
-        noise = np.random.default_rng(len(x)).random(len(x))
-        late = (1 - self.weight) * self.base.predict_proba(x)[:, 1] + self.weight * noise
-        return np.column_stack([1 - late, late])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +31,9 @@ def world(
     fast_params: Params,
     dataset: Dataset,
 ) -> dict:
-    """An MLflow store with three logged models: strong, weak (blurred) and useless."""
+    """An MLflow store with three logged models, all real and compiled: strong (XGBoost),
+    weak (the same XGBoost stopped after a few shallow trees) and useless (a logistic
+    regression trained on shuffled labels)."""
     root = tmp_path_factory.mktemp("mlflow")
     registry_params = fast_params.registry.model_copy(
         update={
@@ -65,41 +47,34 @@ def world(
     )
     configure_mlflow(mlflow_params)
     data = load_feature_sets(small_features_dir, "late")
-    strong = train_family(
-        "xgboost",
-        data,
-        fast_params.train,
-        seed=fast_params.seed,
-        record_columns=dataset.record_columns(),
-    ).model
-    estimator = strong.pipeline.named_steps["model"]
-    models = {
-        "strong": strong,
-        "weak": assemble(
-            "weak",
-            data.featurizer,
-            Blurred(estimator, 0.6),
-            threshold=0.5,
-            record_columns=dataset.record_columns(),
-        ),
-        "useless": assemble(
-            "useless",
-            data.featurizer,
-            Blurred(estimator, 1.0),
-            threshold=0.5,
-            record_columns=dataset.record_columns(),
-        ),
+    strong = train_family("xgboost", data, fast_params.train, seed=fast_params.seed)
+    stunted = {"n_estimators": 3, "max_depth": 2, "early_stopping_rounds": 3}
+    weak = xgb.train(data, fast_params.train.xgboost.model_copy(update=stunted), 0)
+    shuffled = np.random.default_rng(0).permutation(data.y["train"])
+    noise = FeatureSets(data.tables, data.x, {**data.y, "train": shuffled})
+    useless = logistic.train(noise, fast_params.train.logistic, 0)
+    estimators = {
+        "strong": ("xgboost", strong.estimator, strong.threshold),
+        "weak": ("xgboost", weak, 0.5),
+        "useless": ("logistic", useless, 0.5),
     }
     examples = pd.read_parquet(small_features_dir / "examples" / "valid.parquet")
-    uris = {}
-    for name, model in models.items():
-        with mlflow.start_run(run_name=name) as run:
-            uris[name] = (
-                log_model(model, dataset.contract, examples, root).model_uri,
-                run.info.run_id,
-            )
+    logged = {
+        name: log_compiled(
+            name,
+            family,
+            estimator,
+            data=data,
+            dataset=dataset,
+            examples=examples,
+            root=root,
+            threshold=threshold,
+        )
+        for name, (family, estimator, threshold) in estimators.items()
+    }
+    uris = {name: (model.uri, model.run_id) for name, model in logged.items()}
     recent = pd.read_parquet(small_features_dir / "examples" / "test.parquet")
-    return {"params": registry_params, "uris": uris, "models": models, "recent": recent}
+    return {"params": registry_params, "uris": uris, "models": logged, "recent": recent}
 
 
 def _register_and_decide(
@@ -211,15 +186,24 @@ def test_readers_always_see_a_champion_while_it_moves(world: dict, tmp_path: Pat
     assert None not in seen
 
 
-def test_the_logged_model_scores_raw_records_like_the_in_memory_model(world: dict) -> None:
+def test_the_logged_model_scores_raw_records_like_the_compiled_scorer(
+    world: dict, dataset: Dataset
+) -> None:
+    """`mlflow.pyfunc` (what `mlflow models serve` runs) gives the scorer's answers, and
+    takes records without their optional fields, as /predict does."""
     loaded = mlflow.pyfunc.load_model(world["uris"]["strong"][0])
-    model: LooplineModel = world["models"]["strong"]
-    records = world["recent"][model.record_columns]
+    scorer = world["models"]["strong"].scorer
+    records = world["recent"][dataset.record_columns()]
     scored = loaded.predict(records)
     np.testing.assert_allclose(
-        scored["probability"].to_numpy(), model.predict_proba(records), rtol=1e-9
+        scored["probability"].to_numpy(), scorer.score_frame(records)["probability"], rtol=1e-12
     )
     assert list(scored.columns) == ["probability", "label"]
     schema = loaded.metadata.get_input_schema()
-    assert schema.input_names() == model.record_columns
-    assert not next(c for c in schema.inputs if c.name == "tailnum").required
+    assert schema.input_names() == dataset.record_columns()
+    optional = [c.name for c in schema.inputs if not c.required]
+    assert "tailnum" in optional
+    assert "wind_gust" in optional
+    without = loaded.predict(records.drop(columns=optional).head(20))
+    with_nulls = scorer.score_frame(records.head(20).assign(**dict.fromkeys(optional, None)))
+    np.testing.assert_allclose(without["probability"], with_nulls["probability"], rtol=1e-12)

@@ -10,7 +10,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from loopline.io import read_joblib, read_json
+from loopline.features import FeatureTables
+from loopline.io import read_json
 from tests.conftest import make_project, small_params_dict, tool_env
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def test_saved_featurizer_reproduces_saved_features(
 ) -> None:
     """No training/serving skew: the artifact serving will load gives the training features."""
     out = project / "artifacts" / "featurize"
-    featurizer = read_joblib(out / "featurizer.joblib")
+    featurizer = FeatureTables.read(out / "featurizer.json")
     examples = pd.read_parquet(out / "examples" / "test.parquet")
     saved = pd.read_parquet(out / "features" / "test.parquet")
     recomputed = featurizer.transform(examples[dataset.record_columns()])

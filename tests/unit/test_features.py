@@ -1,19 +1,22 @@
-"""The shared featurizer: leakage guard, row independence, unknowns, and what it learns."""
+"""The shared featurizer: leakage guard, row independence, unknowns, what it learns, and
+that its saved tables and every input path (frame, dict records, Arrow) agree exactly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from loopline import columns as cols
 from loopline.config import Params
 from loopline.datasets import get_dataset
 from loopline.datasets.base import Dataset
 from loopline.errors import DataContractError
 from loopline.features import (
     UNKNOWN_CODE,
-    TabularFeaturizer,
+    FeatureTables,
     fit_featurizer,
     history_feature_name,
     split_by_time,
@@ -30,25 +33,20 @@ def splits(dataset: Dataset, small_tables: dict, params: Params) -> dict[str, pd
     return split_by_time(examples, dataset.time_column, params.featurize.split.windows())
 
 
-def _fit(dataset: Dataset, tables: dict, params: Params, train: pd.DataFrame) -> TabularFeaturizer:
-    spec = dataset.feature_spec(params.featurize)
+def _fit(dataset: Dataset, tables: dict, params: Params, train: pd.DataFrame) -> FeatureTables:
     return fit_featurizer(
-        train,
-        record_columns=dataset.record_columns(),
-        target_column=dataset.target_column,
-        spec=spec,
-        reference_tables={"planes": tables["planes"]},
+        train, dataset=dataset, reference_tables={"planes": tables["planes"]},
         params=params.featurize,
-    )
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def featurizer(dataset, small_tables, params, splits) -> TabularFeaturizer:
+def featurizer(dataset, small_tables, params, splits) -> FeatureTables:
     return _fit(dataset, small_tables, params, splits["train"])
 
 
 def test_features_ignore_everything_known_only_after_departure(
-    dataset: Dataset, small_tables: dict, params: Params, featurizer: TabularFeaturizer
+    dataset: Dataset, small_tables: dict, params: Params, featurizer: FeatureTables
 ) -> None:
     """Scrambling every post-departure column changes no feature of any flight."""
     rng = np.random.default_rng(0)
@@ -63,7 +61,7 @@ def test_features_ignore_everything_known_only_after_departure(
 
 
 def test_features_of_a_flight_do_not_depend_on_later_flights(
-    splits: dict, featurizer: TabularFeaturizer, dataset: Dataset
+    splits: dict, featurizer: FeatureTables, dataset: Dataset
 ) -> None:
     """Transforming the first rows alone gives what they get alongside all later rows."""
     test = splits["test"].sort_values(dataset.time_column)[dataset.record_columns()]
@@ -92,14 +90,15 @@ def test_labels_after_the_training_window_never_reach_the_featurizer(
 
 
 def test_history_rate_is_the_smoothed_training_late_rate(
-    splits: dict, featurizer: TabularFeaturizer
+    splits: dict, featurizer: FeatureTables, params: Params
 ) -> None:
     train = splits["train"]
     carrier = train["carrier"].value_counts().index[0]
     labels = train.loc[train["carrier"] == carrier, "late"]
-    m, prior = featurizer.history_smoothing, train["late"].mean()
+    m, prior = params.featurize.history_smoothing, train["late"].mean()
     expected = (labels.sum() + m * prior) / (len(labels) + m)
-    assert featurizer.history_rates_[("carrier",)][carrier] == pytest.approx(expected)
+    assert featurizer.history_table("carrier").rate(carrier) == pytest.approx(expected)
+    assert featurizer.history_table("carrier").rate("never-seen") == pytest.approx(prior)
 
 
 def test_history_changes_when_training_labels_change(
@@ -115,7 +114,7 @@ def test_history_changes_when_training_labels_change(
 
 
 def test_unknown_categories_and_missing_values_are_handled_as_in_training(
-    splits: dict, featurizer: TabularFeaturizer, dataset: Dataset
+    splits: dict, featurizer: FeatureTables, dataset: Dataset
 ) -> None:
     record = splits["test"][dataset.record_columns()].iloc[[0]].copy()
     record["dest"] = "ZZZ"
@@ -128,12 +127,12 @@ def test_unknown_categories_and_missing_values_are_handled_as_in_training(
     assert np.isfinite(features.to_numpy(dtype="float64")).all()
 
 
-def test_output_columns_types_and_names_agree(splits: dict, featurizer: TabularFeaturizer) -> None:
+def test_output_columns_types_and_names_agree(splits: dict, featurizer: FeatureTables) -> None:
     features = featurizer.transform(splits["valid"][list(splits["valid"].columns[:-2])])
-    assert list(features.columns) == list(featurizer.get_feature_names_out())
-    assert all(features[c].dtype == np.float32 for c in featurizer.numeric_features_)
-    assert all(features[c].dtype == np.int32 for c in featurizer.categorical_features_)
-    for column, cardinality in featurizer.cardinalities_.items():
+    assert list(features.columns) == featurizer.feature_names
+    assert all(features[c].dtype == np.float32 for c in featurizer.numeric_features)
+    assert all(features[c].dtype == np.int32 for c in featurizer.categorical_features)
+    for column, cardinality in featurizer.cardinalities.items():
         assert features[column].between(0, cardinality - 1).all()
 
 
@@ -149,7 +148,7 @@ def test_fitting_on_no_rows_is_an_error(
 )
 @given(batch=records(CONTRACT))
 def test_any_contract_valid_batch_gives_finite_features_row_by_row(
-    batch: pd.DataFrame, featurizer: TabularFeaturizer
+    batch: pd.DataFrame, featurizer: FeatureTables
 ) -> None:
     """Property: every record the contract allows featurizes to finite values, and each row
     gets the same features alone as inside the batch (what serving relies on)."""
@@ -157,3 +156,53 @@ def test_any_contract_valid_batch_gives_finite_features_row_by_row(
     assert np.isfinite(features.to_numpy(dtype="float64")).all()
     last = batch.iloc[[-1]]
     pd.testing.assert_frame_equal(featurizer.transform(last), features.iloc[[-1]])
+
+
+def test_saved_tables_transform_exactly_like_the_fitted_ones(
+    splits: dict, featurizer: FeatureTables, dataset: Dataset, tmp_path
+) -> None:
+    """The JSON file serving loads is the featurizer: same features to the bit."""
+    featurizer.write(tmp_path / "featurizer.json")
+    loaded = FeatureTables.read(tmp_path / "featurizer.json")
+    test = splits["test"][dataset.record_columns()]
+    pd.testing.assert_frame_equal(loaded.transform(test), featurizer.transform(test))
+    assert loaded.feature_names == featurizer.feature_names
+
+
+def test_an_unknown_tables_format_is_refused_by_name(featurizer: FeatureTables) -> None:
+    data = featurizer.to_json() | {"format": 99}
+    with pytest.raises(DataContractError, match="format 99"):
+        FeatureTables.from_json(data)
+
+
+@pytest.mark.parametrize("rows", [1, 7, cols.SMALL - 1, cols.SMALL, 3 * cols.SMALL])
+def test_dict_records_and_arrow_give_the_frame_features(
+    splits: dict, featurizer: FeatureTables, dataset: Dataset, rows: int
+) -> None:
+    """Serving's dict path, batch scoring's Arrow path, and training's frame path agree
+    exactly, on both sides of the small/large lookup switch (unknowns and nulls included)."""
+    frame = splits["test"][dataset.record_columns()].head(rows).copy()
+    frame.loc[frame.index[::3], "dest"] = "ZZZ"
+    frame.loc[frame.index[::4], "tailnum"] = None
+    frame.loc[frame.index[::5], "wind_gust"] = np.nan
+    expected = featurizer.transform(frame).to_numpy(dtype="float32")
+    records = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in frame.to_dict(orient="records")
+    ]
+    from_records = featurizer.transform_columns(
+        cols.from_records(records, featurizer.record_fields)
+    )
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    from_arrow = featurizer.transform_columns(cols.from_arrow(table, featurizer.record_fields))
+    np.testing.assert_array_equal(from_records, expected)
+    np.testing.assert_array_equal(from_arrow, expected)
+
+
+def test_absent_optional_fields_count_as_missing(
+    splits: dict, featurizer: FeatureTables, dataset: Dataset
+) -> None:
+    frame = splits["test"][dataset.record_columns()].head(5)
+    without = featurizer.transform(frame.drop(columns=["wind_gust", "tailnum"]))
+    nulls = featurizer.transform(frame.assign(wind_gust=np.nan, tailnum=None))
+    pd.testing.assert_frame_equal(without, nulls)

@@ -12,12 +12,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loopline.columns import Columns
 from loopline.config import DatasetParams, FeaturizeParams
 from loopline.contract import DataContract
 from loopline.errors import DataContractError
@@ -41,18 +43,23 @@ class Lookup:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The dataset-specific half of feature engineering, consumed by TabularFeaturizer.
+    """The dataset-specific half of feature engineering, consumed by `loopline.features`.
 
-    `derive` is stateless and row-wise (one row's features never depend on another row),
-    taking the record frame after lookups and returning it with derived columns added.
-    `history` lists column groups whose late rate in the training window becomes a feature.
+    `derive` is stateless and row-wise (one row's features never depend on another row):
+    it takes the record columns after lookups (name -> 1-D array, see `loopline.columns`)
+    and returns the derived columns. `history` lists column groups whose late rate in the
+    training window becomes a feature. Categorical columns hold text. `dataset` and
+    `settings` name how to rebuild this spec (`get_dataset(dataset).feature_spec(...)`),
+    so saved feature tables need no pickled code.
     """
 
-    derive: Callable[[pd.DataFrame], pd.DataFrame]
+    derive: Callable[[Columns], Columns]
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     history: tuple[tuple[str, ...], ...] = ()
     lookups: tuple[Lookup, ...] = field(default=())
+    dataset: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Dataset(ABC):
@@ -79,22 +86,24 @@ class Dataset(ABC):
     def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
         """The features the shared featurizer builds for this dataset."""
 
-    def event_days(self, records: pd.DataFrame) -> pd.Series:
+    def event_days(self, columns: Columns) -> np.ndarray:
         """Each record's date (ISO `YYYY-MM-DD`, from the time column); None if impossible."""
-        return (
-            self.event_time(records)
-            .dt.strftime("%Y-%m-%d")
-            .astype("object")
-            .where(lambda d: d.notna(), None)
-        )
+        days = self.event_time(columns).astype("datetime64[D]")
+        text = np.datetime_as_string(days).astype(object)
+        text[np.isnat(days)] = None
+        return text
 
     @abstractmethod
-    def event_time(self, records: pd.DataFrame) -> pd.Series:
-        """The time column computed from record fields (what `build_examples` stores)."""
+    def event_time(self, columns: Columns) -> np.ndarray:
+        """The time column (datetime64) computed from record columns (`loopline.columns`)."""
 
     def record_columns(self) -> list[str]:
         """Names of the fields a prediction request carries."""
         return [f.name for f in self.contract.record_fields()]
+
+    def record_fields(self) -> dict[str, str]:
+        """The fields a prediction request carries, with their contract dtype."""
+        return {f.name: f.dtype for f in self.contract.record_fields()}
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> None:

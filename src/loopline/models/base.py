@@ -1,53 +1,28 @@
-"""What every model family produces: a `LooplineModel` that takes raw records.
+"""What every model family trains on: the featurize stage's feature sets.
 
-A LooplineModel is the fitted featurizer and the family's estimator in one scikit-learn
-Pipeline, plus the decision threshold chosen on the validation window. It is what gets
-saved, logged to MLflow, evaluated, registered and served: nothing else is needed to go
-from a raw flight record to a probability and a label.
+A family's `train` function takes `FeatureSets` (model-ready features of the three time
+windows and the feature tables that made them) and returns a fitted estimator with
+`predict_proba`. `loopline.scoring` then compiles the tables and the estimator into the
+pickle-free scorer that is logged, registered and served.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from loopline.evaluation import classification_metrics
-from loopline.features import TabularFeaturizer
-from loopline.io import read_joblib
-
-
-@dataclass
-class LooplineModel:
-    """Featurizer + estimator + threshold; predicts from raw records."""
-
-    family: str
-    pipeline: Pipeline
-    threshold: float
-    record_columns: list[str]
-    info: dict = field(default_factory=dict)
-
-    def predict_proba(self, records: pd.DataFrame) -> np.ndarray:
-        """Probability of the positive class (late) for each record."""
-        return self.pipeline.predict_proba(records[self.record_columns])[:, 1]
-
-    def predict(self, records: pd.DataFrame) -> pd.DataFrame:
-        """Probability and 0/1 label (at the stored threshold), aligned with `records`."""
-        probability = self.predict_proba(records)
-        return pd.DataFrame(
-            {"probability": probability, "label": (probability >= self.threshold).astype("int64")},
-            index=records.index,
-        )
+from loopline.features import TABLES_FILE, FeatureTables
 
 
 @dataclass(frozen=True)
 class FeatureSets:
-    """Model-ready features and labels of the three splits, plus the fitted featurizer."""
+    """Model-ready features and labels of the three splits, plus the feature tables."""
 
-    featurizer: TabularFeaturizer
+    tables: FeatureTables
     x: dict[str, pd.DataFrame]
     y: dict[str, np.ndarray]
 
@@ -59,35 +34,21 @@ class FeatureSets:
     @property
     def numeric(self) -> list[str]:
         """Numeric feature columns."""
-        return list(self.featurizer.numeric_features_)
+        return self.tables.numeric_features
 
     @property
     def categorical(self) -> list[str]:
         """Categorical (integer-coded) feature columns."""
-        return list(self.featurizer.categorical_features_)
+        return self.tables.categorical_features
 
 
 def load_feature_sets(features_dir: Path, target_column: str) -> FeatureSets:
-    """Read what the featurize stage wrote: features per split and the featurizer."""
-    featurizer: TabularFeaturizer = read_joblib(features_dir / "featurizer.joblib")
-    columns = list(featurizer.get_feature_names_out())
+    """Read what the featurize stage wrote: features per split and the feature tables."""
+    tables = FeatureTables.read(features_dir / TABLES_FILE)
+    columns = tables.feature_names
     x, y = {}, {}
     for split in ("train", "valid", "test"):
         frame = pd.read_parquet(features_dir / "features" / f"{split}.parquet")
         x[split] = frame[columns]
         y[split] = frame[target_column].to_numpy(dtype="int64")
-    return FeatureSets(featurizer=featurizer, x=x, y=y)
-
-
-def assemble(
-    family: str,
-    featurizer: TabularFeaturizer,
-    estimator: object,
-    *,
-    threshold: float,
-    record_columns: list[str],
-    info: dict | None = None,
-) -> LooplineModel:
-    """Wrap a fitted featurizer and a fitted estimator into a LooplineModel."""
-    pipeline = Pipeline([("features", featurizer), ("model", estimator)])
-    return LooplineModel(family, pipeline, float(threshold), list(record_columns), info or {})
+    return FeatureSets(tables=tables, x=x, y=y)

@@ -12,9 +12,7 @@ MAX_NATIVE_CATEGORIES = 255  # HistGradientBoosting bins categories into at most
 
 def train(data: FeatureSets, params: HistGBParams, seed: int) -> HistGradientBoostingClassifier:
     """Fit on the training window; very high-cardinality codes are treated as ordinal."""
-    native = [
-        c for c in data.categorical if data.featurizer.cardinalities_[c] <= MAX_NATIVE_CATEGORIES
-    ]
+    native = [c for c in data.categorical if data.tables.cardinalities[c] <= MAX_NATIVE_CATEGORIES]
     model = HistGradientBoostingClassifier(
         max_iter=params.max_iter,
         learning_rate=params.learning_rate,

@@ -13,7 +13,7 @@ from loopline.models.base import FeatureSets
 
 def train(data: FeatureSets, params: LogisticParams, seed: int) -> Pipeline:
     """Fit on the training window; categories one-hot encoded, unknown codes ignored."""
-    categories = [list(range(data.featurizer.cardinalities_[c])) for c in data.categorical]
+    categories = [list(range(data.tables.cardinalities[c])) for c in data.categorical]
     encode = ColumnTransformer(
         [
             ("numeric", "passthrough", data.numeric),

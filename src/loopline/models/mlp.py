@@ -16,6 +16,9 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
+WEIGHTS_FILE = "weights.safetensors"  # what rank 0 of mlp_train writes: the best state dict
+CHECKPOINT_FILE = "checkpoint.json"  # ... and its shape, logit offset and training history
+
 
 @dataclass(frozen=True)
 class MLPShape:
@@ -133,3 +136,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 def shape_as_dict(shape: MLPShape) -> dict:
     """JSON-friendly form of a shape (for checkpoints and logs)."""
     return asdict(shape)
+
+
+def shape_from_dict(data: dict) -> MLPShape:
+    """Inverse of `shape_as_dict` (JSON lists back to tuples)."""
+    return MLPShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -1,8 +1,9 @@
 """Launching the MLP's distributed training: torchrun over `loopline.models.mlp_train`.
 
-One process per GPU (NCCL) or N gloo processes on CPU; only rank 0 writes a checkpoint,
-which is read back here as an `MLPClassifier`. Kept apart from `loopline.training` so that
-launching needs only torch and the library, not every model family's packages.
+One process per GPU (NCCL) or N gloo processes on CPU; only rank 0 writes a checkpoint
+(weights as safetensors, the rest as JSON: nothing is unpickled), which is read back here
+as an `MLPClassifier`. Kept apart from `loopline.training` so that launching needs only
+torch and the library, not every model family's packages.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
+from safetensors.torch import load_file
 
 from loopline.config import MLPParams
 from loopline.errors import LooplineError
-from loopline.models.mlp import MLPClassifier, MLPShape
+from loopline.io import read_json
+from loopline.models.mlp import CHECKPOINT_FILE, WEIGHTS_FILE, MLPClassifier, shape_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,12 @@ def train_mlp(
     command = torchrun_command(features_dir, out_dir, params, seed)
     log.info("launching: %s", " ".join(command[:8]) + " ...")
     result = subprocess.run(command, env={**os.environ, **env}, check=False)
-    checkpoint_path = out_dir / "checkpoint.pt"
+    checkpoint_path = out_dir / CHECKPOINT_FILE
     if result.returncode != 0 or not checkpoint_path.is_file():
         raise LooplineError(f"torchrun exited with {result.returncode}; see the log above")
-    checkpoint = torch.load(checkpoint_path, weights_only=False)  # our own file, just written
-    shape = MLPShape(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["shape"].items()}
-    )
-    estimator = MLPClassifier(shape, checkpoint["state"], logit_offset=checkpoint["logit_offset"])
+    checkpoint = read_json(checkpoint_path)
+    shape = shape_from_dict(checkpoint["shape"])
+    state = load_file(out_dir / WEIGHTS_FILE)
+    estimator = MLPClassifier(shape, state, logit_offset=checkpoint["logit_offset"])
     meta = {k: checkpoint[k] for k in ("best_epoch", "epochs_run", "history", "throughput")}
     return estimator, meta

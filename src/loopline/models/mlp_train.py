@@ -31,13 +31,21 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from loopline.config import MLPParams
-from loopline.io import atomic_path
+from loopline.io import atomic_path, write_json
 from loopline.models.base import load_feature_sets
-from loopline.models.mlp import MLPShape, TabularMLP, shape_as_dict, to_tensors
+from loopline.models.mlp import (
+    CHECKPOINT_FILE,
+    WEIGHTS_FILE,
+    MLPShape,
+    TabularMLP,
+    shape_as_dict,
+    to_tensors,
+)
 from loopline.seeds import seed_everything
 
 log = logging.getLogger("loopline.mlp_train")
@@ -111,7 +119,7 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
 
     # -- data: tensors made once, on the device ----------------------------------------------
     data = load_feature_sets(args.features, args.target)
-    cardinalities = data.featurizer.cardinalities_
+    cardinalities = data.tables.cardinalities
     shape = MLPShape(
         numeric=tuple(data.numeric),
         categorical=tuple(data.categorical),
@@ -235,9 +243,11 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
     # -- rank 0 saves --------------------------------------------------------------------------
     if rank == 0:
         total_s = timing["data_s"] + timing["compute_s"]
+        state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
+        with atomic_path(args.out / WEIGHTS_FILE) as tmp:
+            save_file(state, tmp)
         checkpoint = {
             "shape": shape_as_dict(shape),
-            "state": {k: v.detach().cpu() for k, v in best["state"].items()},
             "logit_offset": logit_offset,
             "best_epoch": best["epoch"],
             "epochs_run": len(history),
@@ -252,8 +262,7 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
                 "train_seconds": total_s,
             },
         }
-        with atomic_path(args.out / "checkpoint.pt") as tmp:
-            torch.save(checkpoint, tmp)
+        write_json(checkpoint, args.out / CHECKPOINT_FILE)
         log.info(
             "best epoch %d of %d, valid log loss %.4f", best["epoch"], len(history), best["loss"]
         )

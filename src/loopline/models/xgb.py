@@ -53,7 +53,7 @@ def resolve_device(requested: str) -> str:
 
 def train(data: FeatureSets, params: XGBoostParams, seed: int) -> Pipeline:
     """Fit on train, stop when validation log loss has not improved for a while."""
-    categories = AsCategories({c: data.featurizer.cardinalities_[c] for c in data.categorical})
+    categories = AsCategories({c: data.tables.cardinalities[c] for c in data.categorical})
     model = xgboost.XGBClassifier(
         n_estimators=params.n_estimators,
         learning_rate=params.learning_rate,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from sklearn import metrics
@@ -19,7 +18,8 @@ from loopline.errors import LooplineError
 from loopline.io import atomic_path
 from loopline.monitoring.decision import BatchOutcome
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_result, run_report
-from loopline.registry import TEST_METRIC_TAG, Registry
+from loopline.registry import Registry
+from loopline.scoring.registered import TEST_METRIC_TAG, load_version
 from loopline.serving.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,7 @@ def reference_frame(
     sample = inside.sample(
         min(params.monitor.reference_rows, len(inside)), random_state=params.seed
     )
-    model = mlflow.pyfunc.load_model(registry.model_uri(version)).unwrap_python_model().model
-    scored = model.predict(sample)
+    scored = load_version(registry, version).scorer.score_frame(sample)
     reference = sample.assign(**{PROBABILITY: scored["probability"], LABEL: scored["label"]})
     with atomic_path(cache) as tmp:
         reference.to_parquet(tmp, index=False)

@@ -1,74 +1,42 @@
 """The served models: the registry's champion (and, in shadow mode, its challenger).
 
 `ChampionHolder.refresh()` resolves the aliases; when one points at a new version, that
-version is loaded through MLflow first and swapped in afterwards by replacing one
-reference. A request takes a snapshot of the reference when it starts, so requests in
-flight finish on the model they began with and none fails during a swap. A background
-thread calls `refresh()` every `poll_seconds`; a failed load keeps the current model.
+version's compiled scorer is loaded first (`loopline.scoring.registered`) and swapped in
+afterwards by replacing one reference. A request takes a snapshot of the reference when it
+starts, so requests in flight finish on the model they began with and none fails during a
+swap. A background thread calls `refresh()` every `poll_seconds`. A version that cannot be
+loaded (no compiled scorer, a damaged file) is refused once, with the reason logged and
+kept in `refused`; the current model goes on serving.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import mlflow
-import pandas as pd
-
-from loopline.models.base import LooplineModel
-from loopline.registry import CHALLENGER, CHAMPION, TEST_METRIC_TAG, Registry
+from loopline import columns as cols
+from loopline.errors import LooplineError
+from loopline.registry import CHALLENGER, CHAMPION, Registry
+from loopline.scoring.estimators import ScorerError
+from loopline.scoring.registered import LoadedModel, load_version
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """One registered version, loaded and ready to score raw records."""
-
-    name: str
-    version: str
-    alias: str
-    model: LooplineModel
-    tags: dict[str, str]
-    loaded_at: str
-
-    def score(self, records: pd.DataFrame) -> pd.DataFrame:
-        """`probability` and `label` per record.
-
-        Calls the logged LooplineModel directly, skipping MLflow's own input-schema check:
-        the API has already validated every record against a stricter schema generated
-        from the same data contract, and the check would cost more than the model.
-        """
-        return self.model.predict(records)
-
-    def describe(self) -> dict[str, Any]:
-        """What /metadata shows about this model."""
-        return {
-            "model_name": self.name,
-            "model_version": self.version,
-            "alias": self.alias,
-            "family": self.tags.get("loopline.family"),
-            "loaded_at": self.loaded_at,
-            "training_data_md5": self.tags.get("loopline.data_md5"),
-            "train_window": self.tags.get("loopline.train_window"),
-            "git_commit": self.tags.get("loopline.git_commit"),
-            "test_metrics": {
-                key.removeprefix(TEST_METRIC_TAG): value
-                for key, value in self.tags.items()
-                if key.startswith(TEST_METRIC_TAG)
-            },
-        }
+class NoChampionError(LooplineError):
+    """Nothing can be scored: no champion registered, or every candidate was refused."""
 
 
 class ChampionHolder:
     """Keeps the champion (and optional shadow challenger) loaded and current."""
 
-    def __init__(self, registry: Registry, shadow: bool) -> None:
+    def __init__(self, registry: Registry, shadow: bool, threads: int | None = None) -> None:
         self.registry = registry
         self.shadow = shadow
+        self.threads = threads
+        self.refused: dict[str, str] = {}  # version -> why it was not loaded
         self._models: dict[str, LoadedModel | None] = {CHAMPION: None, CHALLENGER: None}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,21 +62,59 @@ class ChampionHolder:
                 loaded = current[alias]
                 if version is None or (loaded is not None and loaded.version == version):
                     continue
-                current[alias] = self._load(alias, version)
+                if version in self.refused:
+                    continue
+                try:
+                    current[alias] = load_version(self.registry, version, alias, self.threads)
+                except ScorerError as error:
+                    self.refused[version] = str(error)
+                    log.error(
+                        "%s; still serving %s", error, loaded.version if loaded else "nothing"
+                    )
+                    continue
                 changed = True
                 log.info("serving %s version %s as %s", self.registry.name, version, alias)
             if changed:
                 self._models = current  # the swap: readers see the old or the new dict
             return changed
 
-    def _load(self, alias: str, version: str) -> LoadedModel:
-        pyfunc = mlflow.pyfunc.load_model(self.registry.model_uri(version))
-        model = pyfunc.unwrap_python_model().model
-        tags = self.registry.client.get_model_version(self.registry.name, version).tags
-        return LoadedModel(
-            name=self.registry.name, version=version, alias=alias, model=model, tags=dict(tags),
-            loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        )  # fmt: skip
+    def score(
+        self, records: Sequence[Mapping[str, Any]], fields: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """Probability, label and version for each validated record (and the shadow score).
+
+        Raises NoChampionError, naming any refused version, when no model is loaded.
+        """
+        champion, shadow = self.snapshot()
+        if champion is None:
+            raise NoChampionError(
+                "; ".join(self.refused.values()) or "no champion model is registered yet"
+            )
+        columns = cols.from_records(records, fields)
+        probability = champion.scorer.probabilities(columns)
+        labels = champion.scorer.labels(probability)
+        shadows = shadow.scorer.probabilities(columns).tolist() if shadow else [None] * len(records)
+        return [
+            {"probability": p, "label": label, "model_name": champion.name,
+             "model_version": champion.version,
+             "shadow_version": shadow.version if shadow else None, "shadow_probability": s}
+            for p, label, s in zip(probability.tolist(), labels.tolist(), shadows, strict=True)
+        ]  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """The loaded champion (and shadow) as /metadata shows them, plus refused versions."""
+        champion, shadow = self.snapshot()
+        return {
+            "champion": champion.describe() if champion else None,
+            "shadow": shadow.describe() if shadow else None,
+            "refused_versions": dict(self.refused),
+        }
+
+    def reload(self) -> dict[str, Any]:
+        """Check the aliases now instead of at the next poll."""
+        changed = self.refresh()
+        champion, _ = self.snapshot()
+        return {"changed": changed, "model_version": champion.version if champion else None}
 
     def start(self, poll_seconds: float) -> None:
         """Poll the aliases in a daemon thread until `stop()`."""

@@ -1,7 +1,8 @@
-"""HTTP guards for the service, as ASGI middleware: API key, body size, JSON only.
+"""HTTP guards for the service, as ASGI middleware: API key, body size, JSON only, load.
 
 Each answers with a small JSON error before the request reaches BentoML, so a missing key
-is a 401, an oversized body a 413 and a non-JSON body a 415, never a 500.
+is a 401, an oversized body a 413, a non-JSON body a 415 and a request over capacity a
+503 with Retry-After, never a 500 or a hang.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/"})
 
 
-async def _reject(send: Send, status: int, message: str) -> None:
+async def _reject(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += list(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -118,6 +122,41 @@ class JsonOnlyMiddleware:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+class LoadShedMiddleware:
+    """Answer 503 + Retry-After at once when `max_in_flight` requests are already running.
+
+    Past capacity, queueing only makes every answer late (and clients time out and retry
+    on top); shedding the excess keeps the admitted requests fast. Counting stops when a
+    request ends, so the service recovers by itself as soon as load drops. Probes are
+    never shed.
+    """
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, retry_after_s: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.retry_after = str(retry_after_s).encode()
+        self.in_flight = 0
+        self.shed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI event."""
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            await _reject(
+                send, 503, f"over capacity ({self.max_in_flight} requests in flight); retry",
+                [(b"retry-after", self.retry_after)],
+            )  # fmt: skip
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class _TooLargeError(Exception):

@@ -2,9 +2,13 @@
 
 One row per scored record: identifiers, time, model name and version, probability, label,
 the shadow (challenger) score when shadow mode is on, and every record field as its own
-column (columns generated from the data contract). Rows of one request are written in one
-transaction with `synchronous=FULL` in WAL mode: after a crash, a request's rows are
-either all there or not at all, and nothing written before is lost.
+column (columns generated from the data contract).
+
+Writes use group commit: `submit` queues a request's rows and returns a future; one
+writer thread takes everything queued, writes it in one transaction (`synchronous=FULL`,
+WAL mode) and resolves the futures only after the commit is on disk. So many requests
+share one fsync, no request is answered before its rows are durable, and after a crash a
+request's rows are either all there or not at all, with nothing written before lost.
 
 Labels (did the flight arrive late?) arrive later, into their own table keyed by the
 example's key fields; `read_batch` joins them onto the predictions of a date range.
@@ -14,15 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import pandas as pd
 
 from loopline.contract import DataContract
 from loopline.errors import LooplineError
+
+log = logging.getLogger(__name__)
 
 SQL_TYPES = {"int": "INTEGER", "float": "REAL", "string": "TEXT", "datetime": "TEXT"}
 META_COLUMNS = {
@@ -56,6 +64,10 @@ class PredictionLog:
         columns = {**META_COLUMNS, **types}
         self._columns = list(columns)
         self._lock = threading.Lock()
+        self._queue: list[tuple[list[tuple], Future]] = []
+        self._queued = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -93,10 +105,66 @@ class PredictionLog:
             db.close()
 
     def append(self, rows: Sequence[dict]) -> None:
-        """Write `rows` (dicts with the meta and record columns) in one transaction."""
-        if rows:
-            values = [tuple(row.get(c) for c in self._columns) for row in rows]
-            self._insert("INSERT", "predictions", self._columns, values)
+        """Write `rows` (dicts with the meta and record columns) durably; wait for it."""
+        self.submit(rows).result()
+
+    def submit(self, rows: Sequence[dict]) -> Future:
+        """Queue `rows` for the next group commit; the future resolves once they are on disk.
+
+        Await it from async code with `asyncio.wrap_future`. A failed commit sets the
+        exception on the future of every request in that group.
+        """
+        done: Future = Future()
+        values = [tuple(row.get(c) for c in self._columns) for row in rows]
+        with self._queued:
+            if self._closing:
+                raise LooplineError(f"prediction log {self.path} is closed")
+            self._queue.append((values, done))
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_groups, name="prediction-log-writer", daemon=True
+                )
+                self._writer.start()
+            self._queued.notify()
+        return done
+
+    def _write_groups(self) -> None:
+        """The writer thread: commit whatever is queued, as one transaction, until closed."""
+        names = ", ".join(f'"{c}"' for c in self._columns)
+        marks = ", ".join("?" for _ in self._columns)
+        statement = f"INSERT INTO predictions ({names}) VALUES ({marks})"  # noqa: S608 - names come from the contract
+        with self._connect() as db:
+            while True:
+                with self._queued:
+                    while not self._queue and not self._closing:
+                        self._queued.wait()
+                    group, self._queue = self._queue, []
+                if not group:
+                    return  # closing, nothing left
+                try:
+                    with self._lock:
+                        db.execute("BEGIN IMMEDIATE")
+                        try:
+                            db.executemany(statement, [v for values, _ in group for v in values])
+                            db.execute("COMMIT")
+                        except BaseException:
+                            db.execute("ROLLBACK")
+                            raise
+                except Exception as error:  # every waiting request learns it failed
+                    log.exception("prediction log commit of %d requests failed", len(group))
+                    for _, done in group:
+                        done.set_exception(error)
+                    continue
+                for _, done in group:
+                    done.set_result(None)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer thread."""
+        with self._queued:
+            self._closing = True
+            self._queued.notify()
+        if self._writer is not None:
+            self._writer.join(timeout=30)
 
     def deliver_labels(self, labels: pd.DataFrame, delivered_at: str) -> int:
         """Store true outcomes (key columns + target) in one transaction; newer ones win."""

@@ -1,0 +1,169 @@
+"""The compiled scorer: feature tables + estimator + threshold, in one folder of safe files.
+
+```
+scorer/
+  scorer.json        manifest: format, family, threshold, estimator entry, sha256 of each file
+  featurizer.json    the feature tables (loopline.features.FeatureTables)
+  model.ubj | model.tl | linear.safetensors | mlp.safetensors
+```
+
+`compile_scorer` writes it at training time from the fitted objects and refuses to finish
+unless the compiled probabilities match the training-side model within `PARITY_TOLERANCE`.
+`load_scorer` reads it back, verifying every file's checksum; nothing in it can run code.
+A `CompiledScorer` goes from records (dicts, a pandas frame or an Arrow table) to one
+float32 feature array to probabilities, with no pandas on the record path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from loopline import columns as cols
+from loopline.features import TABLES_FILE, FeatureTables
+from loopline.io import atomic_dir
+from loopline.scoring.estimators import Estimator, ScorerError, export_estimator, load_estimator
+
+SCORER_DIR = "scorer"  # a trained family's compiled scorer: paths.models/<family>/scorer
+MANIFEST_FILE = "scorer.json"
+SCORER_FORMAT = 1
+PARITY_TOLERANCE = 1e-5  # max |compiled - training-side| probability allowed at export
+
+
+@dataclass(frozen=True)
+class CompiledScorer:
+    """Scores raw records with a model version's tables and estimator."""
+
+    family: str
+    threshold: float
+    tables: FeatureTables
+    estimator: Estimator
+    manifest: dict
+
+    @property
+    def record_fields(self) -> dict[str, str]:
+        """Input fields and their dtypes (the data contract's record fields)."""
+        return self.tables.record_fields
+
+    def features(self, columns: cols.Columns) -> np.ndarray:
+        """The model-ready float32 array of record columns."""
+        return self.tables.transform_columns(columns)
+
+    def probabilities(self, columns: cols.Columns) -> np.ndarray:
+        """P(positive) per row of record columns."""
+        return self.estimator.predict(self.tables.transform_columns(columns))
+
+    def labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """0/1 at the version's threshold (chosen on its validation window)."""
+        return (probabilities >= self.threshold).astype("int64")
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """P(positive) of validated dict records (the API's path)."""
+        return self.probabilities(cols.from_records(records, self.record_fields))
+
+    def score_arrow(self, table: pa.Table) -> np.ndarray:
+        """P(positive) of an Arrow table's rows (batch scoring)."""
+        return self.probabilities(cols.from_arrow(table, self.record_fields))
+
+    def score_frame(self, records: pd.DataFrame) -> pd.DataFrame:
+        """`probability` and `label` per row of a frame, on its index (training-side callers)."""
+        probability = self.probabilities(cols.from_frame(records, self.record_fields))
+        return pd.DataFrame(
+            {"probability": probability, "label": self.labels(probability)}, index=records.index
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def compile_scorer(
+    out: Path,
+    *,
+    family: str,
+    tables: FeatureTables,
+    estimator: Any,
+    threshold: float,
+    check_features: pd.DataFrame,
+    info: Mapping[str, Any] | None = None,
+) -> CompiledScorer:
+    """Export `estimator` and `tables` to `out` (atomically) and prove they agree.
+
+    `check_features` are model-ready features (the validation window): the training-side
+    estimator's probabilities on them must match the compiled scorer's within
+    `PARITY_TOLERANCE`, or nothing is written and ScorerError says by how much.
+    """
+    expected = estimator.predict_proba(check_features)[:, 1]
+    with atomic_dir(out) as folder:
+        tables.write(folder / TABLES_FILE)
+        entry = export_estimator(family, estimator, tables, folder)
+        manifest = {
+            "format": SCORER_FORMAT,
+            "family": family,
+            "threshold": float(threshold),
+            "estimator": entry,
+            "featurizer": TABLES_FILE,
+            "info": dict(info or {}),
+            "files": {name: _sha256(folder / name) for name in (TABLES_FILE, entry["file"])},
+        }
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        scorer = load_scorer(folder)
+        compiled = scorer.estimator.predict(check_features.to_numpy(dtype="float32"))
+        gap = float(np.max(np.abs(compiled - expected))) if len(expected) else 0.0
+        if gap > PARITY_TOLERANCE:
+            raise ScorerError(
+                f"compiled {family} scorer differs from the trained model by up to {gap:.2e} "
+                f"(tolerance {PARITY_TOLERANCE:.0e}) on {len(expected)} validation rows"
+            )
+    return scorer
+
+
+def load_scorer(folder: Path, threads: int | None = None) -> CompiledScorer:
+    """Read a compiled scorer; ScorerError names what is missing, damaged or unknown.
+
+    `threads` bounds the estimator's threads (default: all cores); a web worker answering
+    small requests wants 1.
+    """
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ScorerError(
+            f"{folder} holds no compiled scorer ({MANIFEST_FILE} is missing): only versions "
+            "logged by Loopline's train stage can be loaded; re-train to produce one"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ScorerError(f"{manifest_path} is not valid JSON: {error}") from None
+    if manifest.get("format") != SCORER_FORMAT:
+        raise ScorerError(
+            f"{manifest_path}: scorer format {manifest.get('format')!r}, this Loopline reads "
+            f"format {SCORER_FORMAT}"
+        )
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise ScorerError(
+                f"{path} is missing or does not match its checksum in {MANIFEST_FILE}"
+            )
+    tables = FeatureTables.read(folder / manifest["featurizer"])
+    estimator = load_estimator(manifest["estimator"], folder, threads or os.cpu_count() or 1)
+    return CompiledScorer(
+        family=manifest["family"],
+        threshold=float(manifest["threshold"]),
+        tables=tables,
+        estimator=estimator,
+        manifest=manifest,
+    )
