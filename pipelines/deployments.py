@@ -3,7 +3,9 @@
 * `monitor/loopline-monitor`: every `monitor.interval_minutes`;
 * `retrain/loopline-retrain`: weekly on `retrain.cron`, and on every
   `loopline.retrain.requested` event, through an automation created here (visible under
-  Automations in the Prefect UI) that passes the event's payload as parameters.
+  Automations in the Prefect UI) that passes the event's payload as parameters;
+* `score/loopline-score`: batch scoring on demand (Run in the Prefect UI with `source` and
+  `target` Parquet paths, or `prefect deployment run score/loopline-score -p ...`).
 Schedules can be changed or paused in the UI. Run with `loopline deploy` (needs a Prefect
 server: `PREFECT_API_URL`, or `make ui` running).
 """
@@ -19,13 +21,15 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from loopline.config import load_params
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from pipelines.retrain import retrain
+from pipelines.score import score
 
 MONITOR_DEPLOYMENT = "loopline-monitor"
 RETRAIN_DEPLOYMENT = "loopline-retrain"
+SCORE_DEPLOYMENT = "loopline-score"
 
 
 def serve_deployments(params_path: Path) -> None:
-    """Create (or update) both deployments and execute their runs until interrupted."""
+    """Create (or update) the deployments and execute their runs until interrupted."""
     params = load_params(params_path)
     path = str(params_path.resolve())
     on_drift = DeploymentEventTrigger(
@@ -50,4 +54,5 @@ def serve_deployments(params_path: Path) -> None:
             parameters={"params_path": path},
             triggers=[on_drift],
         ),
+        score.to_deployment(name=SCORE_DEPLOYMENT, parameters={"params_path": path}),
     )

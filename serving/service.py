@@ -140,6 +140,7 @@ class LateArrivalAPI:
             DATASET.contract,
             DATASET.key_columns,
             DATASET.target_column,
+            commit_delay_ms=SERVE.log_commit_delay_ms,
         )
 
     def __is_ready__(self) -> bool:

@@ -1,7 +1,9 @@
-"""The common alternative the benchmark compares with: a minimal FastAPI app, same model.
+"""The minimal alternative the serving bench races: FastAPI around the same compiled scorer.
 
-It loads the registry's champion through MLflow exactly as the BentoML service does, and
-scores whatever list of records it is sent: no schema, no batching, no log, no guards.
+It loads the registry's champion exactly as the Loopline service does (its compiled
+scorer, through `loopline.scoring.registered`) and scores whatever list of records it is
+sent: no validation, no prediction log, no guards, no hot swap. What Loopline adds on top
+of this is what the bench's ratio prices.
 Run: LOOPLINE_PARAMS=params.yaml uvicorn bench.serve.fastapi_app:app --port 8000
 """
 
@@ -11,28 +13,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import pandas as pd
 from fastapi import FastAPI
 
 from loopline.config import load_params
 from loopline.registry import CHAMPION, Registry
+from loopline.scoring.registered import load_version
 from loopline.tracking import configure_mlflow
 
 params_file = Path(os.environ.get("LOOPLINE_PARAMS", "params.yaml")).resolve()
 settings = load_params(params_file)
 configure_mlflow(settings.mlflow, root=params_file.parent)
 registry = Registry(settings.registry)
-version = registry.alias_version(CHAMPION)
-model = mlflow.pyfunc.load_model(registry.model_uri(version))
+champion = load_version(registry, registry.alias_version(CHAMPION), CHAMPION, threads=1)
 app = FastAPI()
 
 
 @app.post("/predict")
-def predict(body: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+async def predict(body: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Probability and label per record."""
-    scored = model.predict(pd.DataFrame.from_records(body["records"]))
+    probability = champion.scorer.score_records(body["records"])
+    labels = champion.scorer.labels(probability)
     return {
-        "model_version": version,
-        "predictions": scored.to_dict(orient="records"),
+        "model_version": champion.version,
+        "predictions": [
+            {"probability": p, "label": label}
+            for p, label in zip(probability.tolist(), labels.tolist(), strict=True)
+        ],
     }

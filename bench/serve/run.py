@@ -1,19 +1,31 @@
-"""Benchmark: serving latency and throughput, Loopline's BentoML service vs the alternatives.
+"""Benchmark: serving latency and throughput, Loopline against outside peers, in one run.
 
-In one run, on the same records (the test window) and the same registered champion:
-  * floor:            the model's own predict() in-process, no HTTP (the LooplineModel the
-                      service calls, and MLflow's pyfunc predict with its schema check);
-  * bentoml:          the Loopline service (`serving/service.py`), adaptive batching on;
-  * bentoml-nobatch:  the same service with serve.batching false;
-  * fastapi:          a minimal FastAPI app that loads the same model (bench/serve/fastapi_app.py).
-Each server is measured with single-record requests (1 and 16 concurrent clients) and
-100-record requests (1 and 4 concurrent clients). The load generator (asyncio + httpx)
-runs on the same 2-core machine, so absolute numbers include its cost; compare ratios.
+Same machine, same registered champion, same test-window records, every peer given our
+best model path (the compiled scorer) and the same number of worker processes:
+
+  * in-process:       each family's raw estimator on ready features (for XGBoost: the
+                      booster's own `inplace_predict`), and the compiled scorer from raw
+                      records (1 and 1,000 records), no HTTP;
+  * loopline:         the Loopline BentoML service as configured (validation, durable
+                      prediction log, guards, hot swap), serve.batching false;
+  * loopline-batching: the same service with serve.batching true (BentoML adaptive
+                      batching in an internal model service);
+  * fastapi:          a minimal FastAPI app around the same compiled scorer
+                      (bench/serve/fastapi_app.py: no validation, no log, no guards);
+  * mlflow:           `mlflow models serve` on the same registered version (its pyfunc
+                      loads the same compiled scorer).
+
+Loads: 1 client x 1 record, 32 clients x 1 record, 4 clients x 100 records, then bursts of
+200 and 500 concurrent clients x 3 requests (status counts: shed 503s with Retry-After,
+5xx, hung = no answer in 30 s) and a recovery check right after each burst. The load
+generator (asyncio + aiohttp, bodies pre-encoded) runs on the same machine; compare ratios.
+
 Run from the project root after `make run`:  .venv/bin/python -m bench.serve.run
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -22,165 +34,217 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import mlflow
+import aiohttp
 import numpy as np
 import pandas as pd
 import yaml
 
+from loopline import columns as cols
 from loopline.config import load_params
 from loopline.orchestration import QUIET_ENV, free_port, stop_process, wait_until_healthy
 from loopline.registry import CHAMPION, Registry
+from loopline.scoring.scorer import SCORER_DIR, load_scorer
+from loopline.services import bento_command
 from loopline.tracking import configure_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 2
 LOADS = {  # name: (records per request, concurrent clients, requests)
-    "single x1": (1, 1, 300),
-    "single x16": (1, 16, 1600),
-    "batch100 x1": (100, 1, 60),
-    "batch100 x4": (100, 4, 120),
+    "1 client x 1 record": (1, 1, 400),
+    "32 clients x 1 record": (1, 32, 6400),
+    "4 clients x 100 records": (100, 4, 400),
 }
+BURSTS = {"200 clients x 3": 200, "500 clients x 3": 500}
+HANG_S = 30
 
 
-def percentiles(latencies: list[float]) -> dict[str, float]:
+def percentiles(seconds: list[float]) -> dict[str, float]:
     """p50 and p99 in milliseconds."""
-    values = np.asarray(latencies) * 1000
+    values = np.asarray(seconds) * 1000
     return {
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
     }
 
 
-async def load(url: str, payloads: list[dict], clients: int, requests: int) -> dict:
-    """Send `requests` POSTs from `clients` concurrent clients; latency and throughput."""
+async def load(url: str, bodies: list[bytes], clients: int, requests: int) -> dict:
+    """`requests` POSTs from `clients` concurrent connections: latency, rate, status counts."""
     latencies: list[float] = []
-    failures = 0
+    statuses: Counter[str] = Counter()
+    retry_after = 0
     counter = iter(range(requests))
+    headers = {"content-type": "application/json"}
 
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal failures
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal retry_after
         for i in counter:
             started = time.perf_counter()
-            response = await http.post(url, json=payloads[i % len(payloads)])
+            try:
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as r:
+                    await r.read()
+                    statuses[str(r.status)] += 1
+                    retry_after += r.status == 503 and "Retry-After" in r.headers
+            except TimeoutError:
+                statuses["hung"] += 1
+            except aiohttp.ClientError as error:
+                statuses[type(error).__name__] += 1
             latencies.append(time.perf_counter() - started)
-            failures += response.status_code != 200
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        for payload in payloads[:3]:  # warm up
-            await http.post(url, json=payload)
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=HANG_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for body in bodies[:3]:  # warm up
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
         started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+        await asyncio.gather(*(client(session) for _ in range(clients)))
         elapsed = time.perf_counter() - started
-    records = sum(len(payloads[i % len(payloads)]["records"]) for i in range(requests))
+    ok = statuses["200"]
+    records = len(json.loads(bodies[0]).popitem()[1])
     return {**percentiles(latencies), "requests_per_s": round(requests / elapsed, 1),
-            "records_per_s": round(records / elapsed, 1), "failures": failures}  # fmt: skip
+            "ok_records_per_s": round(ok * records / elapsed, 1), "statuses": dict(statuses),
+            "shed_with_retry_after": retry_after}  # fmt: skip
 
 
-def payloads_of(records: list[dict], size: int) -> list[dict]:
-    """Request bodies of `size` records each, cycling through the test window."""
-    return [{"records": records[i : i + size]} for i in range(0, len(records) - size, size)][:200]
+def bodies_of(records: list[dict], size: int, key: str) -> list[bytes]:
+    """Pre-encoded request bodies of `size` records each, cycling through the test window."""
+    chunks = [records[i : i + size] for i in range(0, len(records) - size, size)][:200]
+    return [json.dumps({key: chunk}).encode() for chunk in chunks]
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], health: str) -> Iterator[None]:
+def server(command: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[None]:
     """Start a server process; wait for its health URL; stop it afterwards."""
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until_healthy(health, timeout_s=180, process=process)
+            yield
+        finally:
+            stop_process(process)
+
+
+def timed(call: object, repeats: int) -> list[float]:
+    """Wall time of `call()` `repeats` times, after 20 warm-up calls."""
+    for _ in range(20):
+        call()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def in_process(models_dir: Path, records: list[dict]) -> dict:
+    """Per family: the raw estimator on ready features, the compiled scorer from records."""
+    rows = {}
+    for scorer_dir in sorted(models_dir.glob(f"*/{SCORER_DIR}")):
+        scorer = load_scorer(scorer_dir, threads=1)
+        one = cols.from_records(records[:1], scorer.record_fields)
+        features = scorer.features(one)
+        rows[scorer.family] = {
+            "raw estimator, 1 row (ready features)": percentiles(
+                timed(lambda s=scorer, x=features: s.estimator.predict(x), 2000)
+            ),
+            "compiled scorer, 1 record": percentiles(
+                timed(lambda s=scorer: s.score_records(records[:1]), 2000)
+            ),
+            "compiled scorer, 1000 records": percentiles(
+                timed(lambda s=scorer: s.score_records(records[:1000]), 100)
+            ),
+        }
+    return rows
+
+
+def write_params(scratch: Path, batching: bool) -> Path:
+    """A params file for the service under test: the project's registry, a scratch log."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["mlflow"]["tracking_uri"] = f"sqlite:///{(ROOT / 'mlflow.db').resolve()}"
+    raw["mlflow"]["artifact_root"] = str((ROOT / "mlruns").resolve())
+    raw["registry"]["ledger"] = str(scratch / "ledger.jsonl")
+    raw["serve"].update(
+        batching=batching, workers=WORKERS, prediction_log=str(scratch / f"log-{batching}.sqlite")
     )
-    try:
-        wait_until_healthy(health, timeout_s=120, process=process)
-        yield
-    finally:
-        stop_process(process)
+    path = scratch / f"params-batching-{batching}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
-def floor(model: object, frame: pd.DataFrame, label: str) -> dict:
-    """In-process predict(): the lower bound any server adds to."""
-    result = {}
-    for name, size, repeats in ((f"{label} single", 1, 300), (f"{label} batch100", 100, 60)):
-        latencies = []
-        for i in range(repeats):
-            rows = frame.iloc[(i * size) % (len(frame) - size) :][:size]
-            started = time.perf_counter()
-            model.predict(rows)
-            latencies.append(time.perf_counter() - started)
-        total = sum(latencies)
-        result[name] = {**percentiles(latencies), "records_per_s": round(size * repeats / total, 1)}
-    return result
+def peers(scratch: Path, version: str, model_name: str) -> dict[str, tuple]:
+    """name: (command without port, params file, health path, predict path, body key)."""
+    python = sys.executable
+    fastapi = [python, "-m", "uvicorn", "bench.serve.fastapi_app:app", "--host", "127.0.0.1",
+               "--log-level", "warning", "--workers", str(WORKERS), "--port"]  # fmt: skip
+    mlflow = [python, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
+              "--env-manager", "local", "-h", "127.0.0.1", "-w", str(WORKERS), "-p"]  # fmt: skip
+    off, on = write_params(scratch, False), write_params(scratch, True)
+    return {
+        "loopline": (None, off, "/readyz", "/predict", "records"),
+        "loopline-batching": (None, on, "/readyz", "/predict", "records"),
+        "fastapi": (fastapi, off, "/docs", "/predict", "records"),
+        "mlflow": (mlflow, off, "/health", "/invocations", "dataframe_records"),
+    }
+
+
+def run_peer(url: str, predict: str, key: str, records: list[dict], bursts: bool) -> dict:
+    """Every load (and, if asked, the bursts with a recovery check) against one server."""
+    target = f"{url}{predict}"
+    results = {
+        name: asyncio.run(load(target, bodies_of(records, size, key), clients, count))
+        for name, (size, clients, count) in LOADS.items()
+    }
+    if bursts:
+        singles = bodies_of(records, 1, key)
+        for name, clients in BURSTS.items():
+            results[name] = asyncio.run(load(target, singles, clients, clients * 3))
+            recovery = asyncio.run(load(target, singles, 1, 20))
+            results[name]["recovered"] = recovery["statuses"] == {"200": 20}
+    return results
 
 
 def main() -> None:
-    """Run every load against every server and print one JSON document."""
+    """Run the in-process floors and every peer under every load; print one JSON document."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", nargs="+", help="only these servers")
+    chosen = parser.parse_args().peers
     params = load_params(ROOT / "params.yaml")
     configure_mlflow(params.mlflow, root=ROOT)
     registry = Registry(params.registry)
     version = registry.alias_version(CHAMPION)
-    model = mlflow.pyfunc.load_model(registry.model_uri(version))
-    columns = list(model.metadata.get_input_schema().input_names())
-    test = pd.read_parquet(ROOT / params.paths.features / "examples" / "test.parquet")[columns]
-    records = json.loads(test.to_json(orient="records"))
-    unwrapped = model.unwrap_python_model().model
+    test = pd.read_parquet(ROOT / params.paths.features / "examples" / "test.parquet")
+    records = json.loads(
+        test.drop(columns=["scheduled_departure", "late"]).to_json(orient="records")
+    )
     results: dict = {
         "champion_version": version,
-        "floor": floor(unwrapped, test, "model") | floor(model, test, "pyfunc"),
+        "in_process": in_process(ROOT / params.paths.models, records),
         "servers": {},
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-        raw["mlflow"]["tracking_uri"] = f"sqlite:///{(ROOT / 'mlflow.db').resolve()}"
-        raw["mlflow"]["artifact_root"] = str((ROOT / "mlruns").resolve())
-        raw["registry"]["ledger"] = str(Path(scratch) / "ledger.jsonl")
-        raw["serve"]["prediction_log"] = str(Path(scratch) / "predictions.sqlite")
-        on = Path(scratch) / "params-batching.yaml"
-        on.write_text(yaml.safe_dump(raw))
-        raw["serve"]["batching"] = False
-        off = Path(scratch) / "params-nobatch.yaml"
-        off.write_text(yaml.safe_dump(raw))
-        env = {**os.environ, **QUIET_ENV, "BENTOML_HOME": str(Path(scratch) / "bentoml")}
-        bento = [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "serving.service:LateArrivalAPI",
-            "--host",
-            "127.0.0.1",
-            "--port",
-        ]
-        fastapi = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.serve.fastapi_app:app",
-            "--host",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-            "--port",
-        ]
-        servers = {
-            "bentoml": (bento, on, "/readyz"),
-            "bentoml-nobatch": (bento, off, "/readyz"),
-            "fastapi": (fastapi, on, "/docs"),
-        }
-        for name, (command, params_file, health) in servers.items():
+    tracking = f"sqlite:///{(ROOT / 'mlflow.db').resolve()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        env = {**os.environ, **QUIET_ENV, "BENTOML_HOME": str(scratch / "bentoml"),
+               "MLFLOW_TRACKING_URI": tracking}  # fmt: skip
+        for name, (command, params_file, health, predict, key) in peers(
+            scratch, version, registry.name
+        ).items():
+            if chosen and name not in chosen:
+                continue
             port = free_port()
-            server_env = {**env, "LOOPLINE_PARAMS": str(params_file)}
-            with server([*command, str(port)], server_env, f"http://127.0.0.1:{port}{health}"):
-                url = f"http://127.0.0.1:{port}/predict"
-                results["servers"][name] = {
-                    load_name: asyncio.run(load(url, payloads_of(records, size), clients, count))
-                    for load_name, (size, clients, count) in LOADS.items()
-                }
+            full = bento_command("127.0.0.1", port) if command is None else [*command, str(port)]
+            url = f"http://127.0.0.1:{port}"
+            peer_env = {**env, "LOOPLINE_PARAMS": str(params_file)}
+            with server(full, peer_env, f"{url}{health}", scratch / f"{name}.log"):
+                results["servers"][name] = run_peer(url, predict, key, records, bursts=True)
+            print(name, json.dumps(results["servers"][name]), file=sys.stderr)
     results["cpus"] = os.cpu_count()
     results["python"] = sys.version.split()[0]
     print(json.dumps(results, indent=1))

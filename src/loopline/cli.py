@@ -21,7 +21,7 @@ from loopline.orchestration import (
     stop_process,
     tool_environment,
 )
-from loopline.services import bento_command
+from loopline.services import SERVICE_ENV, bento_command
 
 app = typer.Typer(help="Loopline: a closed-loop MLOps reference project.", no_args_is_help=True)
 log = logging.getLogger("loopline.cli")
@@ -87,10 +87,32 @@ def run(
 def serve(params: ParamsOption = Path("params.yaml")) -> None:
     """Serve the champion with BentoML on serve.host:serve.port (Ctrl-C stops)."""
     settings = load_params(params).serve
-    env = {**os.environ, "LOOPLINE_PARAMS": str(params.resolve())}
+    env = {**os.environ, **SERVICE_ENV, "LOOPLINE_PARAMS": str(params.resolve())}
     command = bento_command(settings.host, settings.port)
     typer.echo(f"serving on http://{settings.host}:{settings.port} (OpenAPI page at /)")
     raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
+
+
+@app.command()
+def score(
+    source: Annotated[Path, typer.Argument(help="Parquet file of records to score.")],
+    target: Annotated[Path, typer.Argument(help="Parquet file to write (replaced atomically).")],
+    version: Annotated[
+        str | None, typer.Option(help="Registered version (default: the champion).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Batch-score a Parquet file of records with the champion's compiled scorer."""
+    from loopline.batch_scoring import score_registered  # noqa: PLC0415 - MLflow import is slow
+
+    try:
+        result = score_registered(load_params(params), source, target, version)
+    except LooplineError as error:
+        raise _fail(error) from None
+    typer.echo(
+        f"{result.rows:,} rows scored by version {result.model_version} in "
+        f"{result.seconds:.2f} s ({result.rows_per_s:,.0f} rows/s) -> {target}"
+    )
 
 
 @app.command()

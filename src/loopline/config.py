@@ -219,6 +219,7 @@ class ServeParams(Section):
     poll_seconds: float = Field(gt=0)
     shadow: bool
     prediction_log: Path
+    log_commit_delay_ms: float = Field(ge=0, le=1000)
     api_key_env: str
 
 

@@ -29,6 +29,11 @@ def _healthy(url: str) -> bool:
     return False
 
 
+# Each API worker scores small requests on one core: without this, XGBoost's OpenMP pool
+# starts a thread per core in every worker (oversubscribed, and slower for one row).
+SERVICE_ENV = {"OMP_NUM_THREADS": "1"}
+
+
 def bento_command(host: str, port: int) -> list[str]:
     """`bentoml serve` of the Loopline service (run from the project root)."""
     return [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
@@ -48,7 +53,9 @@ def bento_service(
         yield url
         return
     command = bento_command(host, port)
-    environment = tool_environment(LOOPLINE_PARAMS=str(params_file.resolve()), **env)
+    environment = tool_environment(
+        LOOPLINE_PARAMS=str(params_file.resolve()), **{**SERVICE_ENV, **env}
+    )
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as output:
         process = subprocess.Popen(

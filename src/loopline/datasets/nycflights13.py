@@ -209,24 +209,37 @@ CONTRACT = DataContract(
 WEATHER_FEATURES = tuple(f.name for f in WEATHER.fields if f.in_record and f.role is Role.FEATURE)
 
 
+MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _days_since_epoch(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Proleptic Gregorian day number (1970-01-01 = 0), in integer arithmetic.
+
+    The days-from-civil algorithm (H. Hinnant): years start in March, so the leap day is
+    the last day of the year. Integer math is several times cheaper than datetime64 casts
+    on the one-record arrays serving sees.
+    """
+    shifted = year - (month <= 2)
+    era = shifted // 400
+    year_of_era = shifted - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
 def departure_minutes(
     year: np.ndarray, month: np.ndarray, day: np.ndarray, hhmm: np.ndarray
 ) -> np.ndarray:
-    """Scheduled departure as naive local datetime64[m]; NaT where the date or time is impossible.
-
-    NumPy datetime arithmetic, so it is as cheap for one record as per row for 300,000
-    (parsing strings would cost a millisecond per call).
-    """
-    month_start = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
-    date = month_start.astype("datetime64[D]") + (day - 1)
+    """Scheduled departure as naive local datetime64[m]; NaT for an impossible date or time."""
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_days = MONTH_DAYS[np.clip(month - 1, 0, 11)] + ((month == 2) & leap)
     hours, minutes = hhmm // 100, hhmm % 100
     valid = (
-        (month >= 1) & (month <= 12) & (day >= 1)
-        & (date.astype("datetime64[M]") == month_start)  # Feb 30 rolls into March: invalid
+        (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
         & (hhmm >= 0) & (hours < 24) & (minutes < 60)
     )  # fmt: skip
-    stamp = date.astype("datetime64[m]") + (hours * 60 + minutes)
-    return np.where(valid, stamp, np.datetime64("NaT"))
+    stamp = _days_since_epoch(year, month, day) * 1440 + hours * 60 + minutes
+    return np.where(valid, stamp, np.iinfo("int64").min).astype("datetime64[m]")
 
 
 def scheduled_departure(records: pd.DataFrame) -> pd.Series:
@@ -249,21 +262,40 @@ def _federal_holidays(first_year: int, last_year: int) -> np.ndarray:
     return days.to_numpy(dtype="datetime64[D]")
 
 
+def _nearest_holiday(days: np.ndarray, window: int) -> np.ndarray:
+    """Days to the nearest US federal holiday (either side), capped at `window`."""
+    years = days.astype("datetime64[Y]").astype("int64") + 1970
+    holidays = _federal_holidays(int(years.min()) - 1, int(years.max()) + 1)
+    position = np.clip(np.searchsorted(holidays, days), 1, len(holidays) - 1)
+    before = np.abs((days - holidays[position - 1]).astype("int64"))
+    after = np.abs((holidays[position] - days).astype("int64"))
+    return np.minimum(np.minimum(before, after), window).astype("float64")
+
+
+CALENDAR_START = np.datetime64("1999-01-01", "D")  # the contract's years (2000..2099), padded
+CALENDAR_END = np.datetime64("2101-01-01", "D")
+
+
+@functools.cache
+def _holiday_distances(window: int) -> np.ndarray:
+    """`_nearest_holiday` of every day of the calendar range, computed once per window."""
+    return _nearest_holiday(np.arange(CALENDAR_START, CALENDAR_END), window)
+
+
 def holiday_distance_days(days: np.ndarray, window: int) -> np.ndarray:
     """Days to the nearest US federal holiday (either side), capped at `window`; NaN for NaT.
 
-    `days` is a datetime64[D] array.
+    `days` is a datetime64[D] array. Days of the contract's years are looked up in a table
+    built once (one gather per call: cheap for one record); others are computed.
     """
     distance = np.full(len(days), np.nan)
     valid = ~np.isnat(days)
-    if not valid.any():
-        return distance
-    years = days[valid].astype("datetime64[Y]").astype("int64") + 1970
-    holidays = _federal_holidays(int(years.min()) - 1, int(years.max()) + 1)
-    position = np.clip(np.searchsorted(holidays, days[valid]), 1, len(holidays) - 1)
-    before = np.abs((days[valid] - holidays[position - 1]).astype("int64"))
-    after = np.abs((holidays[position] - days[valid]).astype("int64"))
-    distance[valid] = np.minimum(np.minimum(before, after), window)
+    inside = valid & (days >= CALENDAR_START) & (days < CALENDAR_END)
+    offsets = (days[inside] - CALENDAR_START).astype("int64")
+    distance[inside] = _holiday_distances(window)[offsets]
+    outside = valid & ~inside
+    if outside.any():
+        distance[outside] = _nearest_holiday(days[outside], window)
     return distance
 
 

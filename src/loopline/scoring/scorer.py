@@ -103,31 +103,35 @@ def compile_scorer(
     """Export `estimator` and `tables` to `out` (atomically) and prove they agree.
 
     `check_features` are model-ready features (the validation window): the training-side
-    estimator's probabilities on them must match the compiled scorer's within
-    `PARITY_TOLERANCE`, or nothing is written and ScorerError says by how much.
+    estimator's probabilities on them must match the compiled estimator's within
+    `PARITY_TOLERANCE`, or nothing is written and ScorerError says by how much. The
+    measured gap is kept in the manifest (`parity`).
     """
     expected = estimator.predict_proba(check_features)[:, 1]
     with atomic_dir(out) as folder:
         tables.write(folder / TABLES_FILE)
         entry = export_estimator(family, estimator, tables, folder)
-        manifest = {
-            "format": SCORER_FORMAT,
-            "family": family,
-            "threshold": float(threshold),
-            "estimator": entry,
-            "featurizer": TABLES_FILE,
-            "info": dict(info or {}),
-            "files": {name: _sha256(folder / name) for name in (TABLES_FILE, entry["file"])},
-        }
-        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        scorer = load_scorer(folder)
-        compiled = scorer.estimator.predict(check_features.to_numpy(dtype="float32"))
+        compiled = load_estimator(entry, folder, os.cpu_count() or 1).predict(
+            check_features.to_numpy(dtype="float32")
+        )
         gap = float(np.max(np.abs(compiled - expected))) if len(expected) else 0.0
         if gap > PARITY_TOLERANCE:
             raise ScorerError(
                 f"compiled {family} scorer differs from the trained model by up to {gap:.2e} "
                 f"(tolerance {PARITY_TOLERANCE:.0e}) on {len(expected)} validation rows"
             )
+        manifest = {
+            "format": SCORER_FORMAT,
+            "family": family,
+            "threshold": float(threshold),
+            "estimator": entry,
+            "featurizer": TABLES_FILE,
+            "parity": {"rows": len(expected), "max_abs_difference": gap},
+            "info": dict(info or {}),
+            "files": {name: _sha256(folder / name) for name in (TABLES_FILE, entry["file"])},
+        }
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        scorer = load_scorer(folder)
     return scorer
 
 
