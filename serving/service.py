@@ -80,10 +80,10 @@ def _holder() -> ChampionHolder:
     return holder
 
 
-def score_with(holder: ChampionHolder, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def score_with(holder: ChampionHolder, columns: cols.Columns) -> list[dict[str, Any]]:
     """The holder's scores; no loaded model is a 503 naming why (e.g. a refused version)."""
     try:
-        return holder.score(records, RECORD_FIELDS)
+        return holder.score(columns)
     except NoChampionError as error:
         raise ServiceUnavailable(str(error)) from None
 
@@ -103,7 +103,7 @@ class LateArrivalModel:
     )
     def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Probability, label and version for each record (a batch from many requests)."""
-        return score_with(self.holder, records)
+        return score_with(self.holder, cols.from_records(records, RECORD_FIELDS))
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
@@ -126,6 +126,8 @@ Records = Annotated[
     workers=SERVE.workers,
     traffic={"timeout": 60},
     endpoints={"livez": "/healthz", "readyz": "/readyz"},
+    metrics={"enabled": SERVE.metrics},
+    logging={"access": {"enabled": SERVE.access_log}},
 )
 class LateArrivalAPI:
     """The public prediction API."""
@@ -151,9 +153,10 @@ class LateArrivalAPI:
         """Probability that each flight arrives 15+ minutes late, with the model's label."""
         request_id = uuid.uuid4().hex
         inputs = [record.model_dump() for record in records]
-        scored = await self._score(inputs)
+        columns = cols.from_records(inputs, RECORD_FIELDS)
+        scored = await self._score(inputs, columns)
         logged_at = dt.datetime.now(dt.UTC).isoformat()
-        days = DATASET.event_days(cols.from_records(inputs, RECORD_FIELDS))
+        days = DATASET.event_days(columns)
         rows = [
             {**record, **result, "prediction_id": uuid.uuid4().hex, "request_id": request_id,
              "logged_at": logged_at, "event_day": day}
@@ -174,7 +177,9 @@ class LateArrivalAPI:
             ],
         )
 
-    async def _score(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _score(
+        self, inputs: list[dict[str, Any]], columns: cols.Columns
+    ) -> list[dict[str, Any]]:
         """Score in this process, or through the batching model service.
 
         BentoML's internal client replaces its HTTP session every 100 calls and closes the
@@ -182,7 +187,7 @@ class LateArrivalAPI:
         idempotent, so such a call is simply sent again.
         """
         if self.holder is not None:
-            return score_with(self.holder, inputs)
+            return score_with(self.holder, columns)
         for attempt in range(1, SCORE_ATTEMPTS + 1):
             try:
                 return await self.model.to_async.score(inputs)

@@ -13,29 +13,29 @@ best model path (the compiled scorer) and the same number of worker processes:
   * fastapi:          a minimal FastAPI app around the same compiled scorer
                       (bench/serve/fastapi_app.py: no validation, no log, no guards);
   * mlflow:           `mlflow models serve` on the same registered version (its pyfunc
-                      loads the same compiled scorer).
+                      loads the same compiled scorer);
+  * bentoml-floor:    a BentoML service that does nothing (bench/serve/bentoml_floor.py):
+                      the framework's own cost per request, for scale.
 
 Loads: 1 client x 1 record, 32 clients x 1 record, 4 clients x 100 records, then bursts of
 200 and 500 concurrent clients x 3 requests (status counts: shed 503s with Retry-After,
 5xx, hung = no answer in 30 s) and a recovery check right after each burst. The load
 generator (asyncio + aiohttp, bodies pre-encoded) runs on the same machine; compare ratios.
 
-Run from the project root after `make run`:  .venv/bin/python -m bench.serve.run
+Everything runs with OMP_NUM_THREADS=1, as the service's workers do (the bench re-executes
+itself with it). Run from the project root after `make run`:  .venv/bin/python -m bench.serve.run
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -45,10 +45,10 @@ import yaml
 
 from loopline import columns as cols
 from loopline.config import load_params
-from loopline.orchestration import QUIET_ENV, free_port, stop_process, wait_until_healthy
+from loopline.orchestration import free_port, tool_environment
 from loopline.registry import CHAMPION, Registry
 from loopline.scoring.scorer import SCORER_DIR, load_scorer
-from loopline.services import bento_command
+from loopline.services import SERVICE_ENV, bento_command, running_server
 from loopline.tracking import configure_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,21 +116,6 @@ def bodies_of(records: list[dict], size: int, key: str) -> list[bytes]:
     return [json.dumps({key: chunk}).encode() for chunk in chunks]
 
 
-@contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[None]:
-    """Start a server process; wait for its health URL; stop it afterwards."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_until_healthy(health, timeout_s=180, process=process)
-            yield
-        finally:
-            stop_process(process)
-
-
 def timed(call: object, repeats: int) -> list[float]:
     """Wall time of `call()` `repeats` times, after 20 warm-up calls."""
     for _ in range(20):
@@ -185,12 +170,15 @@ def peers(scratch: Path, version: str, model_name: str) -> dict[str, tuple]:
                "--log-level", "warning", "--workers", str(WORKERS), "--port"]  # fmt: skip
     mlflow = [python, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
               "--env-manager", "local", "-h", "127.0.0.1", "-w", str(WORKERS), "-p"]  # fmt: skip
+    floor = [python, "-m", "bentoml", "serve", "bench.serve.bentoml_floor:Floor",
+             "--host", "127.0.0.1", "--port"]  # fmt: skip
     off, on = write_params(scratch, False), write_params(scratch, True)
     return {
         "loopline": (None, off, "/readyz", "/predict", "records"),
         "loopline-batching": (None, on, "/readyz", "/predict", "records"),
         "fastapi": (fastapi, off, "/docs", "/predict", "records"),
         "mlflow": (mlflow, off, "/health", "/invocations", "dataframe_records"),
+        "bentoml-floor": (floor, off, "/readyz", "/predict", "records"),
     }
 
 
@@ -212,6 +200,11 @@ def run_peer(url: str, predict: str, key: str, records: list[dict], bursts: bool
 
 def main() -> None:
     """Run the in-process floors and every peer under every load; print one JSON document."""
+    if os.environ.get("OMP_NUM_THREADS") != "1":  # measure as the service runs: one thread
+        environment = {**os.environ, **SERVICE_ENV}
+        os.execve(  # noqa: S606 - re-runs this very bench
+            sys.executable, [sys.executable, "-m", "bench.serve.run", *sys.argv[1:]], environment
+        )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", nargs="+", help="only these servers")
     chosen = parser.parse_args().peers
@@ -231,8 +224,9 @@ def main() -> None:
     tracking = f"sqlite:///{(ROOT / 'mlflow.db').resolve()}"
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        env = {**os.environ, **QUIET_ENV, "BENTOML_HOME": str(scratch / "bentoml"),
-               "MLFLOW_TRACKING_URI": tracking}  # fmt: skip
+        env = tool_environment(  # the venv's bin first on PATH: mlflow runs `uvicorn` by name
+            **SERVICE_ENV, MLFLOW_TRACKING_URI=tracking, BENTOML_HOME=str(scratch / "bentoml")
+        )
         for name, (command, params_file, health, predict, key) in peers(
             scratch, version, registry.name
         ).items():
@@ -242,7 +236,7 @@ def main() -> None:
             full = bento_command("127.0.0.1", port) if command is None else [*command, str(port)]
             url = f"http://127.0.0.1:{port}"
             peer_env = {**env, "LOOPLINE_PARAMS": str(params_file)}
-            with server(full, peer_env, f"{url}{health}", scratch / f"{name}.log"):
+            with running_server(full, peer_env, f"{url}{health}", scratch / f"{name}.log"):
                 results["servers"][name] = run_peer(url, predict, key, records, bursts=True)
             print(name, json.dumps(results["servers"][name]), file=sys.stderr)
     results["cpus"] = os.cpu_count()

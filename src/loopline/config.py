@@ -220,6 +220,8 @@ class ServeParams(Section):
     shadow: bool
     prediction_log: Path
     log_commit_delay_ms: float = Field(ge=0, le=1000)
+    metrics: bool
+    access_log: bool
     api_key_env: str
 
 

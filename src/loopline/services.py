@@ -41,6 +41,27 @@ def bento_command(host: str, port: int) -> list[str]:
 
 
 @contextlib.contextmanager
+def running_server(
+    command: list[str], env: dict[str, str], health_url: str, log_file: Path
+) -> Iterator[subprocess.Popen]:
+    """Run a server until its health URL answers 200; always stop it when the block ends.
+
+    Output goes to `log_file`; stopping reaches the server's children too.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until_healthy(health_url, timeout_s=180, process=process)
+            yield process
+        finally:
+            stop_process(process)
+
+
+@contextlib.contextmanager
 def bento_service(
     params_file: Path, host: str, port: int, log_file: Path, **env: str
 ) -> Iterator[str]:
@@ -52,21 +73,11 @@ def bento_service(
     if _healthy(f"{url}/readyz"):
         yield url
         return
-    command = bento_command(host, port)
     environment = tool_environment(
         LOOPLINE_PARAMS=str(params_file.resolve()), **{**SERVICE_ENV, **env}
     )
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_until_healthy(f"{url}/readyz", timeout_s=180, process=process)
-            yield url
-        finally:
-            stop_process(process)
+    with running_server(bento_command(host, port), environment, f"{url}/readyz", log_file):
+        yield url
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from loopline.columns import from_records
 from loopline.registry import Registry
 from loopline.scoring.estimators import ScorerError
 from loopline.scoring.registered import load_version
@@ -69,7 +70,7 @@ def test_the_service_holder_refuses_it_and_answers_with_the_reason(hostile: dict
     assert holder.snapshot() == (None, None)
     assert "no compiled scorer" in holder.refused[hostile["version"]]
     with pytest.raises(NoChampionError, match=r"refusing .* version 1"):
-        holder.score([{"year": 2013}], {"year": "int"})
+        holder.score(from_records([{"year": 2013}], {"year": "int"}))
     assert holder.describe()["refused_versions"] == holder.refused
     assert not hostile["marker"].exists()
 

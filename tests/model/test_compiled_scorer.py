@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from loopline.config import Params
-from loopline.models.base import FeatureSets, load_feature_sets
+from loopline.models.base import FeatureSets
 from loopline.models.mlp import MLPClassifier, MLPShape, TabularMLP
 from loopline.scoring import scorer as scorer_module
 from loopline.scoring.estimators import ScorerError
@@ -24,16 +24,6 @@ from loopline.scoring.scorer import (
     load_scorer,
 )
 from loopline.training import CLASSIC, train_family
-
-
-@pytest.fixture(scope="module")
-def data(small_features_dir: Path) -> FeatureSets:
-    return load_feature_sets(small_features_dir, "late")
-
-
-@pytest.fixture(scope="module")
-def test_records(small_features_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(small_features_dir / "examples" / "test.parquet")
 
 
 def _random_mlp(data: FeatureSets) -> MLPClassifier:
@@ -91,6 +81,9 @@ def test_compiled_scores_match_the_trained_model_on_the_test_slice(
     np.testing.assert_allclose(scored["probability"], expected, rtol=0, atol=PARITY_TOLERANCE)
     ties = np.abs(expected - threshold) <= PARITY_TOLERANCE
     assert ((expected >= threshold) == scored["label"])[~ties].all()
+    records = test_records.head(20).to_dict(orient="records")
+    singles = [compiled[family].score_records([record])[0] for record in records]
+    np.testing.assert_allclose(singles, expected[:20], rtol=0, atol=PARITY_TOLERANCE)
     assert compiled[family].manifest["estimator"]["kind"] in {
         "xgboost",
         "treelite",

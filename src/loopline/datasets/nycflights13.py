@@ -383,6 +383,7 @@ class NycFlights13(Dataset):
 
     def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
         """Time of day and week, holidays, route, plane, weather, and route/carrier history."""
+        _holiday_distances(params.holiday_window_days)  # build the table now, not on a request
         return FeatureSpec(
             dataset=self.name,
             settings=params.model_dump(mode="json"),

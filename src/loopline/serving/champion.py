@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loopline import columns as cols
@@ -78,10 +77,8 @@ class ChampionHolder:
                 self._models = current  # the swap: readers see the old or the new dict
             return changed
 
-    def score(
-        self, records: Sequence[Mapping[str, Any]], fields: Mapping[str, str]
-    ) -> list[dict[str, Any]]:
-        """Probability, label and version for each validated record (and the shadow score).
+    def score(self, columns: cols.Columns) -> list[dict[str, Any]]:
+        """Probability, label and version per row of validated record columns (and shadow).
 
         Raises NoChampionError, naming any refused version, when no model is loaded.
         """
@@ -90,10 +87,11 @@ class ChampionHolder:
             raise NoChampionError(
                 "; ".join(self.refused.values()) or "no champion model is registered yet"
             )
-        columns = cols.from_records(records, fields)
         probability = champion.scorer.probabilities(columns)
         labels = champion.scorer.labels(probability)
-        shadows = shadow.scorer.probabilities(columns).tolist() if shadow else [None] * len(records)
+        shadows = (
+            shadow.scorer.probabilities(columns).tolist() if shadow else [None] * len(probability)
+        )
         return [
             {"probability": p, "label": label, "model_name": champion.name,
              "model_version": champion.version,
