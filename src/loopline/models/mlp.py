@@ -124,7 +124,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - late, late])
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
-        """0/1 at probability 0.5 (the LooplineModel applies the tuned threshold)."""
+        """0/1 at probability 0.5 (the compiled scorer applies the tuned threshold)."""
         return (self.predict_proba(features)[:, 1] >= 0.5).astype(int)
 
     def __getstate__(self) -> dict:
