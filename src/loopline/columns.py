@@ -20,6 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loopline.errors import DataContractError
+
 Columns = dict[str, np.ndarray]
 SMALL = 256  # rows; below this Python loops beat Arrow's per-call cost
 NUMERIC_DTYPES = {"int": "int64", "float": "float64"}
@@ -53,7 +55,7 @@ def from_frame(frame: pd.DataFrame, fields: Mapping[str, str]) -> Columns:
     columns: Columns = {}
     for name, dtype in fields.items():
         if name not in frame:
-            columns[name] = _absent(len(frame), dtype)
+            columns[name] = _absent(name, len(frame), dtype)
         elif dtype == "float":
             columns[name] = frame[name].to_numpy(dtype="float64", na_value=np.nan)
         elif dtype == "int":
@@ -69,9 +71,11 @@ def from_arrow(table: pa.Table, fields: Mapping[str, str]) -> Columns:
     columns: Columns = {}
     for name, dtype in fields.items():
         if name not in table.column_names:
-            columns[name] = _absent(table.num_rows, dtype)
+            columns[name] = _absent(name, table.num_rows, dtype)
             continue
         column = table.column(name)
+        if dtype == "int" and column.null_count:
+            raise DataContractError(f"{name}: {column.null_count} null values in an integer field")
         if dtype in NUMERIC_DTYPES:
             column = column.cast(pa.float64()) if column.null_count else column
             columns[name] = column.to_numpy().astype(NUMERIC_DTYPES[dtype])
@@ -80,11 +84,11 @@ def from_arrow(table: pa.Table, fields: Mapping[str, str]) -> Columns:
     return columns
 
 
-def _absent(rows: int, dtype: str) -> np.ndarray:
+def _absent(name: str, rows: int, dtype: str) -> np.ndarray:
     if dtype == "float":
         return np.full(rows, np.nan)
     if dtype == "int":
-        raise KeyError("an integer field is missing from the input")
+        raise DataContractError(f"{name}: the input has no such column (an integer field)")
     return np.full(rows, None, dtype=object)
 
 

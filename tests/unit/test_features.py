@@ -206,3 +206,17 @@ def test_absent_optional_fields_count_as_missing(
     without = featurizer.transform(frame.drop(columns=["wind_gust", "tailnum"]))
     nulls = featurizer.transform(frame.assign(wind_gust=np.nan, tailnum=None))
     pd.testing.assert_frame_equal(without, nulls)
+
+
+def test_missing_or_null_integer_fields_are_errors_naming_the_field(
+    splits: dict, featurizer: FeatureTables, dataset: Dataset
+) -> None:
+    frame = splits["test"][dataset.record_columns()].head(3)
+    with pytest.raises(DataContractError, match="sched_dep_time: the input has no such column"):
+        cols.from_frame(frame.drop(columns=["sched_dep_time"]), featurizer.record_fields)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    nulled = table.set_column(
+        table.schema.get_field_index("distance"), "distance", pa.array([1, None, 3], pa.int64())
+    )
+    with pytest.raises(DataContractError, match="distance: 1 null values"):
+        cols.from_arrow(nulled, featurizer.record_fields)
