@@ -45,9 +45,7 @@ def _log_store(params: Params, root: Path) -> PredictionLog:
 def measure(params: Params, root: Path, first_day: dt.date, last_day: dt.date) -> Measured:
     """Drift and quality of the batch; its snapshot goes on the dashboard."""
     dataset = get_dataset(params.dataset.name)
-    registry = Registry(
-        params.registry.model_copy(update={"ledger": root / params.registry.ledger})
-    )
+    registry = Registry.rooted(params.registry, root)
     measured = measure_batch(
         dataset=dataset, params=params, registry=registry, log_store=_log_store(params, root),
         first_day=first_day, last_day=last_day, root=root,

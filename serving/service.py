@@ -72,8 +72,7 @@ def _holder() -> ChampionHolder:
     quiet_environment()
     configure_logging()
     configure_mlflow(SETTINGS.mlflow, root=ROOT)
-    ledger = ROOT / SETTINGS.registry.ledger
-    registry = Registry(SETTINGS.registry.model_copy(update={"ledger": ledger}))
+    registry = Registry.rooted(SETTINGS.registry, ROOT)
     holder = ChampionHolder(registry, shadow=SERVE.shadow, threads=1)
     holder.refresh()
     holder.start(SERVE.poll_seconds)

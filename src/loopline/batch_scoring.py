@@ -24,9 +24,7 @@ def score_registered(
 ) -> BatchResult:
     """Score a Parquet file of records with `version` (default: the champion), all cores."""
     configure_mlflow(params.mlflow, root=root)
-    registry = Registry(
-        params.registry.model_copy(update={"ledger": root / params.registry.ledger})
-    )
+    registry = Registry.rooted(params.registry, root)
     chosen = version or registry.alias_version(CHAMPION)
     if chosen is None:
         raise LooplineError(f"{registry.name} has no champion yet: run `make run` first")

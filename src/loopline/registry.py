@@ -99,6 +99,11 @@ class Registry:
         self.client = client or MlflowClient()
         self.ledger = Ledger(params.ledger)
 
+    @classmethod
+    def rooted(cls, params: RegistryParams, root: Path) -> Registry:
+        """The registry of a params file in `root`: its relative ledger path resolved there."""
+        return cls(params.model_copy(update={"ledger": root / params.ledger}))
+
     # -- reading ----------------------------------------------------------------------------
 
     def alias_version(self, alias: str) -> str | None:

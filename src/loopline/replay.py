@@ -144,8 +144,7 @@ class Replay:
         self.url, self.api_url = url, api_url
         self.headers = {"x-api-key": api_key} if api_key else {}
         configure_mlflow(self.params.mlflow, root=self.root)
-        ledger = self.root / self.params.registry.ledger
-        self.registry = Registry(self.params.registry.model_copy(update={"ledger": ledger}))
+        self.registry = Registry.rooted(self.params.registry, self.root)
         serve = self.params.serve
         self.log_store = PredictionLog(
             self.root / serve.prediction_log, self.dataset.contract,

@@ -34,8 +34,7 @@ class ServingWorld:
 
     def registry(self) -> Registry:
         configure_mlflow(self.params.mlflow, root=self.root)
-        ledger = self.root / self.params.registry.ledger
-        return Registry(self.params.registry.model_copy(update={"ledger": ledger}))
+        return Registry.rooted(self.params.registry, self.root)
 
     def write_params(self, name: str, **serve: object) -> Path:
         """A params file in `root` with serve settings changed."""
