@@ -8,8 +8,8 @@ every row is done: an interrupted run leaves the previous output (or none), neve
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +59,6 @@ def check_schema(schema: pa.Schema, fields: dict[str, str], required: set[str]) 
         raise DataContractError("input column types: " + "; ".join(wrong))
 
 
-def _chunks(source: pq.ParquetFile, columns: list[str], rows: int) -> Iterator[pa.Table]:
-    for batch in source.iter_batches(batch_size=rows, columns=columns):
-        yield pa.Table.from_batches([batch])
-
-
 def score_file(
     model: LoadedModel,
     source: Path,
@@ -88,10 +83,11 @@ def score_file(
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         disable=not progress,
     )  # fmt: skip
-    with atomic_path(target) as tmp, bar:
+    with atomic_path(target) as tmp, bar, contextlib.ExitStack() as open_files:
         task = bar.add_task("rows", total=total)
         writer = None
-        for table in _chunks(parquet, parquet.schema_arrow.names, chunk_rows):
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            table = pa.Table.from_batches([batch])
             nulls = sorted(n for n in required if table.column(n).null_count)
             if nulls:
                 raise DataContractError(f"required columns with null values: {nulls}")
@@ -101,11 +97,12 @@ def score_file(
             rows = table.num_rows
             scored = scored.append_column("model_name", pa.array(np.full(rows, model.name)))
             scored = scored.append_column("model_version", pa.array(np.full(rows, model.version)))
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, scored.schema, compression="zstd")
+            if writer is None:  # closed on the way out, on error too
+                writer = open_files.enter_context(
+                    pq.ParquetWriter(tmp, scored.schema, compression="zstd")
+                )
             writer.write_table(scored)
             bar.advance(task, rows)
         if writer is None:
             raise DataContractError(f"{source} holds no rows")
-        writer.close()
     return BatchResult(total, time.perf_counter() - started, model.version, target)
