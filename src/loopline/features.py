@@ -128,8 +128,8 @@ class HistoryTable:
 
     def rate(self, *values: str) -> float:
         """The rate of one group value, e.g. `rate("UA")` or `rate("UA", "EWR-IAH")`."""
-        key = KEY_SEPARATOR.join(values)
-        return float(self.rates[self.keys.index(key)] if key in self.keys else self.rates[-1])
+        key = np.array([KEY_SEPARATOR.join(values)], dtype=object)
+        return float(self.rates[self.index.positions(key)][0])
 
 
 def prepare(columns: cols.Columns, lookups: list[LookupTable], spec: FeatureSpec) -> cols.Columns:
