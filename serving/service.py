@@ -4,8 +4,14 @@
 validates requests against the schema generated from the data contract, gives each
 request and prediction an id, logs every prediction durably (group commit) before it
 answers, and returns probability, label, model name and version. API key, body-size,
-JSON-only and load-shedding guards run before BentoML sees a request. GET /healthz,
+JSON-only and load-shedding guards run before any route sees a request. GET /healthz,
 /readyz, /metadata; POST /predict, /reload.
+
+The routes are a small FastAPI app mounted on the service (BentoML serves it in its own
+workers, behind its health probes, metrics and middleware, and merges its OpenAPI into
+/docs.json). `/predict` validates the raw body in one pydantic pass into plain dicts; a
+`@bentoml.api` route would parse it into model objects first, and that framework layer
+alone cost ~30% of a request in the serving bench (bench/README.md).
 
 The champion is scored by its compiled scorer (`loopline.scoring`): NumPy features and a
 safe-format estimator, well under a millisecond per record. `serve.batching` picks where:
@@ -24,20 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import aiohttp
 import bentoml
-from bentoml.exceptions import ServiceUnavailable
-from pydantic import Field
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
+from fastapi import FastAPI, Request, Response
+from pydantic import ValidationError
 
 from loopline import columns as cols
 from loopline.config import load_params
@@ -52,7 +56,7 @@ from loopline.serving.guards import (
     LoadShedMiddleware,
 )
 from loopline.serving.prediction_log import PredictionLog
-from loopline.serving.schema import Prediction, PredictResponse, record_model
+from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
 from loopline.tracking import configure_mlflow
 
 # BentoML reads batching, workers and limits from the decorators, so settings load at import.
@@ -62,7 +66,7 @@ SETTINGS = load_params(PARAMS_FILE)
 SERVE = SETTINGS.serve
 DATASET = get_dataset(SETTINGS.dataset.name)
 RECORD_FIELDS = DATASET.record_fields()
-FlightRecord = record_model(DATASET.contract)
+REQUEST = RequestSchema.of(DATASET.contract, SERVE.max_records_per_request)
 SCORE_ATTEMPTS = 3
 log = logging.getLogger("loopline.serving")
 
@@ -115,11 +119,6 @@ class LateArrivalModel:
         return self.holder.reload()
 
 
-Records = Annotated[
-    list[FlightRecord], Field(min_length=1, max_length=SERVE.max_records_per_request)
-]  # type: ignore[valid-type]
-
-
 @bentoml.service(
     name="loopline",
     workers=SERVE.workers,
@@ -129,7 +128,7 @@ Records = Annotated[
     logging={"access": {"enabled": SERVE.access_log}},
 )
 class LateArrivalAPI:
-    """The public prediction API."""
+    """The public prediction API (its HTTP routes are `routes` below)."""
 
     if SERVE.batching:
         model = bentoml.depends(LateArrivalModel)
@@ -147,37 +146,30 @@ class LateArrivalAPI:
     def __is_ready__(self) -> bool:
         return self.holder is None or self.holder.snapshot()[0] is not None
 
-    @bentoml.api(route="/predict")
-    async def predict(self, records: Records) -> PredictResponse:
-        """Probability that each flight arrives 15+ minutes late, with the model's label."""
+    async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Score validated records, log every prediction durably, then answer.
+
+        A prediction's id is its request's (a random UUID) and its position: unique, and
+        one request's rows sit together in the log's primary-key index.
+        """
         request_id = uuid.uuid4().hex
-        inputs = [record.model_dump() for record in records]
-        columns = cols.from_records(inputs, RECORD_FIELDS)
-        scored = await self._score(inputs, columns)
+        columns = cols.from_records(records, RECORD_FIELDS)
+        scored = await self._score(records, columns)
         logged_at = dt.datetime.now(dt.UTC).isoformat()
         days = DATASET.event_days(columns)
         rows = [
-            {**record, **result, "prediction_id": uuid.uuid4().hex, "request_id": request_id,
+            {**record, **result, "prediction_id": f"{request_id}-{i}", "request_id": request_id,
              "logged_at": logged_at, "event_day": day}
-            for record, result, day in zip(inputs, scored, days, strict=True)
+            for i, (record, result, day) in enumerate(zip(records, scored, days, strict=True))
         ]  # fmt: skip
         await asyncio.wrap_future(self.log.submit(rows))  # answered only once durable
-        return PredictResponse(
-            request_id=request_id,
-            predictions=[
-                Prediction(
-                    prediction_id=row["prediction_id"],
-                    probability=row["probability"],
-                    label=row["label"],
-                    model_name=row["model_name"],
-                    model_version=row["model_version"],
-                )
-                for row in rows
-            ],
-        )
+        return {
+            "request_id": request_id,
+            "predictions": [{name: row[name] for name in ANSWERED} for row in rows],
+        }
 
     async def _score(
-        self, inputs: list[dict[str, Any]], columns: cols.Columns
+        self, records: list[dict[str, Any]], columns: cols.Columns
     ) -> list[dict[str, Any]]:
         """Score in this process, or through the batching model service.
 
@@ -189,7 +181,7 @@ class LateArrivalAPI:
             return score_with(self.holder, columns)
         for attempt in range(1, SCORE_ATTEMPTS + 1):
             try:
-                return await self.model.to_async.score(inputs)
+                return await self.model.to_async.score(records)
             except aiohttp.ClientConnectionError:
                 if attempt == SCORE_ATTEMPTS:
                     raise
@@ -202,25 +194,73 @@ class LateArrivalAPI:
             return self.holder.describe()
         return await self.model.to_async.describe()
 
-    @bentoml.api(route="/reload")
     async def reload(self) -> dict[str, Any]:
-        """Pick up a moved champion alias now (needs the API key when one is set)."""
+        """Check the aliases now."""
         if self.holder is not None:
             return self.holder.reload()
         return await self.model.to_async.reload()
 
 
-async def metadata(_: Request) -> JSONResponse:
-    """GET /metadata: served model version, alias, data version, metrics, input schema."""
+ANSWERED = tuple(Prediction.model_fields)  # what each prediction in an answer carries
+routes = FastAPI(title="loopline", openapi_url=None, docs_url=None, redoc_url=None)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def _failure(error: BentoMLException) -> Response:
+    """A failed scoring call as its HTTP status (503 when no model can be loaded)."""
+    return _json(int(error.error_code), {"error": error.message})
+
+
+@routes.post(
+    "/predict",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": REQUEST.json_schema()}},
+        }
+    },
+    responses={
+        200: {"model": PredictResponse, "description": "One prediction per record, in order"},
+        400: {"description": "The body breaks the input schema; `details` name each field"},
+        503: {"description": "No model loaded (the reason is named), or over capacity"},
+    },
+)
+async def predict(request: Request) -> Response:
+    """Probability that each flight arrives 15+ minutes late, with the model's label."""
+    try:
+        records = REQUEST.records(await request.body())
+    except ValidationError as error:
+        details = error.errors(include_url=False, include_context=False, include_input=False)
+        return _json(400, {"error": f"{error.error_count()} invalid input(s)", "details": details})
+    try:
+        return _json(200, await bentoml.get_current_service().predict(records))
+    except BentoMLException as error:
+        return _failure(error)
+
+
+@routes.get("/metadata")
+async def metadata() -> dict[str, Any]:
+    """Served model version, alias, data version, metrics, input schema."""
     described = await bentoml.get_current_service().describe()
-    schema = FlightRecord.model_json_schema()
-    return JSONResponse(
-        {**described, "input_schema": schema, "max_records": SERVE.max_records_per_request}
-    )
+    schema = REQUEST.record_json_schema()
+    return {**described, "input_schema": schema, "max_records": SERVE.max_records_per_request}
 
 
-# Mounted after BentoML's own routes; it answers only the paths of its routes.
-LateArrivalAPI.mount_asgi_app(Starlette(routes=[Route("/metadata", metadata, methods=["GET"])]))
+@routes.post("/reload")
+async def reload() -> Response:
+    """Pick up a moved champion alias now (needs the API key when one is set)."""
+    try:
+        return _json(200, await bentoml.get_current_service().reload())
+    except BentoMLException as error:
+        return _failure(error)
+
+
+# Mounted after BentoML's own routes (probes, metrics, /docs.json); it answers its paths.
+LateArrivalAPI.mount_asgi_app(routes)
 LateArrivalAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
 LateArrivalAPI.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SERVE.max_body_bytes)
 LateArrivalAPI.add_asgi_middleware(JsonOnlyMiddleware)

@@ -143,7 +143,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server: str, tmp_path:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
-    assert "6 selected / 6 total" in result.stdout  # /predict and /reload among them
+    assert "7 selected / 7 total" in result.stdout  # /predict, /metadata, /reload among them
 
 
 def test_hot_swap_under_concurrent_requests_drops_nothing(

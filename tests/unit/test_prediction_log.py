@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,21 @@ def test_a_failed_request_writes_none_of_its_rows(tmp_path: Path) -> None:
     duplicate = [_row(1, "bad"), _row(0, "ok")]  # second row violates the primary key
     with pytest.raises(sqlite3.IntegrityError):
         log.append(duplicate)
+    assert log.count() == 1
+
+
+def test_writers_queue_on_the_shared_lock_file_and_go_on_when_it_is_released(
+    tmp_path: Path,
+) -> None:
+    """Another process holding `<log>.lock` makes a commit wait, not fail or skip the lock."""
+    log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
+    committed = threading.Event()
+    with log.lock_path.open("a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        threading.Thread(target=lambda: (log.append([_row(0, "r")]), committed.set())).start()
+        assert not committed.wait(0.5)  # waiting for the lock
+        assert log.count() == 0
+    assert committed.wait(5)  # released (file closed): the commit goes through at once
     assert log.count() == 1
 
 

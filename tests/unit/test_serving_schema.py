@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from pydantic import ValidationError
 
 from loopline.datasets import get_dataset
-from loopline.serving.schema import record_model
+from loopline.serving.schema import RequestSchema
 from tests.strategies import records
 
 CONTRACT = get_dataset("nycflights13").contract
-FlightRecord = record_model(CONTRACT)
+REQUEST = RequestSchema.of(CONTRACT, max_records=3)
+FlightRecord = REQUEST.record_adapter
 GOOD = {
     "year": 2013, "month": 6, "day": 14, "sched_dep_time": 1730, "sched_arr_time": 2015,
     "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR", "dest": "IAH",
@@ -23,7 +24,8 @@ GOOD = {
 
 
 def test_the_schema_has_exactly_the_contract_record_fields() -> None:
-    assert list(FlightRecord.model_fields) == [f.name for f in CONTRACT.record_fields()]
+    fields = list(REQUEST.record_json_schema()["properties"])
+    assert fields == [f.name for f in CONTRACT.record_fields()]
 
 
 @settings(max_examples=60, deadline=None)
@@ -36,22 +38,23 @@ def test_every_record_the_contract_allows_is_accepted(batch) -> None:
 
 def _error_types(row: dict) -> set[str]:
     try:
-        FlightRecord.model_validate(row)
+        FlightRecord.validate_python(row)
     except ValidationError as error:
         return {e["type"] for e in error.errors()}
     return set()
 
 
 def test_nullable_weather_may_be_omitted() -> None:
-    record = FlightRecord.model_validate(
+    record = FlightRecord.validate_python(
         {k: v for k, v in GOOD.items() if k not in ("temp", "wind_gust")}
     )
-    assert record.temp is None
+    assert "temp" not in record  # an absent field stays absent: the featurizer reads None
+    assert record == {k: v for k, v in GOOD.items() if k not in ("temp", "wind_gust")}
 
 
 def _error_fields(payload: dict) -> set[str]:
     with pytest.raises(ValidationError) as caught:
-        FlightRecord.model_validate_json(json.dumps(payload, allow_nan=True))
+        FlightRecord.validate_json(json.dumps(payload, allow_nan=True))
     return {str(e["loc"][0]) if e["loc"] else e["msg"] for e in caught.value.errors()}
 
 
@@ -83,4 +86,30 @@ def test_a_missing_required_field_is_named() -> None:
 )
 def test_impossible_dates_and_clock_times_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        FlightRecord.model_validate(GOOD | change)
+        FlightRecord.validate_python(GOOD | change)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"records": []}, "records"),  # at least one
+        ({"records": [GOOD] * 4}, "records"),  # at most max_records
+        ({"records": [GOOD], "extra": 1}, "extra"),
+        ({"rows": [GOOD]}, "records"),
+    ],
+)
+def test_a_request_body_is_one_list_of_records_within_the_limit(body: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        REQUEST.records(json.dumps(body).encode())
+    assert field in {str(e["loc"][0]) for e in caught.value.errors()}
+
+
+def test_a_valid_body_yields_plain_dict_records() -> None:
+    assert REQUEST.records(json.dumps({"records": [GOOD, GOOD]}).encode()) == [GOOD, GOOD]
+
+
+def test_the_published_body_schema_has_no_references() -> None:
+    """OpenAPI 3.0 (BentoML's /docs.json) has no `$defs`: the record schema is inlined."""
+    text = json.dumps(REQUEST.json_schema())
+    assert "$ref" not in text
+    assert "$defs" not in text

@@ -1,38 +1,41 @@
-"""Request and response models of the prediction API, generated from the data contract.
+"""Request and response types of the prediction API, generated from the data contract.
 
 Every record field is declared once, in the contract; here it becomes a strict pydantic
 field: integers must be JSON integers, floats must be finite, categories must be allowed,
 codes must match their pattern, unknown keys are rejected, and impossible dates or clock
 times fail. Nullable fields may be omitted or null. Errors name the field.
+
+A record is a `TypedDict`, so validation (in pydantic's Rust core, straight from the
+request bytes) yields plain dicts: no model objects to build and dump again per record.
+`RequestSchema` holds the validator of a whole `/predict` body and its JSON Schema.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from loopline.contract import DataContract, Field_
 
 MAX_STRING_LENGTH = 64
+STRICT = ConfigDict(strict=True, extra="forbid")
 
 
-class _StrictRecord(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    @model_validator(mode="after")
-    def _real_calendar_and_clock(self) -> _StrictRecord:
-        values = self.__dict__
-        if {"year", "month", "day"} <= values.keys():
-            try:
-                dt.date(values["year"], values["month"], values["day"])
-            except ValueError as error:
-                raise ValueError(f"year/month/day: {error}") from None
-        for name in ("sched_dep_time", "sched_arr_time"):
-            if name in values and values[name] is not None and values[name] % 100 > 59:
-                raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
-        return self
+def _real_calendar_and_clock(values: dict[str, Any]) -> dict[str, Any]:
+    """Reject dates that do not exist and HHMM times past minute 59."""
+    if {"year", "month", "day"} <= values.keys():
+        try:
+            dt.date(values["year"], values["month"], values["day"])
+        except ValueError as error:
+            raise ValueError(f"year/month/day: {error}") from None
+    for name in ("sched_dep_time", "sched_arr_time"):
+        if values.get(name) is not None and values[name] % 100 > 59:
+            raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
+    return values
 
 
 def _annotation(field: Field_) -> Any:
@@ -55,12 +58,66 @@ def _annotation(field: Field_) -> Any:
     return base | None if field.nullable else base
 
 
-def record_model(contract: DataContract) -> type[BaseModel]:
-    """`FlightRecord`: one prediction input, field by field from the contract."""
-    fields: dict[str, Any] = {}
-    for field in contract.record_fields():
-        fields[field.name] = (_annotation(field), None if field.nullable else ...)
-    return create_model("FlightRecord", __base__=_StrictRecord, **fields)
+def record_type(contract: DataContract) -> Any:
+    """`FlightRecord`: one prediction input, field by field from the contract.
+
+    Nullable fields may be left out (NotRequired); the rest are required.
+    """
+    fields = {
+        field.name: NotRequired[_annotation(field)] if field.nullable else _annotation(field)
+        for field in contract.record_fields()
+    }
+    record = TypedDict("FlightRecord", fields)  # type: ignore[misc]
+    record.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+    return Annotated[record, AfterValidator(_real_calendar_and_clock)]
+
+
+@dataclass(frozen=True)
+class RequestSchema:
+    """The `/predict` body, `{"records": [record, ...]}`: its validator and JSON Schema."""
+
+    adapter: TypeAdapter
+    record_adapter: TypeAdapter
+
+    @classmethod
+    def of(cls, contract: DataContract, max_records: int) -> RequestSchema:
+        """The body schema of a dataset's contract, with 1..`max_records` records."""
+        record = record_type(contract)
+        records = Annotated[list[record], Field(min_length=1, max_length=max_records)]  # type: ignore[valid-type]
+
+        @with_config(STRICT)
+        class PredictRequest(TypedDict):
+            records: records  # type: ignore[valid-type]
+
+        return cls(TypeAdapter(PredictRequest), TypeAdapter(record))
+
+    def records(self, raw: bytes) -> list[dict[str, Any]]:
+        """The validated records of a raw JSON body; pydantic.ValidationError names the field."""
+        return self.adapter.validate_json(raw)["records"]
+
+    def json_schema(self) -> dict[str, Any]:
+        """The body's JSON Schema with its definitions inlined (no `$ref`)."""
+        return _inline(self.adapter.json_schema())
+
+    def record_json_schema(self) -> dict[str, Any]:
+        """One record's JSON Schema."""
+        return _inline(self.record_adapter.json_schema())
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every `{"$ref": "#/$defs/X"}` replaced by X (OpenAPI 3.0 has no $defs)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
 
 
 class Prediction(BaseModel):
