@@ -68,6 +68,7 @@ DATASET = get_dataset(SETTINGS.dataset.name)
 RECORD_FIELDS = DATASET.record_fields()
 REQUEST = RequestSchema.of(DATASET.contract, SERVE.max_records_per_request)
 SCORE_ATTEMPTS = 3
+CONNECTION_CLOSED = "Connection closed."  # aiohttp's message when a session closes mid-read
 log = logging.getLogger("loopline.serving")
 
 
@@ -91,7 +92,15 @@ def score_with(holder: ChampionHolder, columns: cols.Columns) -> list[dict[str, 
         raise ServiceUnavailable(str(error)) from None
 
 
-@bentoml.service(name="loopline-model", workers=1, traffic={"timeout": 60})
+# BentoML's client of a dependency opens a new HTTP session every `max_requests` calls
+# (default 100) and closes the old one under the calls still in flight; with one model
+# worker there is nothing to rebalance, so the session lives as long as the process.
+KEEP_CONNECTION = {"max_requests": 2**31 - 1, "max_age": 365 * 86400.0}
+
+
+@bentoml.service(
+    name="loopline-model", workers=1, traffic={"timeout": 60}, runner_connection=KEEP_CONNECTION
+)
 class LateArrivalModel:
     """Scores records with adaptive batching (started only when `serve.batching` is on)."""
 
@@ -174,16 +183,18 @@ class LateArrivalAPI:
         """Score in this process, or through the batching model service.
 
         BentoML's internal client replaces its HTTP session every 100 calls and closes the
-        old one under calls still in flight (bentoml/BentoML#4971); scoring is
-        idempotent, so such a call is simply sent again.
+        old one under calls still in flight (bentoml/BentoML#4971): the call fails with a
+        connection error, or with aiohttp's RuntimeError("Connection closed.") when the
+        body was being read. Scoring is idempotent, so such a call is simply sent again.
         """
         if self.holder is not None:
             return score_with(self.holder, columns)
         for attempt in range(1, SCORE_ATTEMPTS + 1):
             try:
                 return await self.model.to_async.score(records)
-            except aiohttp.ClientConnectionError:
-                if attempt == SCORE_ATTEMPTS:
+            except (aiohttp.ClientConnectionError, RuntimeError) as error:
+                dropped = not isinstance(error, RuntimeError) or str(error) == CONNECTION_CLOSED
+                if not dropped or attempt == SCORE_ATTEMPTS:
                     raise
                 log.warning("model service connection dropped (attempt %d); retrying", attempt)
         raise AssertionError("unreachable")  # pragma: no cover
