@@ -5,6 +5,11 @@ plus the links between tables. The Great Expectations suite (validation), the se
 request schema and the monitoring column mapping are all generated from it, so there is
 no second hand-written list of columns anywhere.
 
+Real feeds break locally, so the contract also states rules that a whole-table limit
+cannot see: rules across the columns of one row (`DateParts`, `ClockDelay`,
+`NullTogether`) and rules per period of a time column and per group (`GroupRule`: rows,
+null fraction or link coverage per day, month, origin-day...).
+
 Types describe the values, not the storage: a nullable `int` column arrives in pandas as
 float64 (NaN stands for missing), which the type check accepts.
 """
@@ -70,6 +75,7 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
     mostly: float = Field(1.0, gt=0.0, le=1.0)
     in_record: bool = False
     drift: DriftUse = "share"
+    clock: bool = False  # an HHMM clock time: minutes must be 00-59 (hours bound by min/max)
 
     @model_validator(mode="after")
     def _consistent(self) -> Field_:
@@ -83,6 +89,8 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
             raise ValueError(f"{self.name}: allowed/pattern only apply to string fields")
         if self.in_record and self.role in (Role.TARGET, Role.OUTCOME):
             raise ValueError(f"{self.name}: a {self.role} field cannot be a prediction input")
+        if self.clock and self.dtype != "int":
+            raise ValueError(f"{self.name}: clock (HHMM) fields are int")
         return self
 
     @property
@@ -140,11 +148,151 @@ class Link(_Frozen):
         return f"{self.source}.{'+'.join(self.columns)}->{self.target}"
 
 
+DatePart = Literal["year", "month", "day", "hour", "minute"]
+Period = Literal["day", "month"]
+
+
+class DateParts(_Frozen):
+    """Across columns: date parts stored beside a timestamp agree with it.
+
+    `timestamp` is UTC (naive, as the contract stores datetimes); the parts are local
+    time in `timezone`. `parts` maps each part column to what it holds, e.g.
+    {"year": "year", "hour": "hour"}.
+    """
+
+    table: str
+    timestamp: str
+    timezone: str
+    parts: dict[str, DatePart]
+
+    @property
+    def name(self) -> str:
+        """e.g. `flights: year+month+day+hour agree with time_hour`."""
+        return f"{self.table}: {'+'.join(self.parts)} agree with {self.timestamp}"
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the rule reads."""
+        return (self.timestamp, *self.parts)
+
+
+class ClockDelay(_Frozen):
+    """Across columns: `delay` minutes = clock `actual` - clock `scheduled`, modulo a day.
+
+    Both clocks are HHMM; rows where any of the three is null are not judged.
+    """
+
+    table: str
+    actual: str
+    scheduled: str
+    delay: str
+
+    @property
+    def name(self) -> str:
+        """e.g. `flights: dep_delay = dep_time - sched_dep_time`."""
+        return f"{self.table}: {self.delay} = {self.actual} - {self.scheduled}"
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the rule reads."""
+        return (self.actual, self.scheduled, self.delay)
+
+
+class NullTogether(_Frozen):
+    """Across columns: where `column` is null, each of `then` is null too."""
+
+    table: str
+    column: str
+    then: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """e.g. `flights: no dep_time -> no arr_time, arr_delay`."""
+        return f"{self.table}: no {self.column} -> no {', '.join(self.then)}"
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the rule reads."""
+        return (self.column, *self.then)
+
+
+RowRule = DateParts | ClockDelay | NullTogether
+
+
+class GroupRule(_Frozen):
+    """A limit that must hold in every group, not just over the whole table.
+
+    Groups are the `period` (day or month, in `timezone`) of the datetime column `time`,
+    and/or the values of the `by` columns, e.g. per month, or per origin and day. Every
+    period between the table's first and last is a group, so a period with no rows at
+    all shows up (with 0 rows) instead of vanishing. The metric per group is its row
+    count (`rows`), the null fraction of `column`, or the share of non-null keys found by
+    the link named `link` (`link_coverage`). With `relative`, min and max are multiples
+    of the median group's value (a row count that holds for the full data and for a
+    sample alike). `allowed_failures` groups may break the limit (known gaps of the real
+    data; `why` says which), no more. `why` also says how the limit was chosen.
+
+    Too few rows say nothing: a null fraction or coverage is judged only in groups of at
+    least `min_group_rows` rows, and a `rows` rule only when the median group has that
+    many.
+    """
+
+    table: str
+    metric: Literal["rows", "null_fraction", "link_coverage"]
+    column: str | None = None
+    link: str | None = None
+    time: str | None = None
+    period: Period | None = None
+    timezone: str = "UTC"
+    by: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    relative: bool = False
+    min_group_rows: int = Field(0, ge=0)
+    allowed_failures: int = Field(0, ge=0)
+    why: str
+
+    @model_validator(mode="after")
+    def _complete(self) -> GroupRule:
+        if (self.time is None) != (self.period is None):
+            raise ValueError(f"{self.name}: give both `time` and `period`, or neither")
+        if self.period is None and not self.by:
+            raise ValueError(f"{self.name}: group by a period, by columns, or both")
+        if (self.metric == "null_fraction") != (self.column is not None):
+            raise ValueError(f"{self.name}: null_fraction (and only it) needs `column`")
+        if (self.metric == "link_coverage") != (self.link is not None):
+            raise ValueError(f"{self.name}: link_coverage (and only it) needs `link`")
+        if self.min is None and self.max is None:
+            raise ValueError(f"{self.name}: give a min, a max or both")
+        return self
+
+    @property
+    def name(self) -> str:
+        """e.g. `flights.arr_delay null fraction per month`, `flights rows per origin-day`."""
+        what = {"rows": f"{self.table} rows",
+                "null_fraction": f"{self.table}.{self.column} null fraction",
+                "link_coverage": f"{self.link} coverage"}[self.metric]  # fmt: skip
+        groups = [*self.by, *([self.period] if self.period else [])]
+        return f"{what} per {'-'.join(groups)}"
+
+    @property
+    def limit(self) -> str:
+        """The limit in words, e.g. `between 500 and 1300`."""
+        unit = "x the median group" if self.relative else ""
+        if self.min is not None and self.max is not None:
+            return f"between {self.min:g}{unit} and {self.max:g}{unit}"
+        return f">= {self.min:g}{unit}" if self.min is not None else f"<= {self.max:g}{unit}"
+
+    def columns(self) -> tuple[str, ...]:
+        """The columns of `table` the rule reads (a link's own columns excluded)."""
+        named = (self.column, self.time, *self.by)
+        return tuple(c for c in named if c is not None)
+
+
 class DataContract(_Frozen):
-    """All tables of a dataset and the links between them."""
+    """All tables of a dataset, the links between them and the rules their rows obey."""
 
     tables: tuple[Table, ...]
     links: tuple[Link, ...] = ()
+    row_rules: tuple[RowRule, ...] = ()
+    group_rules: tuple[GroupRule, ...] = ()
 
     @model_validator(mode="after")
     def _links_resolve(self) -> DataContract:
@@ -154,7 +302,22 @@ class DataContract(_Frozen):
                 unknown = [c for c in columns if c not in declared]
                 if unknown:
                     raise ValueError(f"link {link.name}: {table} has no columns {unknown}")
+        links = {link.name for link in self.links}
+        for rule in (*self.row_rules, *self.group_rules):
+            declared = self.table(rule.table).column_names()
+            unknown = [c for c in rule.columns() if c not in declared]
+            if unknown:
+                raise ValueError(f"rule {rule.name}: {rule.table} has no columns {unknown}")
+            if isinstance(rule, GroupRule) and rule.link is not None and rule.link not in links:
+                raise ValueError(f"rule {rule.name}: no link named {rule.link!r}")
         return self
+
+    def link(self, name: str) -> Link:
+        """The link called `name` (e.g. `flights.origin+time_hour->weather`)."""
+        for candidate in self.links:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(f"link {name!r} is not in the contract")
 
     def table(self, name: str) -> Table:
         """The table called `name` (KeyError if undeclared)."""

@@ -53,15 +53,24 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp.chmod(DIR_MODE)
     try:
         yield tmp
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            target.replace(old)
-        tmp.replace(target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_dir(source: Path, target: Path) -> None:
+    """Move the directory `source` onto `target` (same file system), replacing it.
+
+    The old `target` is renamed aside first and deleted after, so a crash leaves the old
+    or the new tree (plus a `.old` copy to inspect), never a mix.
+    """
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.replace(old)
+    source.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(data: Any, target: Path) -> None:

@@ -8,6 +8,8 @@ but costs ~15 s per stage. `prefect_server()` runs one real server for a whole p
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 import logging
 import os
 import signal
@@ -15,12 +17,20 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import httpx
 
 from loopline.errors import LooplineError
+
+if TYPE_CHECKING:
+    from prefect.states import State
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +148,6 @@ def runs_in_progress(flow_name: str) -> list[str]:
 
     Future runs of a cron schedule do not count. Asks the Prefect API in use.
     """
-    import datetime as dt  # noqa: PLC0415
-
     from prefect.client.orchestration import get_client  # noqa: PLC0415
     from prefect.client.schemas.filters import (  # noqa: PLC0415
         FlowFilter,
@@ -167,16 +175,45 @@ def runs_in_progress(flow_name: str) -> list[str]:
     ]
 
 
+STAGE_LOG = Path("logs") / "stages.log"  # tracebacks of expected stage failures
+
+
+def expected_failures(body: Callable[P, R]) -> Callable[P, R | State]:
+    """A Prefect task or flow body whose LooplineError ends it as a Failed state.
+
+    Prefect logs a raised exception with its traceback, once per task and once per flow;
+    bad data or a bad setting is not a bug, so it ends the run as a Failed state carrying
+    the error instead (the state's message is the error's first line). Calling the task
+    or flow still raises the error, so `run_stage` reports it, once.
+    """
+
+    @functools.wraps(body)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | State:
+        try:
+            return body(*args, **kwargs)
+        except LooplineError as error:
+            from prefect.states import Failed  # noqa: PLC0415 - Prefect loads only in stages
+
+            return Failed(message=str(error).splitlines()[0], data=error)
+
+    return wrapper
+
+
 def run_stage(flow: Callable[[], object]) -> None:
     """Entry point of a stage module: run its flow, turn expected failures into exit 1.
 
-    A LooplineError (bad data, bad config) is reported as one readable message instead of
-    a traceback; anything else is a bug and keeps its traceback.
+    A LooplineError (bad data, bad config) is reported as one readable message, its
+    traceback appended to `logs/stages.log`; anything else is a bug and keeps its
+    traceback on screen.
     """
     quiet_environment()
     configure_logging()
     try:
         flow()
     except LooplineError as error:
-        log.error("%s", error)
+        STAGE_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with STAGE_LOG.open("a") as trace:
+            trace.write(f"--- {dt.datetime.now(dt.UTC).isoformat()} {sys.argv[0]}\n")
+            traceback.print_exception(error, file=trace)
+        log.error("%s\n(traceback in %s)", error, STAGE_LOG)
         raise SystemExit(1) from None

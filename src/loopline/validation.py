@@ -1,9 +1,17 @@
 """Great Expectations validation of the raw tables, generated from the data contract.
 
 Each contract table becomes one expectation suite (columns, types, nulls, ranges, allowed
-values, patterns, key uniqueness, row count); the contract's links become a suite over a
-derived `links` frame holding, per flight, whether each referenced key was found. The
-outcome is a compact `ValidationReport` (JSON) plus GX Data Docs (HTML).
+values, patterns, key uniqueness, row count). Three derived frames carry what no single
+column shows, each validated by its own suite:
+
+* `links`: per source row, whether each link's key was found (coverage over the table);
+* `relations`: per row, whether each rule across columns holds (date parts agree with
+  the timestamp, delays with clocks, nulls together; HHMM clocks have minutes 00-59);
+* `groups`: per group (a day, a month, an origin-day...), each group rule's value, so one
+  bad day or month fails on its own.
+
+The outcome is a compact `ValidationReport` (JSON) plus GX Data Docs (HTML). Each failure
+names the table or rule, the limit, what was observed and a few example rows or groups.
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from loopline.contract import DataContract, Field_, Link, Table, pandas_dtypes
+from loopline import rules
+from loopline.contract import DataContract, Field_, GroupRule, Link, Table, pandas_dtypes
 from loopline.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 
 LINKS_TABLE = "links"
+RELATIONS_TABLE = "relations"
+GROUPS_TABLE = "groups"
+EXAMPLE_ROWS = 5  # breaking rows or groups kept per failed rule
 
 
 class ExpectationOutcome(BaseModel):
@@ -35,21 +47,29 @@ class ExpectationOutcome(BaseModel):
     unexpected_count: int | None = None
     unexpected_percent: float | None = None
     observed: str | None = None
+    limit: str | None = None
     examples: list[str] = []
     error: str | None = None
 
     def describe(self) -> str:
-        """One line naming table, column, expectation and what was found."""
-        where = f"{self.table}.{self.column}" if self.column else self.table
+        """One line: where (table and column, or rule), expectation, limit, found, examples."""
+        if self.table in (RELATIONS_TABLE, GROUPS_TABLE):
+            where = self.column or self.table  # the column is named after the rule
+        else:
+            where = f"{self.table}.{self.column}" if self.column else self.table
         if self.error:
             found = f"error: {self.error}"
         elif self.unexpected_count is not None:
-            found = f"{self.unexpected_count} unexpected ({self.unexpected_percent or 0:.3f}%)"
-            if self.examples:
-                found += f", e.g. {', '.join(self.examples)}"
+            unit = "groups" if self.table == GROUPS_TABLE else "rows"
+            found = f"{self.unexpected_count} {unit} fail ({self.unexpected_percent or 0:.3f}%)"
         else:
             found = f"observed {self.observed}"
-        return f"{where}: {self.expectation} failed: {found}"
+        line = f"{where}: {self.expectation} failed: {found}"
+        if self.limit:
+            line += f"; limit: {self.limit}"
+        if self.examples:
+            line += f"; e.g. {'; '.join(self.examples)}"
+        return line
 
 
 class ValidationReport(BaseModel):
@@ -148,14 +168,89 @@ def build_links_frame(tables: Mapping[str, pd.DataFrame], contract: DataContract
     """
     columns: dict[str, pd.Series] = {}
     for link in contract.links:
-        source, target = tables[link.source], tables[link.target]
-        if not set(link.columns) <= set(source) or not set(link.target_columns) <= set(target):
-            continue
-        keys = pd.MultiIndex.from_frame(source[list(link.columns)])
-        known = pd.MultiIndex.from_frame(target[list(link.target_columns)])
-        found = pd.Series(keys.isin(known), index=source.index, dtype="object")
-        columns[link_column(link)] = found.where(source[list(link.columns)].notna().all(axis=1))
+        if _link_readable(tables, link):
+            columns[link_column(link)] = rules.link_found(link, tables)
     return pd.DataFrame(columns)
+
+
+def _link_readable(tables: Mapping[str, pd.DataFrame], link: Link) -> bool:
+    return _readable(tables, link.source, link.columns) and _readable(
+        tables, link.target, link.target_columns
+    )
+
+
+def _readable(tables: Mapping[str, pd.DataFrame], table: str, columns: tuple[str, ...]) -> bool:
+    """True if `table` has every one of `columns` (else its own suite reports the gap)."""
+    return set(columns) <= set(tables[table].columns)
+
+
+def _clock_column(table: str, field: Field_) -> str:
+    return f"{table}.{field.name}: HHMM minutes 00-59"
+
+
+def build_relations_frame(
+    tables: Mapping[str, pd.DataFrame], contract: DataContract
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """One column per rule across columns (and per HHMM clock field): each row's verdict.
+
+    Tables differ in length, so each column holds its own table's rows and None after.
+    Also returns, per column, a few breaking rows (their key and the rule's columns).
+    """
+    verdicts: dict[str, pd.Series] = {}
+    shown: dict[str, tuple[str, ...]] = {}
+    for table in contract.tables:
+        for field in table.fields:
+            if field.clock and _readable(tables, table.name, (field.name,)):
+                values = tables[table.name][field.name]
+                name = _clock_column(table.name, field)
+                verdicts[name] = rules._verdicts(values % 100 < 60, values.notna())
+                shown[name] = (table.name, field.name)
+    for rule in contract.row_rules:
+        if _readable(tables, rule.table, rule.columns()):
+            verdicts[rule.name] = rules.row_verdicts(rule, tables[rule.table])
+            shown[rule.name] = (rule.table, *rule.columns())
+    examples = {
+        name: _example_rows(tables[columns[0]], verdicts[name], contract.table(columns[0]).key,
+                            columns[1:])
+        for name, columns in shown.items()
+    }  # fmt: skip
+    frame = pd.concat(
+        [v.reset_index(drop=True).rename(n) for n, v in verdicts.items()], axis=1
+    ).astype(object)
+    return frame.where(frame.notna(), None), examples
+
+
+def _example_rows(
+    frame: pd.DataFrame, verdicts: pd.Series, key: tuple[str, ...], columns: tuple[str, ...]
+) -> list[str]:
+    bad = frame[verdicts.eq(False)].head(EXAMPLE_ROWS)
+    shown = list(dict.fromkeys([*key, *columns]))
+    return [
+        " ".join(f"{c}={row[c]}" for c in shown if c in frame.columns) for _, row in bad.iterrows()
+    ]
+
+
+def build_groups_frame(
+    tables: Mapping[str, pd.DataFrame], contract: DataContract
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """One column per group rule: its value for each group (NaN pads shorter columns).
+
+    Also returns, per rule, the groups furthest outside its limit, as `group=value`.
+    """
+    values: dict[str, pd.Series] = {}
+    examples: dict[str, list[str]] = {}
+    for rule in contract.group_rules:
+        link = contract.link(rule.link) if rule.link else None
+        if not _readable(tables, rule.table, rule.columns()) or (
+            link and not _link_readable(tables, link)
+        ):
+            continue
+        per_group = rules.group_values(rule, tables, contract)
+        values[rule.name] = per_group.reset_index(drop=True)
+        worst = rules.breaking(per_group, rule).head(EXAMPLE_ROWS)
+        unit = "x median" if rule.relative else ""
+        examples[rule.name] = [f"{group}={value:.4g}{unit}" for group, value in worst.items()]
+    return pd.concat(values, axis=1) if values else pd.DataFrame(), examples
 
 
 def _link_expectations(frame: pd.DataFrame, contract: DataContract, gx: Any) -> list[Any]:
@@ -168,10 +263,72 @@ def _link_expectations(frame: pd.DataFrame, contract: DataContract, gx: Any) -> 
     ]
 
 
+def _relation_expectations(frame: pd.DataFrame, gx: Any) -> list[Any]:
+    return [
+        gx.expectations.ExpectColumnValuesToBeInSet(column=name, value_set=[True])
+        for name in frame.columns
+    ]
+
+
+def _group_expectations(frame: pd.DataFrame, contract: DataContract, gx: Any) -> list[Any]:
+    expectations = []
+    for rule in contract.group_rules:
+        if rule.name not in frame:
+            continue
+        groups = int(frame[rule.name].notna().sum())
+        # `allowed_failures` groups as GX's `mostly` share, a hair lower so that exactly
+        # that many failures passes despite float rounding of the ratio
+        mostly = max(1.0 - rule.allowed_failures / groups, 0.0) - 1e-9 if groups else 1.0
+        expectations.append(
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column=rule.name, min_value=rule.min, max_value=rule.max, mostly=min(mostly, 1.0)
+            )
+        )
+    return expectations
+
+
+def _limit(kind: str, kwargs: Mapping[str, Any], group_rule: GroupRule | None) -> str | None:
+    """The limit an expectation enforces, in words."""
+    if kind.endswith("ToBeInSet") and list(kwargs.get("value_set", [])) == [True]:
+        mostly = kwargs.get("mostly") or 1.0
+        return "holds in every row" if mostly >= 1 else f"holds in at least {mostly:.2%} of rows"
+    if group_rule is not None:
+        allowed = group_rule.allowed_failures
+        where = f" in all but {allowed} groups" if allowed else " in every group"
+        return group_rule.limit + where
+    parts = []
+    if kwargs.get("min_value") is not None or kwargs.get("max_value") is not None:
+        parts.append(f"between {kwargs.get('min_value')} and {kwargs.get('max_value')}")
+    if "value_set" in kwargs:
+        values = list(kwargs["value_set"])
+        parts.append(f"in {values[:8]}{' ...' if len(values) > 8 else ''}")
+    if "regex" in kwargs:
+        parts.append(f"matching {kwargs['regex']}")
+    if "column_set" in kwargs:
+        parts.append(f"exactly {sorted(kwargs['column_set'])}")
+    if kind.endswith("ToNotBeNull"):
+        parts.append("not null")
+    if kind.endswith("ToBeUnique"):
+        parts.append("unique")
+    if "type_list" in kwargs:
+        parts.append(f"dtype in {kwargs['type_list']}")
+    mostly = kwargs.get("mostly")
+    if mostly is not None and mostly < 1:
+        parts.append(f"for at least {mostly:.4%} of rows")
+    return ", ".join(parts) or None
+
+
 # -- running -------------------------------------------------------------------------------
 
 
-def _outcome(table: str, result: Any, examples: int) -> ExpectationOutcome:
+def _outcome(
+    table: str,
+    result: Any,
+    examples: int,
+    known: Mapping[str, list[str]],
+    contract: DataContract,
+) -> ExpectationOutcome:
+    """One GX result as an outcome; `known` examples (rows or groups) win over GX's values."""
     data = result.to_json_dict()
     config = data["expectation_config"]
     kwargs = config.get("kwargs", {})
@@ -179,16 +336,23 @@ def _outcome(table: str, result: Any, examples: int) -> ExpectationOutcome:
     exception = data.get("exception_info") or {}
     error = exception.get("exception_message") if exception.get("raised_exception") else None
     observed = details.get("observed_value")
+    column = kwargs.get("column") or (
+        "+".join(kwargs["column_list"]) if "column_list" in kwargs else None
+    )
+    group_rule = next((r for r in contract.group_rules if r.name == column), None)
+    shown = known.get(column or "") if table != LINKS_TABLE else None
+    if shown is None:
+        shown = [str(v) for v in (details.get("partial_unexpected_list") or [])]
     return ExpectationOutcome(
         table=table,
-        column=kwargs.get("column")
-        or ("+".join(kwargs["column_list"]) if "column_list" in kwargs else None),
+        column=column,
         expectation=config["type"],
         success=bool(data["success"]),
         unexpected_count=details.get("unexpected_count"),
         unexpected_percent=details.get("unexpected_percent"),
         observed=None if observed is None else str(observed),
-        examples=[str(v) for v in (details.get("partial_unexpected_list") or [])[:examples]],
+        limit=_limit(config["type"], kwargs, group_rule),
+        examples=shown[:examples] if not data["success"] else [],
         error=error,
     )
 
@@ -231,25 +395,36 @@ def validate_tables(
     source = context.data_sources.add_pandas("raw")
     batches = {name: tables[name] for name in contract.table_names()}
     batches[LINKS_TABLE] = build_links_frame(tables, contract)
+    batches[RELATIONS_TABLE], relation_examples = build_relations_frame(tables, contract)
+    batches[GROUPS_TABLE], group_examples = build_groups_frame(tables, contract)
+    known = {**relation_examples, **group_examples}
     outcomes: list[ExpectationOutcome] = []
     for name, frame in batches.items():
         if name == LINKS_TABLE:
             expectations = _link_expectations(frame, contract, gx)
+        elif name == RELATIONS_TABLE:
+            expectations = _relation_expectations(frame, gx)
+        elif name == GROUPS_TABLE:
+            expectations = _group_expectations(frame, contract, gx)
         else:
             limit = (min_rows or {}).get(name, 1)
             expectations = _table_expectations(contract.table(name), limit, gx)
+        if not expectations:
+            continue
         suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=suite)
         )
         result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-        outcomes += [_outcome(name, r, examples_per_failure) for r in result.results]
+        outcomes += [
+            _outcome(name, r, examples_per_failure, known, contract) for r in result.results
+        ]
     if docs_dir is not None:
         context.build_data_docs()
     failed = sum(not o.success for o in outcomes)
     report = ValidationReport(
         success=failed == 0, evaluated=len(outcomes), failed=failed, outcomes=outcomes
     )
-    log.info("validation: %s", report.summary())
+    log.info("validation: %d of %d expectations passed", report.evaluated - failed, len(outcomes))
     return report

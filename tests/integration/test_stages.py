@@ -10,6 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from loopline.datasets.base import write_tables
 from loopline.features import FeatureTables
 from loopline.io import read_json
 from tests.conftest import make_project, small_params_dict, tool_env
@@ -69,16 +70,42 @@ def test_flow_runs_are_recorded_by_the_prefect_server(stage_runs: dict, prefect_
     assert {("validate", "COMPLETED"), ("featurize", "COMPLETED")} <= states
 
 
-def test_validate_stage_fails_with_a_named_reason_on_bad_data(
+def _outputs(project: Path) -> dict[str, bytes]:
+    files = ["artifacts/validate/report.json", "artifacts/validate/data_docs/index.html",
+             "metrics/validate.json"]  # fmt: skip
+    return {name: (project / name).read_bytes() for name in files}
+
+
+def test_a_failing_validate_keeps_the_last_good_outputs_and_says_each_failure_once(
     tmp_path: Path, small_tables: dict, prefect_api: str
 ) -> None:
+    project = make_project(tmp_path, small_tables, small_params_dict())
+    assert _stage(project, "pipelines.validate", prefect_api).returncode == 0
+    good = _outputs(project)
+
     flights = small_tables["flights"].copy()
     flights.loc[flights.index[:25], "distance"] = -3
-    project = make_project(tmp_path, {**small_tables, "flights": flights}, small_params_dict())
+    write_tables({"flights": flights}, project / "data")
     result = _stage(project, "pipelines.validate", prefect_api)
     assert result.returncode == 1
-    assert (
-        "flights.distance: expect_column_values_to_be_between failed: 25 unexpected"
-        in result.stderr
-    )
-    assert read_json(project / "metrics" / "validate.json")["failed"] >= 1
+    line = "flights.distance: expect_column_values_to_be_between failed: 25 rows fail"
+    assert result.stderr.count(line) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "Traceback" in (project / "logs" / "stages.log").read_text()  # kept for a bug hunt
+    assert _outputs(project) == good  # the last good report, Data Docs and metrics
+    failed = read_json(project / "artifacts/validate/failed/report.json")
+    assert failed["success"] is False
+    assert (project / "artifacts/validate/failed/data_docs/index.html").is_file()
+
+    (project / "data" / "flights.parquet").write_bytes(b"")
+    result = _stage(project, "pipelines.validate", prefect_api)
+    assert result.returncode == 1
+    assert result.stderr.count("table 'flights' at data/flights.parquet: the file is empty") == 2
+    assert "Traceback" not in result.stderr  # (once in Prefect's state line, once as the error)
+
+    write_tables({"flights": small_tables["flights"]}, project / "data")
+    assert _stage(project, "pipelines.validate", prefect_api).returncode == 0
+    assert not (project / "artifacts/validate/failed").exists()  # a fixed run starts clean
+    fresh = _outputs(project)  # Data Docs carry the run's time; report and metrics do not
+    assert fresh["artifacts/validate/report.json"] == good["artifacts/validate/report.json"]
+    assert fresh["metrics/validate.json"] == good["metrics/validate.json"]

@@ -67,6 +67,7 @@ def _error_fields(payload: dict) -> set[str]:
         ({"distance": "1400"}, "distance"),  # a string is not an integer
         ({"flight": 12.5}, "flight"),
         ({"month": 13}, "month"),  # out of range
+        ({"sched_dep_time": 2400}, "sched_dep_time"),  # scheduled clocks run 0000-2359
         ({"temp": float("nan")}, "temp"),  # not finite
         ({"wind_speed": float("inf")}, "wind_speed"),
         ({"surprise": 1}, "surprise"),  # unknown field

@@ -11,7 +11,9 @@ import pytest
 
 from loopline.config import Params
 from loopline.datasets.base import Dataset
+from loopline.datasets.nycflights13 import LOCAL
 from loopline.errors import DataValidationError
+from loopline.rules import local_time
 from loopline.validation import ValidationReport, validate_tables
 
 
@@ -71,6 +73,60 @@ def _truncated(t: dict) -> None:
     t["flights"] = t["flights"].iloc[:100]
 
 
+def _local_day(frame: pd.DataFrame) -> pd.Series:
+    return local_time(frame["time_hour"], LOCAL).dt.strftime("%Y-%m-%d")
+
+
+def _label_source_null_for_a_month(t: dict) -> None:
+    flights = t["flights"].copy()
+    march = flights.index[flights["month"] == 3]
+    flights.loc[march[::4], "arr_delay"] = np.nan  # 25% of March, ~2% of the year
+    t["flights"] = flights
+
+
+def _weather_missing_for_a_day_at_one_origin(t: dict) -> None:
+    weather = t["weather"]
+    gone = (weather["origin"] == "JFK") & (_local_day(weather) == "2013-03-05")
+    t["weather"] = weather[~gone].reset_index(drop=True)
+
+
+def _a_day_of_flights_missing(t: dict) -> None:
+    flights = t["flights"]
+    t["flights"] = flights[_local_day(flights) != "2013-06-12"].reset_index(drop=True)
+
+
+def _scheduled_at_2400(t: dict) -> None:
+    flights = t["flights"].copy()
+    flights.loc[flights.index[:20], "sched_dep_time"] = 2400
+    t["flights"] = flights
+
+
+def _year_disagrees_with_time_hour(t: dict) -> None:
+    flights = t["flights"].copy()
+    flights.loc[flights.index[:100], "year"] = 2014
+    t["flights"] = flights
+
+
+def _clock_minute_past_59(t: dict) -> None:
+    flights = t["flights"].copy()
+    flights.loc[flights.index[:7], "sched_arr_time"] = 1275
+    t["flights"] = flights
+
+
+def _delay_disagrees_with_clocks(t: dict) -> None:
+    flights = t["flights"].copy()
+    departed = flights.index[flights["dep_delay"].notna()][:50]
+    flights.loc[departed, "dep_delay"] += 30
+    t["flights"] = flights
+
+
+def _cancelled_but_arrived(t: dict) -> None:
+    flights = t["flights"].copy()
+    arrived = flights.index[flights["arr_time"].notna()][:12]
+    flights.loc[arrived, ["dep_time", "dep_delay"]] = np.nan
+    t["flights"] = flights
+
+
 CORRUPTIONS: dict[str, tuple[Callable[[dict], None], str, str, str]] = {
     # name: (corrupt, table, column, expectation that must fail)
     "missing column": (_drop_column, "flights", "dest", "expect_column_to_exist"),
@@ -96,7 +152,41 @@ CORRUPTIONS: dict[str, tuple[Callable[[dict], None], str, str, str]] = {
         "expect_column_values_to_be_in_set",
     ),
     "truncated table": (_truncated, "flights", None, "expect_table_row_count_to_be_between"),
-}
+    # local faults: one month, one day, one origin-day
+    "label source null for 25% of one month": (
+        _label_source_null_for_a_month, "groups",
+        "flights.arr_delay null fraction per month", "expect_column_values_to_be_between",
+    ),
+    "weather missing for one day at one origin": (
+        _weather_missing_for_a_day_at_one_origin, "groups", "weather rows per origin-day",
+        "expect_column_values_to_be_between",
+    ),
+    "one day of flights missing": (
+        _a_day_of_flights_missing, "groups", "flights rows per day",
+        "expect_column_values_to_be_between",
+    ),
+    # rules across columns
+    "scheduled at 2400": (
+        _scheduled_at_2400, "flights", "sched_dep_time", "expect_column_values_to_be_between",
+    ),
+    "year disagrees with time_hour": (
+        _year_disagrees_with_time_hour, "relations",
+        "flights: year+month+day+hour agree with time_hour", "expect_column_values_to_be_in_set",
+    ),
+    "clock minute past 59": (
+        _clock_minute_past_59, "relations", "flights.sched_arr_time: HHMM minutes 00-59",
+        "expect_column_values_to_be_in_set",
+    ),
+    "delay disagrees with the clocks": (
+        _delay_disagrees_with_clocks, "relations", "flights: dep_delay = dep_time - sched_dep_time",
+        "expect_column_values_to_be_in_set",
+    ),
+    "cancelled but arrived": (
+        _cancelled_but_arrived, "relations",
+        "flights: no dep_time -> no dep_delay, arr_time, arr_delay, air_time",
+        "expect_column_values_to_be_in_set",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
@@ -112,8 +202,51 @@ def test_corruption_is_caught_and_named(
     assert (table, column, expectation) in failed, report.summary()
     with pytest.raises(DataValidationError) as caught:
         report.raise_for_failures()
-    where = f"{table}.{column}" if column else table
+    where = column if table in ("groups", "relations") else f"{table}.{column}" if column else table
     assert f"{where}: {expectation} failed" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "line"),
+    [
+        (_label_source_null_for_a_month,
+         "flights.arr_delay null fraction per month: expect_column_values_to_be_between failed: "
+         "1 groups fail (8.333%); limit: <= 0.08 in every group; e.g. 2013-03=0.27"),
+        (_weather_missing_for_a_day_at_one_origin,
+         "weather rows per origin-day: expect_column_values_to_be_between failed: 1 groups fail "
+         "(0.092%); limit: >= 12 in every group; e.g. JFK 2013-03-05=0"),
+        (_a_day_of_flights_missing,
+         "flights rows per day: expect_column_values_to_be_between failed: 1 groups fail "
+         "(0.274%); limit: between 0.5x the median group and 1.5x the median group in every "
+         "group; e.g. 2013-06-12=0x median"),
+        (_year_disagrees_with_time_hour,
+         "flights: year+month+day+hour agree with time_hour: expect_column_values_to_be_in_set "
+         "failed: 100 rows fail"),
+    ],
+)  # fmt: skip
+def test_a_local_fault_is_named_with_its_limit_and_the_groups_or_rows_that_break_it(
+    corrupt: Callable[[dict], None],
+    line: str,
+    small_tables: dict,
+    dataset: Dataset,
+    small_params: Params,
+) -> None:
+    tables = dict(small_tables)
+    corrupt(tables)
+    summary = _run(tables, dataset, small_params).summary()
+    assert line in summary, summary
+
+
+def test_a_breaking_row_is_shown_by_its_key_and_the_columns_of_the_rule(
+    small_tables: dict, dataset: Dataset, small_params: Params
+) -> None:
+    tables = dict(small_tables)
+    _year_disagrees_with_time_hour(tables)
+    failure = next(o for o in _run(tables, dataset, small_params).failures()
+                   if o.table == "relations")  # fmt: skip
+    first = tables["flights"].iloc[0]
+    assert failure.examples[0].startswith(f"year=2014 month={first['month']} day={first['day']}")
+    assert f"time_hour={first['time_hour']}" in failure.examples[0]
 
 
 def test_failure_message_quotes_offending_values(

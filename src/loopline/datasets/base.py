@@ -119,15 +119,43 @@ def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> None:
             pq.write_table(table, tmp, compression="zstd", compression_level=9)
 
 
+PARQUET_MAGIC = b"PAR1"  # the first and last four bytes of every Parquet file
+
+
 def read_tables(data_dir: Path, contract: DataContract) -> dict[str, pd.DataFrame]:
-    """Read every contract table from `data_dir`; a missing file names the fix."""
-    tables = {}
-    for name in contract.table_names():
-        path = data_dir / f"{name}.parquet"
-        if not path.is_file():
-            raise DataContractError(
-                f"table {name!r} missing: {path} does not exist. "
-                "Run `loopline data` to fetch or rebuild the pinned raw data."
-            )
-        tables[name] = pd.read_parquet(path)
-    return tables
+    """Read every contract table from `data_dir`.
+
+    A table that cannot be read stops everything with one line naming the table, the
+    path and what is wrong (missing, empty, not Parquet, cut short, unreadable), instead
+    of a reader's traceback.
+    """
+    return {name: read_table(name, data_dir / f"{name}.parquet") for name in contract.table_names()}
+
+
+def read_table(name: str, path: Path) -> pd.DataFrame:
+    """One contract table from its Parquet file; DataContractError says what is wrong."""
+
+    def unreadable(problem: str) -> DataContractError:
+        return DataContractError(
+            f"table {name!r} at {path}: {problem}. Run `loopline data` to restore the pinned "
+            "raw data, or replace the file with a valid Parquet table."
+        )
+
+    if not path.is_file():
+        raise unreadable("the file does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise unreadable("the file is empty (0 bytes)")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(size - 4, 0))
+        tail = handle.read(4)
+    if head != PARQUET_MAGIC:
+        raise unreadable(f"not a Parquet file (it starts with {head!r}, Parquet with b'PAR1')")
+    if tail != PARQUET_MAGIC or size < 12:
+        raise unreadable(f"the Parquet file is cut short ({size} bytes, no closing footer)")
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise unreadable(f"the Parquet file is damaged ({reason})") from None

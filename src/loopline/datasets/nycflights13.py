@@ -22,7 +22,17 @@ from pandas.tseries.holiday import USFederalHolidayCalendar
 
 from loopline.columns import Columns, join_text
 from loopline.config import DatasetParams, FeaturizeParams
-from loopline.contract import DataContract, Field_, Link, Role, Table
+from loopline.contract import (
+    ClockDelay,
+    DataContract,
+    DateParts,
+    Field_,
+    GroupRule,
+    Link,
+    NullTogether,
+    Role,
+    Table,
+)
 from loopline.datasets.base import Dataset, FeatureSpec, Lookup
 from loopline.errors import DataContractError
 
@@ -35,9 +45,17 @@ AIRPORT = r"[A-Z]{3}"
 
 
 def _hhmm(name: str, role: Role, description: str, **extra: object) -> Field_:
+    """A local HHMM clock time.
+
+    Scheduled times run 0000-2359 (as every 2013 row does). Actual times follow the
+    source's convention, 0001-2400: midnight is 2400, the end of the day (29 departures
+    and 150 arrivals of 2013), and 0000 never occurs.
+    """
+    scheduled = role in (Role.TIME, Role.FEATURE)
     return Field_(
-        name=name, dtype="int", role=role, min=0, max=2400, description=description, **extra
-    )  # type: ignore[arg-type]
+        name=name, dtype="int", role=role, clock=True, min=0 if scheduled else 1,
+        max=2359 if scheduled else 2400, description=description, **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def _weather(
@@ -189,8 +207,65 @@ AIRPORTS = Table(
     ),
 )  # fmt: skip
 
+LOCAL = "America/New_York"  # the flights' date parts and clocks are New York time
+WEATHER_LINK = "flights.origin+time_hour->weather"
+
+# Rules across the columns of a row. On the 2013 tables every one holds for every row.
+ROW_RULES = (
+    DateParts(table="flights", timestamp="time_hour", timezone=LOCAL,
+              parts={"year": "year", "month": "month", "day": "day", "hour": "hour"}),
+    DateParts(table="weather", timestamp="time_hour", timezone=LOCAL,
+              parts={"year": "year", "month": "month", "day": "day", "hour": "hour"}),
+    ClockDelay(table="flights", actual="dep_time", scheduled="sched_dep_time", delay="dep_delay"),
+    ClockDelay(table="flights", actual="arr_time", scheduled="sched_arr_time", delay="arr_delay"),
+    # Cancelled (no departure): no arrival either. Diverted (no arrival): no delay, no air time.
+    NullTogether(table="flights", column="dep_time",
+                 then=("dep_delay", "arr_time", "arr_delay", "air_time")),
+    NullTogether(table="flights", column="arr_time", then=("arr_delay", "air_time")),
+)  # fmt: skip
+
+
+def _per_month_nulls(table: str, column: str, limit: float, seen: float) -> GroupRule:
+    return GroupRule(
+        table=table, metric="null_fraction", column=column, time="time_hour", period="month",
+        timezone=LOCAL, max=limit, min_group_rows=200,
+        why=f"2013's worst month had {seen:.2%} null; the limit leaves room for a bad month of "
+            "real weather or cancellations, not for a broken feed",
+    )  # fmt: skip
+
+
+# Rules per period and group. Limits come from the 2013 tables (numbers in each `why`),
+# computed per local day or month with pandas groupby; clean data passes all of them.
+GROUP_RULES = (
+    GroupRule(table="flights", metric="rows", time="time_hour", period="day", timezone=LOCAL,
+              relative=True, min=0.5, max=1.5, min_group_rows=30,
+              why="2013 days had 0.66-1.05x the median day's flights (634-1,014 of 964); a "
+                  "missing, half-loaded or doubled day falls outside"),
+    GroupRule(table="flights", metric="rows", by=("origin",), time="time_hour", period="day",
+              timezone=LOCAL, relative=True, min=0.35, max=1.6, min_group_rows=100,
+              why="2013 origin-days had 0.55-1.21x the median origin-day (171-377 of 311)"),
+    # Per month, not per day: a snowstorm cancelled 57% of one day's flights in 2013.
+    _per_month_nulls("flights", "arr_delay", 0.08, 0.0537),
+    _per_month_nulls("flights", "dep_time", 0.08, 0.0505),
+    _per_month_nulls("flights", "tailnum", 0.04, 0.0179),
+    GroupRule(table="flights", metric="link_coverage", link=WEATHER_LINK, by=("origin",),
+              time="time_hour", period="day", timezone=LOCAL, min=0.75, min_group_rows=100,
+              allowed_failures=3,
+              why="2013 origin-days found weather for >= 79% of flights, except 2013-12-31 at "
+                  "all three origins (the weather table ends 2013-12-30): those 3 may fail"),
+    GroupRule(table="weather", metric="rows", by=("origin",), time="time_hour", period="day",
+              timezone=LOCAL, min=12,
+              why="every origin-day of 2013 has 19-24 hourly observations"),
+    *(_per_month_nulls("weather", c, 0.02, 0.0009)
+      for c in ("temp", "dewp", "humid", "wind_speed", "precip", "visib")),
+    _per_month_nulls("weather", "wind_dir", 0.06, 0.0298),
+    _per_month_nulls("weather", "pressure", 0.25, 0.1502),
+)  # fmt: skip
+
 CONTRACT = DataContract(
     tables=(FLIGHTS, WEATHER, PLANES, AIRLINES, AIRPORTS),
+    row_rules=ROW_RULES,
+    group_rules=GROUP_RULES,
     links=(
         Link(source="flights", columns=("carrier",), target="airlines",
              target_columns=("carrier",)),

@@ -25,17 +25,21 @@ MAX_STRING_LENGTH = 64
 STRICT = ConfigDict(strict=True, extra="forbid")
 
 
-def _real_calendar_and_clock(values: dict[str, Any]) -> dict[str, Any]:
-    """Reject dates that do not exist and HHMM times past minute 59."""
-    if {"year", "month", "day"} <= values.keys():
-        try:
-            dt.date(values["year"], values["month"], values["day"])
-        except ValueError as error:
-            raise ValueError(f"year/month/day: {error}") from None
-    for name in ("sched_dep_time", "sched_arr_time"):
-        if values.get(name) is not None and values[name] % 100 > 59:
-            raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
-    return values
+def _real_calendar_and_clock(clocks: tuple[str, ...]) -> Any:
+    """A validator rejecting dates that do not exist and HHMM `clocks` past minute 59."""
+
+    def check(values: dict[str, Any]) -> dict[str, Any]:
+        if {"year", "month", "day"} <= values.keys():
+            try:
+                dt.date(values["year"], values["month"], values["day"])
+            except ValueError as error:
+                raise ValueError(f"year/month/day: {error}") from None
+        for name in clocks:
+            if values.get(name) is not None and values[name] % 100 > 59:
+                raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
+        return values
+
+    return AfterValidator(check)
 
 
 def _annotation(field: Field_) -> Any:
@@ -69,7 +73,8 @@ def record_type(contract: DataContract) -> Any:
     }
     record = TypedDict("FlightRecord", fields)  # type: ignore[misc]
     record.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
-    return Annotated[record, AfterValidator(_real_calendar_and_clock)]
+    clocks = tuple(field.name for field in contract.record_fields() if field.clock)
+    return Annotated[record, _real_calendar_and_clock(clocks)]
 
 
 @dataclass(frozen=True)
