@@ -97,6 +97,7 @@ def monitor(
     return {
         "decision_id": decision_id, "trigger": decision.trigger, "reason": decision.reason,
         "flagged_because": measured.outcome.reasons(params.monitor),
+        "incidents": measured.outcome.incidents,
         "labeled_until": str(labeled_until), "report": str(measured.report_path),
         "outcome": measured.outcome.as_dict(),
     }  # fmt: skip

@@ -225,6 +225,16 @@ class ServeParams(Section):
     api_key_env: str
 
 
+class TrafficChecks(Section):
+    """Data-quality limits on a live batch, checked before drift (loopline.monitoring.traffic)."""
+
+    outage_null_fraction: float = Field(gt=0, le=1)
+    min_day_rows: int = Field(ge=1)
+    category_share: float = Field(gt=0, lt=1)
+    category_drop: float = Field(gt=0, lt=1)
+    duplicate_share: float = Field(ge=0, lt=1)
+
+
 class MonitorParams(Section):
     """Drift and quality monitoring of production batches, and when to ask for a retrain."""
 
@@ -241,6 +251,7 @@ class MonitorParams(Section):
     n: int = Field(ge=1)
     cooldown_days: int = Field(ge=0)
     interval_minutes: int = Field(ge=1)
+    traffic: TrafficChecks
 
     @model_validator(mode="after")
     def _k_of_n(self) -> MonitorParams:

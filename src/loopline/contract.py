@@ -22,6 +22,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DType = Literal["int", "float", "string", "datetime"]
+# A nullable field allowed at most this share of nulls is "rarely missing": live traffic
+# where it is missing for (nearly) a whole day has a broken feed (monitoring.traffic).
+RARELY_MISSING = 0.05
 # How monitoring treats a record field: "share" counts toward the drift share that can
 # trigger retraining; "report" is tested and shown per feature but does not count;
 # "skip" is not tested (identifiers, calendar parts).
@@ -342,6 +345,13 @@ class DataContract(_Frozen):
                 if field.in_record and field.name not in seen:
                     seen[field.name] = field
         return tuple(seen.values())
+
+    def rarely_missing_fields(self) -> tuple[Field_, ...]:
+        """Nullable record fields allowed at most `RARELY_MISSING` nulls (outage-checked)."""
+        return tuple(
+            f for f in self.record_fields()
+            if f.nullable and f.max_null_fraction <= RARELY_MISSING
+        )  # fmt: skip
 
     def drift_fields(self, use: DriftUse) -> tuple[Field_, ...]:
         """Record fields that drift monitoring uses in the given way."""

@@ -36,9 +36,8 @@ def world(serving_world: ServingWorld, small_tables: dict, dataset: Dataset) -> 
     )
     raw = load_params(params_file)
     monitor_params = raw.monitor.model_copy(update={"min_batch_rows": 100})
-    params_file.write_text(
-        params_file.read_text().replace("min_batch_rows: 500", "min_batch_rows: 100")
-    )
+    text = params_file.read_text().replace("min_batch_rows: 500", "min_batch_rows: 100")
+    params_file.write_text(text.replace("min_day_rows: 50", "min_day_rows: 20"))  # the slice
     registry = serving_world.registry()
     version = registry.alias_version(CHAMPION)
     model = load_version(registry, version).scorer
@@ -77,9 +76,13 @@ def _window(examples: pd.DataFrame, first: str, last: str) -> pd.DataFrame:
 
 
 def _drifted(batch: pd.DataFrame) -> pd.DataFrame:
-    """The same flights, rescheduled: late evening, long routes, one carrier and airport."""
-    return batch.assign(sched_dep_time=2245, sched_arr_time=2355, carrier="EV", origin="EWR",
-                        dest="SFO", distance=batch["distance"] * 2 + 900)  # fmt: skip
+    """The same flights, rescheduled: late evening, long routes to the west coast.
+
+    (Every flight moved to one carrier or airport would be a data-quality incident, a
+    carrier "gone", not drift: see the feed test below.)
+    """
+    return batch.assign(sched_dep_time=2245, sched_arr_time=2355, dest="SFO",
+                        distance=batch["distance"] * 2 + 900)  # fmt: skip
 
 
 def test_a_batch_like_the_training_data_does_not_trigger(
@@ -116,13 +119,35 @@ def test_injected_drift_is_flagged_and_the_second_drifted_batch_triggers(
             )
     first_result, second_result = results
     assert first_result["flagged_because"][0].startswith("traffic drift")
-    assert {"sched_dep_time", "carrier", "dest", "distance"} <= set(
-        first_result["outcome"]["drifted_columns"]
-    )
+    assert {"sched_dep_time", "dest", "distance"} <= set(first_result["outcome"]["drifted_columns"])
     assert not first_result["trigger"]  # one flagged batch is a blip, not a trend
     assert second_result["trigger"], second_result["reason"]
     assert store.last_trigger_day() == dt.date(2013, 6, 30)
     assert _event_reached_prefect(prefect_api, second_result["decision_id"])
+
+
+def test_a_broken_feed_is_an_incident_not_drift_and_never_triggers(
+    world: dict, dataset: Dataset, prefect_api: str
+) -> None:
+    """Weather missing for every flight of a day, in an otherwise drifted batch."""
+    batch = _drifted(_window(world["examples"], "2013-08-01", "2013-08-14"))
+    outage = batch["scheduled_departure"].dt.date == dt.date(2013, 8, 6)
+    weather = ["temp", "dewp", "humid", "wind_speed", "precip", "visib"]
+    batch.loc[outage, weather] = float("nan")
+    _log_scored(world, dataset, batch)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        result = monitor(
+            first_day=dt.date(2013, 8, 1), last_day=dt.date(2013, 8, 14),
+            params_path=world["params_file"],
+        )  # fmt: skip
+    assert len(result["incidents"]) == 1
+    assert result["incidents"][0].startswith(f"feed outage on 2013-08-06: {', '.join(weather)}")
+    assert not result["trigger"]
+    assert result["reason"].startswith("data-quality incident, drift not judged: feed outage")
+    assert result["flagged_because"] == []  # drifted, but not counted toward a retrain
+    assert result["outcome"]["drift_share"] > world["monitor"].drift_share_limit
+    store = MonitorStore(world["root"] / world["monitor"].state)
+    assert store.history(1)[0].incidents == result["incidents"]
 
 
 def _event_reached_prefect(api: str, decision_id: str, timeout_s: float = 30) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loopline.datasets.base import Dataset
-from loopline.monitoring.dashboard import DRIFT_TAB, QUALITY_TAB, open_project
+from loopline.monitoring.dashboard import DATA_TAB, DRIFT_TAB, QUALITY_TAB, open_project
 from loopline.monitoring.drift import MonitoredColumns
 
 
@@ -13,17 +13,21 @@ def _columns(dataset: Dataset) -> MonitoredColumns:
     return MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
 
 
-def test_new_project_has_both_tabs_with_each_panel_once(tmp_path: Path, dataset: Dataset) -> None:
+def test_new_project_has_its_tabs_with_each_panel_once(tmp_path: Path, dataset: Dataset) -> None:
     _, project = open_project(tmp_path / "ws", "loopline-test", _columns(dataset))
 
     layout = project.dashboard.model()
     tabs = {tab.title: tab.panels for tab in layout.tabs}
-    assert set(tabs) == {DRIFT_TAB, QUALITY_TAB}
-    for title, panels in tabs.items():
-        assert len(panels) == len(set(panels)) == 3, title
+    assert {title: len(panels) for title, panels in tabs.items()} == {
+        DRIFT_TAB: 3,
+        QUALITY_TAB: 3,
+        DATA_TAB: 2,
+    }
+    assert all(len(panels) == len(set(panels)) for panels in tabs.values())
     titles = {panel.id: panel.title for panel in layout.panels}
     assert titles[tabs[DRIFT_TAB][0]] == "Traffic drift share"
-    assert len(layout.panels) == 6
+    assert titles[tabs[DATA_TAB][0]] == "Missing values: share of the batch"
+    assert len(layout.panels) == 8
 
 
 def test_reopening_returns_the_same_project_without_new_panels(
@@ -35,4 +39,4 @@ def test_reopening_returns_the_same_project_without_new_panels(
 
     assert again.id == first.id
     assert len(ws.search_project("loopline-test")) == 1
-    assert len(again.dashboard.model().panels) == 6
+    assert len(again.dashboard.model().panels) == 8

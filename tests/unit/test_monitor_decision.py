@@ -78,3 +78,14 @@ def test_without_labels_only_drift_can_flag(rule: MonitorParams) -> None:
     assert unlabeled.quality_drop is None
     assert unlabeled.reasons(rule) == []
     assert batch(1, drift=0.5, quality=None).reasons(rule)
+
+
+def test_a_drifted_batch_with_a_data_incident_never_triggers(rule: MonitorParams) -> None:
+    """Drift that a broken feed causes must not teach the model the outage."""
+    broken = BatchOutcome(**{**batch(2, drift=0.5).__dict__, "incidents": ["feed outage"]})
+    history = [batch(0, drift=0.5), batch(1, drift=0.5), broken]
+    decision = decide(history, rule, None, retrain_running=False)
+    assert not decision.trigger
+    assert decision.reason == "data-quality incident, drift not judged: feed outage"
+    assert "w2" not in decision.flagged  # and it does not count toward the next k of n
+    assert decide(history[:2], rule, None, retrain_running=False).trigger  # the control

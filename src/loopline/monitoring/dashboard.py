@@ -12,7 +12,7 @@ from typing import Any
 
 from loopline.monitoring.drift import PROBABILITY, MonitoredColumns
 
-DRIFT_TAB, QUALITY_TAB = "Drift", "Quality"
+DRIFT_TAB, QUALITY_TAB, DATA_TAB = "Drift", "Quality", "Data quality"
 
 
 def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
@@ -71,6 +71,19 @@ def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
             "Precision and recall at the model's threshold", precision_recall
         )),
         (QUALITY_TAB, line_plot_panel("Late rate: observed vs predicted", late_rates)),
+        (DATA_TAB, line_plot_panel(
+            "Missing values: share of the batch",
+            [PanelMetric(legend=n, metric="MissingValueCount",
+                         metric_labels={"column": n, "value_type": "share"})
+             for n in columns.rarely_missing],
+            "Fields the contract says are rarely missing. A day of a dead feed shows here; "
+            "the monitor reports it as an incident and does not count the batch as drift.",
+        )),
+        (DATA_TAB, line_plot_panel(
+            "Duplicated rows",
+            [PanelMetric(legend="rows repeating another", metric="DuplicatedRowCount")],
+            "The same record sent again and again (a client or queue re-sending).",
+        )),
     ]  # fmt: skip
 
 

@@ -1,6 +1,9 @@
 """The retrain rule, as pure functions over the recent batches' outcomes.
 
-A batch is *flagged* when its traffic drift share is above `drift_share_limit` or, once
+A batch with a data-quality incident (a feed outage, a category gone, repeated records:
+`loopline.monitoring.traffic`) is reported as such: it is never flagged and never
+triggers, whatever its drift, since retraining on a broken feed would learn the outage.
+Otherwise a batch is *flagged* when its traffic drift share is above `drift_share_limit` or, once
 labeled, its quality metric is more than `quality_drop_limit` below the champion's
 test-window value. A retrain is asked for when the latest batch is flagged and at least
 `k` of the last `n` batches are (no retrain for a one-off blip), no retrain is already
@@ -34,6 +37,7 @@ class BatchOutcome:
     late_rate: float | None = None
     reference_late_rate: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    incidents: list[str] = field(default_factory=list)  # data-quality problems found first
 
     @property
     def quality_drop(self) -> float | None:
@@ -43,7 +47,9 @@ class BatchOutcome:
         return self.baseline - self.quality
 
     def reasons(self, params: MonitorParams) -> list[str]:
-        """Why this batch is flagged (empty if it is not)."""
+        """Why this batch is flagged (empty if it is not, or if its data is broken)."""
+        if self.incidents:
+            return []
         reasons = []
         if self.drift_share > params.drift_share_limit:
             reasons.append(
@@ -84,27 +90,42 @@ def decide(
     latest = history[-1]
     window = history[-params.n :]
     flagged = [b for b in window if b.reasons(params) and b.rows >= params.min_batch_rows]
-    numbers = latest.as_dict()
-
-    def no(reason: str) -> Decision:
-        return Decision(False, reason, latest.batch_id, [b.batch_id for b in flagged], numbers)
-
-    if latest.rows < params.min_batch_rows:
-        return no(f"batch too small to judge ({latest.rows} < {params.min_batch_rows} rows)")
-    if not latest.reasons(params):
-        return no("latest batch within limits")
-    if len(flagged) < params.k:
-        return no(f"only {len(flagged)} of the last {len(window)} batches flagged; need {params.k}")
-    if retrain_running:
-        return no("a retrain is already running")
-    if last_trigger_day is not None:
-        since = (latest.last_day - last_trigger_day).days
-        if since < params.cooldown_days:
-            return no(
-                f"cooldown: last retrain was asked {since} days of data ago "
-                f"(< {params.cooldown_days})"
-            )
+    flagged_ids = [b.batch_id for b in flagged]
+    blocker = _blocker(
+        latest, flagged=len(flagged), window=len(window), params=params,
+        last_trigger_day=last_trigger_day, retrain_running=retrain_running,
+    )  # fmt: skip
+    if blocker is not None:
+        return Decision(False, blocker, latest.batch_id, flagged_ids, latest.as_dict())
     reason = f"{len(flagged)} of the last {len(window)} batches flagged; latest: " + "; ".join(
         latest.reasons(params)
     )
-    return Decision(True, reason, latest.batch_id, [b.batch_id for b in flagged], numbers)
+    return Decision(True, reason, latest.batch_id, flagged_ids, latest.as_dict())
+
+
+def _blocker(
+    latest: BatchOutcome,
+    *,
+    flagged: int,
+    window: int,
+    params: MonitorParams,
+    last_trigger_day: dt.date | None,
+    retrain_running: bool,
+) -> str | None:
+    """The first reason not to retrain after `latest`, in the rule's order; None: retrain."""
+    since = (latest.last_day - last_trigger_day).days if last_trigger_day else None
+    more = len(latest.incidents) - 1
+    gates = [
+        (bool(latest.incidents), lambda: "data-quality incident, drift not judged: "
+         f"{latest.incidents[0]}" + (f" (and {more} more)" if more else "")),
+        (latest.rows < params.min_batch_rows,
+         lambda: f"batch too small to judge ({latest.rows} < {params.min_batch_rows} rows)"),
+        (not latest.reasons(params), lambda: "latest batch within limits"),
+        (flagged < params.k,
+         lambda: f"only {flagged} of the last {window} batches flagged; need {params.k}"),
+        (retrain_running, lambda: "a retrain is already running"),
+        (since is not None and since < params.cooldown_days,
+         lambda: f"cooldown: last retrain was asked {since} days of data ago "
+         f"(< {params.cooldown_days})"),
+    ]  # fmt: skip
+    return next((message() for blocked, message in gates if blocked), None)

@@ -31,13 +31,18 @@ class MonitoredColumns:
     report: tuple[str, ...]
     numeric: frozenset[str]
     target: str
+    rarely_missing: tuple[str, ...] = ()  # tested fields whose missing share is plotted
 
     @classmethod
     def from_contract(cls, contract: DataContract, target: str) -> MonitoredColumns:
         """Read the drift use of every record field from the contract."""
         share, report = contract.drift_fields("share"), contract.drift_fields("report")
         numeric = frozenset(f.name for f in (*share, *report) if f.numeric)
-        return cls(tuple(f.name for f in share), tuple(f.name for f in report), numeric, target)
+        tested = {f.name for f in (*share, *report)}
+        rarely = tuple(f.name for f in contract.rarely_missing_fields() if f.name in tested)
+        return cls(
+            tuple(f.name for f in share), tuple(f.name for f in report), numeric, target, rarely
+        )
 
     @property
     def tested(self) -> tuple[str, ...]:
@@ -81,8 +86,10 @@ def run_report(
     evidently = _evidently()
     from evidently.metrics import (  # noqa: PLC0415
         DriftedColumnsCount,
+        DuplicatedRowCount,
         F1Score,
         MeanValue,
+        MissingValueCount,
         Precision,
         Recall,
         RocAuc,
@@ -91,6 +98,9 @@ def run_report(
 
     metrics: list[Any] = [ValueDrift(column=c) for c in columns.tested]
     metrics += [DriftedColumnsCount(columns=list(columns.share)), MeanValue(column=PROBABILITY)]
+    # data quality, for the dashboard (the monitor's incident checks are in traffic.py)
+    metrics += [MissingValueCount(column=c) for c in columns.rarely_missing]
+    metrics += [DuplicatedRowCount()]
     classification = None
     if labeled:
         metrics += [RocAuc(), Precision(), Recall(), F1Score(), MeanValue(column=columns.target)]

@@ -16,6 +16,7 @@ from loopline.config import DateWindow, Params
 from loopline.datasets.base import Dataset, read_tables
 from loopline.errors import LooplineError
 from loopline.io import atomic_path
+from loopline.monitoring import traffic
 from loopline.monitoring.decision import BatchOutcome
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_result, run_report
 from loopline.registry import Registry
@@ -91,7 +92,7 @@ def measure_batch(
     last_day: dt.date,
     root: Path,
 ) -> Measured:
-    """Drift and (if every prediction has its label) quality of one batch of traffic."""
+    """Data-quality incidents, drift and (once every prediction has its label) quality."""
     batch = log_store.read_batch(first_day.isoformat(), last_day.isoformat())
     if batch.empty:
         raise LooplineError(f"no predictions logged for flights of {first_day}..{last_day}")
@@ -99,6 +100,11 @@ def measure_batch(
     version = str(batch["model_version"].mode().iloc[0])  # the version that served most of it
     reference = reference_frame(dataset, params, registry, version, root)
     columns = MonitoredColumns.from_contract(dataset.contract, target)
+    problems = traffic.incidents(
+        batch, reference, dataset.contract, dataset.key_columns, params.monitor.traffic
+    )
+    for problem in problems:
+        log.warning("batch %s..%s: %s", first_day, last_day, problem)
     labeled_rows = int(batch[target].notna().sum())
     labeled = labeled_rows == len(batch)
     batch_id = f"{first_day}..{last_day}"
@@ -125,7 +131,7 @@ def measure_batch(
         baseline=float(baseline) if baseline is not None else None,
         late_rate=round(float(batch[target].mean()), 4) if labeled else None,
         reference_late_rate=round(float(reference[target].mean()), 4),
-        metrics={name: round(value, 4) for name, value in scores.items()},
+        metrics={name: round(value, 4) for name, value in scores.items()}, incidents=problems,
     )  # fmt: skip
     report_path = root / params.monitor.reports / f"{batch_id}.html"
     report_path.parent.mkdir(parents=True, exist_ok=True)
