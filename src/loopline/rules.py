@@ -77,17 +77,21 @@ def link_found(link: Link, tables: Mapping[str, pd.DataFrame]) -> pd.Series:
     return found.where(source[list(link.columns)].notna().all(axis=1), None)
 
 
+GroupKeys = tuple[list[pd.Series], list[list[str]]]  # row keys, and every group's labels
+
+
 def group_values(
-    rule: GroupRule, tables: Mapping[str, pd.DataFrame], contract: DataContract
+    rule: GroupRule,
+    tables: Mapping[str, pd.DataFrame],
+    contract: DataContract,
+    keys_cache: dict[tuple, GroupKeys] | None = None,
 ) -> pd.Series:
-    """The rule's metric per group, indexed by group label (float; NaN: nothing to judge)."""
+    """The rule's metric per group, indexed by group label (float; NaN: nothing to judge).
+
+    `keys_cache` shares the (costly) group keys between rules that group a table alike.
+    """
     frame = tables[rule.table]
-    keys: list[pd.Series] = [frame[c].astype(str) for c in rule.by]
-    if rule.period is not None and rule.time is not None:
-        periods = local_time(frame[rule.time], rule.timezone).dt.to_period(
-            PERIOD_CODES[rule.period]
-        )
-        keys.append(periods.astype(str).where(periods.notna(), None))
+    keys, levels = _group_keys(rule, frame, {} if keys_cache is None else keys_cache)
     if rule.metric == "rows":
         rows = pd.Series(1.0, index=frame.index)
     elif rule.metric == "null_fraction":
@@ -101,7 +105,7 @@ def group_values(
     values.index = pd.MultiIndex.from_tuples(
         [k if isinstance(k, tuple) else (k,) for k in values.index]
     )
-    full = pd.MultiIndex.from_tuples(list(itertools.product(*_levels(rule, frame, keys))))
+    full = pd.MultiIndex.from_tuples(list(itertools.product(*levels)))
     values = values.reindex(full, fill_value=0.0 if rule.metric == "rows" else np.nan)
     values.index = [" ".join(parts) for parts in values.index]
     values = values.astype(float)
@@ -110,18 +114,25 @@ def group_values(
     return values / values.median() if rule.relative else values
 
 
-def _levels(rule: GroupRule, frame: pd.DataFrame, keys: list[pd.Series]) -> list[list[str]]:
-    """Every group value: the `by` values seen, and every period from first to last."""
-    levels = [sorted(key.dropna().unique()) for key in keys[: len(rule.by)]]
+def _group_keys(rule: GroupRule, frame: pd.DataFrame, cache: dict[tuple, GroupKeys]) -> GroupKeys:
+    """Each row's group key parts, and every group's labels.
+
+    The labels are the `by` values seen and every period from the first to the last.
+    """
+    signature = (rule.table, rule.by, rule.time, rule.period, rule.timezone)
+    if signature in cache:
+        return cache[signature]
+    keys: list[pd.Series] = [frame[c].astype(str) for c in rule.by]
+    levels = [sorted(key.dropna().unique()) for key in keys]
     if rule.period is not None and rule.time is not None:
-        local = local_time(frame[rule.time], rule.timezone).dropna()
-        if local.empty:
-            levels.append([])
-        else:
-            code = PERIOD_CODES[rule.period]
-            span = pd.period_range(local.min().to_period(code), local.max().to_period(code))
-            levels.append([str(p) for p in span])
-    return levels
+        code = PERIOD_CODES[rule.period]
+        periods = local_time(frame[rule.time], rule.timezone).dt.to_period(code)
+        keys.append(periods.astype(str).where(periods.notna(), None))
+        seen = periods.dropna()
+        span = pd.period_range(seen.min(), seen.max()) if len(seen) else []
+        levels.append([str(p) for p in span])
+    cache[signature] = (keys, levels)
+    return keys, levels
 
 
 def breaking(values: pd.Series, rule: GroupRule) -> pd.Series:

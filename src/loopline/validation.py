@@ -239,13 +239,14 @@ def build_groups_frame(
     """
     values: dict[str, pd.Series] = {}
     examples: dict[str, list[str]] = {}
+    keys_cache: dict = {}
     for rule in contract.group_rules:
         link = contract.link(rule.link) if rule.link else None
         if not _readable(tables, rule.table, rule.columns()) or (
             link and not _link_readable(tables, link)
         ):
             continue
-        per_group = rules.group_values(rule, tables, contract)
+        per_group = rules.group_values(rule, tables, contract, keys_cache)
         values[rule.name] = per_group.reset_index(drop=True)
         worst = rules.breaking(per_group, rule).head(EXAMPLE_ROWS)
         unit = "x median" if rule.relative else ""
@@ -416,7 +417,7 @@ def validate_tables(
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=suite)
         )
-        result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="BASIC")
         outcomes += [
             _outcome(name, r, examples_per_failure, known, contract) for r in result.results
         ]
