@@ -290,7 +290,7 @@ def _group_expectations(frame: pd.DataFrame, contract: DataContract, gx: Any) ->
 
 def _limit(kind: str, kwargs: Mapping[str, Any], group_rule: GroupRule | None) -> str | None:
     """The limit an expectation enforces, in words."""
-    if kind.endswith("ToBeInSet") and list(kwargs.get("value_set", [])) == [True]:
+    if kind.endswith("_to_be_in_set") and list(kwargs.get("value_set", [])) == [True]:
         mostly = kwargs.get("mostly") or 1.0
         return "holds in every row" if mostly >= 1 else f"holds in at least {mostly:.2%} of rows"
     if group_rule is not None:
@@ -307,9 +307,9 @@ def _limit(kind: str, kwargs: Mapping[str, Any], group_rule: GroupRule | None) -
         parts.append(f"matching {kwargs['regex']}")
     if "column_set" in kwargs:
         parts.append(f"exactly {sorted(kwargs['column_set'])}")
-    if kind.endswith("ToNotBeNull"):
+    if kind.endswith("_to_not_be_null"):
         parts.append("not null")
-    if kind.endswith("ToBeUnique"):
+    if kind.endswith("_to_be_unique"):
         parts.append("unique")
     if "type_list" in kwargs:
         parts.append(f"dtype in {kwargs['type_list']}")

@@ -23,14 +23,27 @@ from tests.conftest import fast_params_dict, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 DRIFT_FROM = dt.date(2013, 7, 1)
+DRIFT_UNTIL = dt.date(2013, 9, 1)  # past the replayed weeks; not into late December, where
+# the weather table (it ends 2013-12-30) has no evening hours for moved flights to find
 
 
 def _with_drift_from_july(tables: dict) -> dict:
-    """From July on, the schedule changes: late-evening departures, twice the distance."""
+    """From July, the schedule changes: late-evening departures, twice the distance.
+
+    The change is a consistent one, as a real schedule change would be (the data gate
+    checks that the columns agree): the scheduled hour and `time_hour` move with the
+    departure, and each flight keeps its delay, so its actual departure moves too.
+    """
     flights = tables["flights"].copy()
-    later = pd.to_datetime(flights[["year", "month", "day"]]).dt.date >= DRIFT_FROM
+    dates = pd.to_datetime(flights[["year", "month", "day"]])
+    later = (dates.dt.date >= DRIFT_FROM) & (dates.dt.date < DRIFT_UNTIL)
     flights.loc[later, "sched_dep_time"] = 2250
     flights.loc[later, "hour"], flights.loc[later, "minute"] = 22, 50
+    local_hour = (dates[later] + pd.Timedelta(hours=22)).dt.tz_localize("America/New_York")
+    flights.loc[later, "time_hour"] = local_hour.dt.tz_convert("UTC").dt.tz_localize(None)
+    departed = (22 * 60 + 50 + flights.loc[later, "dep_delay"]) % 1440  # minutes after 00:00
+    clock = (departed // 60) * 100 + departed % 60
+    flights.loc[later, "dep_time"] = clock.where(clock != 0, 2400)  # the source's midnight
     flights.loc[later, "distance"] = (flights.loc[later, "distance"] * 2 + 500).clip(upper=5000)
     return {**tables, "flights": flights}
 

@@ -221,7 +221,7 @@ def test_corruption_is_caught_and_named(
          "group; e.g. 2013-06-12=0x median"),
         (_year_disagrees_with_time_hour,
          "flights: year+month+day+hour agree with time_hour: expect_column_values_to_be_in_set "
-         "failed: 100 rows fail"),
+         "failed: 100 rows fail (0.742%); limit: holds in every row; e.g. year=2014"),
     ],
 )  # fmt: skip
 def test_a_local_fault_is_named_with_its_limit_and_the_groups_or_rows_that_break_it(

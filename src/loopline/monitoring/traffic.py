@@ -54,10 +54,10 @@ def _outages(batch: pd.DataFrame, contract: DataContract, checks: TrafficChecks)
     for day, shares in missing.iterrows():
         out = shares[shares >= checks.outage_null_fraction]
         if len(out) and flights[day] >= checks.min_day_rows:
+            share = f"{out.min():.0%}" + (f"-{out.max():.0%}" if out.max() > out.min() else "")
             lines.append(
-                f"feed outage on {day}: {', '.join(out.index)} missing for "
-                f"{out.min():.0%}-{out.max():.0%} of its {flights[day]} flights "
-                f"(the contract allows {RARELY_MISSING:.0%} or less)"
+                f"feed outage on {day}: {', '.join(out.index)} missing for {share} of its "
+                f"{flights[day]} flights (the contract allows {RARELY_MISSING:.0%} or less)"
             )
     return lines
 
