@@ -226,10 +226,11 @@ class GroupRule(_Frozen):
     and/or the values of the `by` columns, e.g. per month, or per origin and day. Every
     period between the table's first and last is a group, so a period with no rows at
     all shows up (with 0 rows) instead of vanishing. The metric per group is its row
-    count (`rows`), the null fraction of `column`, or the share of non-null keys found by
-    the link named `link` (`link_coverage`). With `relative`, min and max are multiples
-    of the median group's value (a row count that holds for the full data and for a
-    sample alike). `allowed_failures` groups may break the limit (known gaps of the real
+    count (`rows`), the null fraction of `column`, the share of its known values that are
+    at least `at_least` (`share_at_least`, e.g. a label rate), or the share of non-null
+    keys found by the link named `link` (`link_coverage`). With `relative`, min and max
+    are multiples of the median group's value (a row count that holds for the full data
+    and for a sample alike). `allowed_failures` groups may break the limit (known gaps of the real
     data; `why` says which), no more. `why` also says how the limit was chosen.
 
     Too few rows say nothing: a null fraction or coverage is judged only in groups of at
@@ -238,8 +239,9 @@ class GroupRule(_Frozen):
     """
 
     table: str
-    metric: Literal["rows", "null_fraction", "link_coverage"]
+    metric: Literal["rows", "null_fraction", "share_at_least", "link_coverage"]
     column: str | None = None
+    at_least: float | None = None  # share_at_least: the share of known values >= this
     link: str | None = None
     time: str | None = None
     period: Period | None = None
@@ -258,8 +260,10 @@ class GroupRule(_Frozen):
             raise ValueError(f"{self.name}: give both `time` and `period`, or neither")
         if self.period is None and not self.by:
             raise ValueError(f"{self.name}: group by a period, by columns, or both")
-        if (self.metric == "null_fraction") != (self.column is not None):
-            raise ValueError(f"{self.name}: null_fraction (and only it) needs `column`")
+        if (self.metric in ("null_fraction", "share_at_least")) != (self.column is not None):
+            raise ValueError(f"{self.name}: null_fraction and share_at_least need `column`")
+        if (self.metric == "share_at_least") != (self.at_least is not None):
+            raise ValueError(f"{self.name}: share_at_least (and only it) needs `at_least`")
         if (self.metric == "link_coverage") != (self.link is not None):
             raise ValueError(f"{self.name}: link_coverage (and only it) needs `link`")
         if self.min is None and self.max is None:
@@ -271,6 +275,7 @@ class GroupRule(_Frozen):
         """e.g. `flights.arr_delay null fraction per month`, `flights rows per origin-day`."""
         what = {"rows": f"{self.table} rows",
                 "null_fraction": f"{self.table}.{self.column} null fraction",
+                "share_at_least": f"{self.table}.{self.column} >= {self.at_least} share",
                 "link_coverage": f"{self.link} coverage"}[self.metric]  # fmt: skip
         groups = [*self.by, *([self.period] if self.period else [])]
         return f"{what} per {'-'.join(groups)}"

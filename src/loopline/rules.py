@@ -96,6 +96,9 @@ def group_values(
         rows = pd.Series(1.0, index=frame.index)
     elif rule.metric == "null_fraction":
         rows = frame[rule.column].isna().astype(float)
+    elif rule.metric == "share_at_least":
+        known = frame[rule.column]
+        rows = (known >= rule.at_least).astype(float).where(known.notna())
     else:
         rows = pd.to_numeric(link_found(contract.link(rule.link or ""), tables), errors="coerce")
     grouped = rows.groupby(keys, dropna=True).agg(["sum", "mean", "count"])

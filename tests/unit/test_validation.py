@@ -84,6 +84,12 @@ def _label_source_null_for_a_month(t: dict) -> None:
     t["flights"] = flights
 
 
+def _label_source_zeroed_for_a_month(t: dict) -> None:
+    flights = t["flights"].copy()
+    flights.loc[flights["month"] == 9, "arr_delay"] = 0  # a feed reporting "on time" for all
+    t["flights"] = flights
+
+
 def _weather_missing_for_a_day_at_one_origin(t: dict) -> None:
     weather = t["weather"]
     gone = (weather["origin"] == "JFK") & (_local_day(weather) == "2013-03-05")
@@ -156,6 +162,10 @@ CORRUPTIONS: dict[str, tuple[Callable[[dict], None], str, str, str]] = {
     "label source null for 25% of one month": (
         _label_source_null_for_a_month, "groups",
         "flights.arr_delay null fraction per month", "expect_column_values_to_be_between",
+    ),
+    "label source zeroed for one month": (
+        _label_source_zeroed_for_a_month, "groups", "flights.arr_delay >= 15.0 share per month",
+        "expect_column_values_to_be_between",
     ),
     "weather missing for one day at one origin": (
         _weather_missing_for_a_day_at_one_origin, "groups", "weather rows per origin-day",

@@ -248,6 +248,12 @@ GROUP_RULES = (
     _per_month_nulls("flights", "arr_delay", 0.08, 0.0537),
     _per_month_nulls("flights", "dep_time", 0.08, 0.0505),
     _per_month_nulls("flights", "tailnum", 0.04, 0.0179),
+    GroupRule(table="flights", metric="share_at_least", column="arr_delay", at_least=15.0,
+              time="time_hour", period="month", timezone=LOCAL, min=0.07, max=0.5,
+              min_group_rows=200,
+              why="the label's source: 13.7% (September) to 33.5% (December) of arrived "
+                  "flights were 15+ minutes late in 2013's months; a feed of zeros or of "
+                  "shifted delays falls outside"),
     GroupRule(table="flights", metric="link_coverage", link=WEATHER_LINK, by=("origin",),
               time="time_hour", period="day", timezone=LOCAL, min=0.75, min_group_rows=100,
               allowed_failures=3,
