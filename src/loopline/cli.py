@@ -106,7 +106,8 @@ def score(
     from loopline.batch_scoring import score_registered  # noqa: PLC0415 - MLflow import is slow
 
     try:
-        result = score_registered(load_params(params), source, target, version)
+        settings = load_params(params)
+        result = score_registered(settings, source, target, version, root=params.resolve().parent)
     except LooplineError as error:
         raise _fail(error) from None
     typer.echo(
@@ -199,12 +200,14 @@ app.add_typer(registry_app, name="registry")
 
 
 def _open_registry(params: Path):  # noqa: ANN202 - returns (Params, Registry); imports are lazy
+    """The params and registry of a params file; its relative paths resolve in its folder."""
     from loopline.registry import Registry  # noqa: PLC0415 - MLflow import is slow
     from loopline.tracking import configure_mlflow  # noqa: PLC0415
 
     settings = load_params(params)
-    configure_mlflow(settings.mlflow)
-    return settings, Registry(settings.registry)
+    root = params.resolve().parent
+    configure_mlflow(settings.mlflow, root=root)
+    return settings, Registry.rooted(settings.registry, root)
 
 
 @registry_app.command("status")

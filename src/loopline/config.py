@@ -286,27 +286,53 @@ class Params(Section):
     retrain: RetrainParams
 
 
-def _format_errors(error: ValidationError) -> str:
-    lines = []
+def _format_errors(error: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:
+    """One line per bad key: `params.yaml:149: section.key: what is wrong`."""
+    out = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "\n".join(lines)
+        loc = tuple(str(part) for part in item["loc"])
+        where = ".".join(loc) or "(top level)"
+        known = [loc[:n] for n in range(len(loc), 0, -1) if loc[:n] in lines]
+        at = f"{source}:{lines[known[0]]}" if known else source
+        out.append(f"{at}: {where}: {item['msg']}")
+    return "\n".join(out)
 
 
-def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Validate a params mapping; raise ConfigError listing every bad key."""
+def parse_params(
+    raw: dict[str, Any], source: str = "params", lines: dict[tuple[str, ...], int] | None = None
+) -> Params:
+    """Validate a params mapping; ConfigError has a line per bad key (with its file line)."""
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{source} is invalid:\n{_format_errors(error)}") from None
+        raise ConfigError(_format_errors(error, source, lines or {})) from None
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """The 1-based line of every mapping key in a composed YAML document, by key path."""
+    found: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            found[path] = key.start_mark.line + 1
+            found.update(_key_lines(value, path))
+    return found
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
-    """Read and validate params.yaml."""
+    """Read and validate params.yaml; a syntax error or bad key is named with its line."""
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the project root or pass --params")
-    raw = yaml.safe_load(path.read_text()) or {}
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+        document = yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return parse_params(raw, source=str(path))
+    lines = _key_lines(document) if document is not None else {}
+    return parse_params(raw, source=str(path), lines=lines)

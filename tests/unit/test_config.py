@@ -49,3 +49,32 @@ def test_missing_file_names_the_path(tmp_path) -> None:
 def test_dates_are_quoted_in_params_yaml_because_dvc_cannot_read_yaml_dates() -> None:
     text = (ROOT / "params.yaml").read_text()
     assert 'start: "2013-01-01"' in text
+
+
+def _params_with(tmp_path, old: str, new: str):
+    text = (ROOT / "params.yaml").read_text()
+    assert old in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new, 1))
+    line = text[: text.index(old)].count("\n") + 1
+    return path, line
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path) -> None:
+    path, line = _params_with(tmp_path, "  workers: 2 ", "  workers: [2 ")
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line + 1}:")  # YAML notices on the next line
+    assert "not valid YAML" in message
+    assert "\n" not in message
+
+
+def test_a_misspelled_key_is_named_with_its_line(tmp_path) -> None:
+    path, line = _params_with(tmp_path, "    min_day_rows: 50", "    min_day_rowz: 50")
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert str(caught.value).splitlines() == [
+        f"{path}:{line - 3}: monitor.traffic.min_day_rows: Field required",  # its section's line
+        f"{path}:{line}: monitor.traffic.min_day_rowz: Extra inputs are not permitted",
+    ]
