@@ -10,8 +10,13 @@ from loopline.contract import DataContract, Field_
 
 def field_values(field: Field_) -> st.SearchStrategy:
     """Values that satisfy one contract field (None included where nullable)."""
-    if field.dtype == "int":
-        values: st.SearchStrategy = st.integers(int(field.min or 0), int(field.max or 10**6))
+    if field.clock:  # HHMM: any hour in range, minutes 00-59
+        low, high = int(field.min or 0), int(field.max if field.max is not None else 2359)
+        values: st.SearchStrategy = st.builds(
+            lambda hour, minute: hour * 100 + minute, st.integers(0, 24), st.integers(0, 59)
+        ).filter(lambda hhmm: low <= hhmm <= high)
+    elif field.dtype == "int":
+        values = st.integers(int(field.min or 0), int(field.max or 10**6))
     elif field.dtype == "float":
         values = st.floats(field.min, field.max, allow_nan=False, allow_infinity=False)
     elif field.allowed:

@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline import columns as cols
+from loopline.features import UNKNOWN_CODE
 from loopline.registry import CHAMPION
+from loopline.scoring.registered import load_version
 from loopline.serving.prediction_log import read_predictions
 from tests.conftest import ROOT, tool_env
 from tests.integration.conftest import ServingWorld, bento_server
@@ -111,13 +114,26 @@ def test_every_kind_of_bad_input_gets_a_4xx_naming_the_problem(
 def test_unseen_but_valid_categories_are_scored_like_training_unknowns(
     server: str, serving_world: ServingWorld, columns: list[str]
 ) -> None:
-    record = _records(serving_world.test_records.iloc[:1], columns)[0] | {
-        "dest": "ZZZ",
-        "tailnum": "N0NE",
-    }
-    response = httpx.post(f"{server}/predict", json={"records": [record]})
+    """An unseen destination or tail number is the unknown category, nothing else."""
+    base = _records(serving_world.test_records.iloc[:1], columns)[0]
+    unseen = base | {"dest": "ZZZ", "tailnum": "N0NE"}
+    records = [unseen, base | {"dest": "QQQ", "tailnum": "N9ZZ"}, unseen | {"tailnum": None}]
+    response = httpx.post(f"{server}/predict", json={"records": records})
     assert response.status_code == 200
-    assert 0 < response.json()["predictions"][0]["probability"] < 1
+    served = [p["probability"] for p in response.json()["predictions"]]
+    # any two unseen values score alike, and an unknown plane is scored as no plane at all
+    # (to the last bits BLAS may round differently by a row's place in the batch)
+    assert served[1] == pytest.approx(served[0], rel=1e-12)
+    assert served[2] == pytest.approx(served[0], rel=1e-12)
+    registry = serving_world.registry()
+    scorer = load_version(registry, registry.alias_version(CHAMPION)).scorer
+    assert served[0] == pytest.approx(scorer.score_records([unseen])[0], rel=1e-12)
+    features = scorer.features(cols.from_records([unseen], scorer.record_fields))[0]
+    names = scorer.tables.feature_names
+    for column in ("dest", "route", "plane_manufacturer", "plane_engine"):
+        assert features[names.index(column)] == UNKNOWN_CODE, column  # training's unknown code
+    routes = scorer.tables.history_table("route")  # an unseen route gets the overall rate
+    assert routes.rate(f"{unseen['origin']}-ZZZ") == routes.rates[-1]
 
 
 def test_every_prediction_is_logged_with_its_request(
