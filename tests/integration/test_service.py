@@ -171,7 +171,7 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
     old, new = registry.alias_version(CHAMPION), "2"
     payload = {"records": _records(serving_world.test_records.iloc[:20], columns)}
     statuses: Counter[int] = Counter()
-    versions: Counter[str] = Counter()
+    answers: list[list[dict]] = []
     errors: list[str] = []
     stop = threading.Event()
 
@@ -183,7 +183,7 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
                 if response.status_code != 200:
                     errors.append(response.text[:300])
                 if response.status_code == 200:
-                    versions.update({p["model_version"] for p in response.json()["predictions"]})
+                    answers.append(response.json()["predictions"])
 
     threads = [threading.Thread(target=client) for _ in range(8)]
     for thread in threads:
@@ -199,6 +199,17 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
         for thread in threads:
             thread.join()
     assert set(statuses) == {200}, (statuses, errors[:3])
+    # A request is answered wholly by the one version it started on: every prediction
+    # names it, and every probability is that version's own offline score for the record.
+    expected = {
+        v: load_version(registry, v).scorer.score_records(payload["records"]) for v in (old, new)
+    }
+    versions: Counter[str] = Counter()
+    for answer in answers:
+        (version,) = {p["model_version"] for p in answer}
+        np.testing.assert_allclose([p["probability"] for p in answer], expected[version],
+                                   rtol=1e-12)  # fmt: skip
+        versions[version] += 1
     assert versions[old] > 0
     assert versions[new] > 0
     assert httpx.get(f"{server}/metadata").json()["champion"]["model_version"] == new
