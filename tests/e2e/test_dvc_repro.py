@@ -76,6 +76,31 @@ def test_an_experiment_with_another_hyperparameter_is_listed(
     assert "train.xgboost.max_depth" in listing.splitlines()[0]
 
 
+def test_the_readme_commands_work_without_the_venv_on_path(project: Path, prefect_api: str) -> None:
+    """`.venv/bin/dvc repro` / `exp run` typed in a plain shell: no venv activated, no python.
+
+    The project's `.venv` here is this test run's environment (a link), as `make setup`
+    would have built it; PATH holds only system folders.
+    """
+    venv = project / ".venv"
+    venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+    plain = {"HOME": str(Path.home()), "PATH": "/usr/bin:/bin", "PREFECT_API_URL": prefect_api}
+    plain |= {k: v for k, v in tool_env().items() if k.startswith(("DO_NOT_TRACK", "PREFECT_"))}
+    plain["PREFECT_API_URL"] = prefect_api
+    try:
+        for args in (
+            ["repro", "-f", "-s", "validate"],
+            ["exp", "run", "-n", "readme-way", "-S", "train.xgboost.max_depth=5"],
+        ):
+            result = subprocess.run(
+                [str(venv / "bin" / "dvc"), *args], cwd=project, env=plain,
+                capture_output=True, text=True, timeout=900, check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    finally:
+        venv.unlink()
+
+
 def test_changing_a_featurize_param_reruns_featurize_only(project: Path, prefect_api: str) -> None:
     params_file = project / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
