@@ -179,12 +179,13 @@ STAGE_LOG = Path("logs") / "stages.log"  # tracebacks of expected stage failures
 
 
 def expected_failures(body: Callable[P, R]) -> Callable[P, R | State]:
-    """A Prefect task or flow body whose LooplineError ends it as a Failed state.
+    """A Prefect flow body whose LooplineError ends the flow run as a Failed state.
 
-    Prefect logs a raised exception with its traceback, once per task and once per flow;
-    bad data or a bad setting is not a bug, so it ends the run as a Failed state carrying
-    the error instead (the state's message is the error's first line). Calling the task
-    or flow still raises the error, so `run_stage` reports it, once.
+    Prefect logs a raised exception with its traceback; bad data or a bad setting is not
+    a bug, so the run ends as a Failed state carrying the error instead (the state's
+    message is the error's first line). Calling the flow still raises the error, so
+    `run_stage` reports it, once. (Not for tasks: a task called inside a flow hands such
+    a state back instead of raising; keep input errors in the flow body.)
     """
 
     @functools.wraps(body)

@@ -45,8 +45,13 @@ def _verdicts(ok: pd.Series, judged: pd.Series) -> pd.Series:
 
 
 def clock_minutes(hhmm: pd.Series) -> pd.Series:
-    """Minutes after midnight of HHMM clock values (NaN stays NaN)."""
+    """Minutes after midnight of HHMM clock values, a Series or an array (NaN stays NaN)."""
     return (hhmm // 100) * 60 + hhmm % 100
+
+
+def clock_verdicts(hhmm: pd.Series) -> pd.Series:
+    """Whether each HHMM value has minutes 00-59 (None where the value is missing)."""
+    return _verdicts(hhmm % 100 < 60, hhmm.notna())
 
 
 def row_verdicts(rule: RowRule, frame: pd.DataFrame) -> pd.Series:

@@ -203,7 +203,7 @@ def build_relations_frame(
             if field.clock and _readable(tables, table.name, (field.name,)):
                 values = tables[table.name][field.name]
                 name = _clock_column(table.name, field)
-                verdicts[name] = rules._verdicts(values % 100 < 60, values.notna())
+                verdicts[name] = rules.clock_verdicts(values)
                 shown[name] = (table.name, field.name)
     for rule in contract.row_rules:
         if _readable(tables, rule.table, rule.columns()):

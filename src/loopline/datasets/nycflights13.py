@@ -35,6 +35,7 @@ from loopline.contract import (
 )
 from loopline.datasets.base import Dataset, FeatureSpec, Lookup
 from loopline.errors import DataContractError
+from loopline.rules import clock_minutes
 
 CARRIERS = (
     "9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV",
@@ -388,8 +389,7 @@ def derive_flight_features(columns: Columns, holiday_window_days: int) -> Column
     dep, arr = columns["sched_dep_time"], columns["sched_arr_time"]
     stamp = departure_minutes(columns["year"], columns["month"], columns["day"], dep)
     days = stamp.astype("datetime64[D]")
-    dep_minutes = (dep // 100) * 60 + dep % 100
-    arr_minutes = (arr // 100) * 60 + arr % 100
+    dep_minutes, arr_minutes = clock_minutes(dep), clock_minutes(arr)
     # 1970-01-01 was a Thursday; an impossible date takes the last slot (None)
     weekday = np.where(np.isnat(days), 7, (days.astype("int64") + 3) % 7)
     return {
