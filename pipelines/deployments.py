@@ -3,7 +3,9 @@
 * `monitor/loopline-monitor`: every `monitor.interval_minutes`;
 * `retrain/loopline-retrain`: weekly on `retrain.cron`, and on every
   `loopline.retrain.requested` event, through an automation created here (visible under
-  Automations in the Prefect UI) that passes the event's payload as parameters;
+  Automations in the Prefect UI) that passes the event's payload as parameters; one run
+  at a time (a deployment concurrency limit the Prefect server enforces): a run started
+  while another is active waits in the `AwaitingConcurrencySlot` state;
 * `score/loopline-score`: batch scoring on demand (Run in the Prefect UI with `source` and
   `target` Parquet paths, or `prefect deployment run score/loopline-score -p ...`).
 Schedules can be changed or paused in the UI. Run with `loopline deploy` (needs a Prefect
@@ -16,6 +18,7 @@ import datetime as dt
 from pathlib import Path
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from loopline.config import load_params
@@ -53,6 +56,9 @@ def serve_deployments(params_path: Path) -> None:
             cron=params.retrain.cron,
             parameters={"params_path": path},
             triggers=[on_drift],
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+            ),
         ),
         score.to_deployment(name=SCORE_DEPLOYMENT, parameters={"params_path": path}),
     )

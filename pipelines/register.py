@@ -1,13 +1,17 @@
 """register stage: the best candidate becomes `challenger`; the rule decides on `champion`.
 
-The candidate with the best primary metric on the test window is registered as a new
-version. It and the current champion are then re-scored, through MLflow, on the most
-recent labeled window, and the promotion rule (registry section of params.yaml) decides.
-Every decision goes to the ledger, the version's tags and a model card.
+The candidate with the best primary metric on the validation window is registered as a
+new version (the test window plays no part in the choice). It and the current champion
+are then scored, through MLflow, on the test window, the newest labeled days that neither
+was fitted or chosen on, and the promotion rule (registry section of params.yaml) decides.
+Every decision goes to the ledger, the version's tags and a model card; `metrics/register.json`
+(tracked by DVC) keeps only what a rerun repeats, the decision file and card in
+`paths.registration` also keep the measured latency.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -15,25 +19,60 @@ from prefect import flow, get_run_logger, task
 
 from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
+from loopline.errors import LooplineError
 from loopline.io import atomic_path, read_json, write_json
 from loopline.model_card import CardFacts, render_card
 from loopline.orchestration import run_stage
 from loopline.registry import TEST_METRIC_TAG, Registry, judge_on_recent_window
-from loopline.tracking import configure_mlflow, lineage_tags
+from loopline.scoring.scorer import SCORER_DIR, scorer_digest
+from loopline.tracking import (
+    MODEL_URI_TAG,
+    PARENT_RUN_ENV,
+    RETRAIN_OUTCOME_TAGS,
+    SCORER_DIGEST_TAG,
+    configure_mlflow,
+    lineage_tags,
+)
+
+
+def best_on_validation(params: Params) -> str:
+    """The candidate family with the best primary metric on the validation window."""
+    primary = params.registry.primary_metric
+    valid = {
+        family: read_json(params.paths.metrics / "train" / f"{family}.json")["valid"][primary]
+        for family in params.evaluate.candidates
+    }
+    return max(params.evaluate.candidates, key=valid.__getitem__)
+
+
+def training_run(family: str, params: Params) -> mlflow.entities.Run:
+    """The MLflow run that logged this family's compiled scorer (found by its digest)."""
+    digest = scorer_digest(params.paths.models / family / SCORER_DIR)
+    runs = mlflow.search_runs(
+        experiment_names=[params.mlflow.experiment],
+        filter_string=f"tags.`{SCORER_DIGEST_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+    )  # fmt: skip
+    if not runs:
+        raise LooplineError(
+            f"no MLflow run in {params.mlflow.tracking_uri} logged the {family} scorer in "
+            f"{params.paths.models / family} (digest {digest[:12]}): run its train stage again"
+        )
+    return runs[0]
 
 
 @task
 def register_best(params: Params, registry: Registry) -> tuple[str, str, dict]:
     """Register the best candidate; returns (version, family, its test metrics)."""
-    results = read_json(params.paths.metrics / "evaluate.json")
-    primary = params.registry.primary_metric
-    family = max(params.evaluate.candidates, key=lambda name: results[name][primary])
-    run = read_json(params.paths.models / family / "run.json")
+    family = best_on_validation(params)
+    run = training_run(family, params)
+    test_metrics = read_json(params.paths.metrics / "evaluate.json")[family]
     tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"]) | {
         "loopline.family": family,
-        **{f"{TEST_METRIC_TAG}{k}": str(v) for k, v in results[family].items()},
+        **{f"{TEST_METRIC_TAG}{k}": str(v) for k, v in test_metrics.items()},
     }
-    return registry.register(run["model_uri"], run["run_id"], tags), family, results[family]
+    version = registry.register(run.data.tags[MODEL_URI_TAG], run.info.run_id, tags)
+    return version, family, test_metrics
 
 
 @task
@@ -72,6 +111,10 @@ def register(params_path: Path = Path("params.yaml")) -> None:
         },
         params.paths.metrics / "register.json",
     )
+    if retrain_run := os.environ.get(PARENT_RUN_ENV):  # a retrain waits for this answer
+        outcome = {"version": version} | {k: decision[k] for k in ("action", "champion")}
+        for key, tag in RETRAIN_OUTCOME_TAGS.items():
+            mlflow.MlflowClient().set_tag(retrain_run, tag, str(outcome[key]))
     get_run_logger().info(
         "version %s (%s): %s\n%s", version, family, decision["action"], "\n".join(gate.reasons())
     )

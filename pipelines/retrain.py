@@ -2,9 +2,13 @@
 
 Started by the retrain deployment: weekly by cron, or by the automation that listens for
 the monitor's `loopline.retrain.requested` event (its payload gives the reason and the
-decision). The flow records itself as an MLflow run tagged with that decision; the train
-runs of the experiment nest under it. The register stage of the experiment decides on
-promotion; a running service picks up a new champion by itself.
+decision). The deployment runs one retrain at a time (a Prefect concurrency limit): a
+second trigger waits for the first and then, finding no labels newer than the windows the
+first one judged on, ends without retraining and says so. The flow records itself as an
+MLflow run tagged with its trigger; the train runs of the experiment nest under it, and
+the experiment's register stage tags it with the version and the decision. The
+experiment runs in a temporary workspace, so the user's checkout is never touched; a
+running service picks up a new champion by itself.
 """
 
 from __future__ import annotations
@@ -17,26 +21,33 @@ from typing import Any
 import mlflow
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, SplitParams, load_params
+from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
-from loopline.io import read_json
+from loopline.errors import LooplineError
 from loopline.monitoring.store import MonitorStore
 from loopline.orchestration import run_stage, tool_environment
-from loopline.retraining import moved_split, run_experiment
+from loopline.registry import Registry
+from loopline.retraining import dvc_overrides, moved_split, run_experiment, shared_state
 from loopline.serving.prediction_log import PredictionLog
-from loopline.tracking import configure_mlflow, lineage_tags
-
-PARENT_RUN_ENV = "LOOPLINE_PARENT_RUN_ID"
+from loopline.tracking import (
+    PARENT_RUN_ENV,
+    RETRAIN_OUTCOME_TAGS,
+    configure_mlflow,
+    lineage_tags,
+)
 
 
 @task(task_run_name="dvc-exp-run-{name}")
 def reproduce(
-    name: str, split: SplitParams, root: Path, parent_run_id: str, timeout_s: float
-) -> str:
-    """Run the DVC pipeline as an experiment with the new windows."""
-    return run_experiment(
-        name, split, root, tool_environment(**{PARENT_RUN_ENV: parent_run_id}), timeout_s
-    )
+    name: str, overrides: list[str], root: Path, parent_run_id: str, timeout_s: float
+) -> dict[str, str]:
+    """Run the DVC pipeline as an experiment; returns what its register stage decided."""
+    env = tool_environment(**{PARENT_RUN_ENV: parent_run_id})
+    run_experiment(name, overrides, root, env, timeout_s)
+    tags = mlflow.get_run(parent_run_id).data.tags
+    if not set(RETRAIN_OUTCOME_TAGS.values()) <= set(tags):
+        raise LooplineError(f"experiment {name} finished without a registration decision")
+    return {key: tags[tag] for key, tag in RETRAIN_OUTCOME_TAGS.items()}
 
 
 def _decision_detail(params: Params, root: Path, decision_id: str) -> dict:
@@ -73,12 +84,14 @@ def retrain(
         if labeled_until not in ("", "None")
         else log_store.latest_labeled_day()
     )
-    current = params.featurize.split
-    if until is None or until <= current.test.end:
-        logger.info("nothing labeled after the current test window (%s): no retrain", current.test)
-        return {"retrained": False, "reason": "no new labels"}
-    split = moved_split(current, until, params.retrain)
     configure_mlflow(params.mlflow, root=root)
+    judged_until = Registry.rooted(params.registry, root).newest_judged_day()
+    judged_until = judged_until or params.featurize.split.test.end
+    if until is None or until <= judged_until:
+        skipped = f"no labels after {judged_until}, the newest day a version was judged on"
+        logger.info("%s: no retrain", skipped)
+        return {"retrained": False, "reason": skipped}
+    split = moved_split(params.featurize.split, until, params.retrain)
     detail = _decision_detail(params, root, decision_id)
     tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"], root) | {
         "loopline.retrain.reason": reason[:4000],
@@ -87,14 +100,11 @@ def retrain(
         "loopline.retrain.windows": f"train {split.train}, valid {split.valid}, test {split.test}",
     }
     name = f"retrain-{until}-{uuid.uuid4().hex[:6]}"
+    overrides = dvc_overrides(split, shared_state(params, root))
     with mlflow.start_run(run_name=name, tags=tags) as run:
-        reproduce(name, split, root, run.info.run_id, params.retrain.timeout_minutes * 60)
-        outcome = read_json(root / params.paths.registration / "decision.json")
-        mlflow.set_tags({
-            "loopline.retrain.version": str(outcome["version"]),
-            "loopline.retrain.outcome": outcome["action"],
-            "loopline.retrain.champion": str(outcome["champion"]),
-        })  # fmt: skip
+        outcome = reproduce(
+            name, overrides, root, run.info.run_id, params.retrain.timeout_minutes * 60
+        )
     logger.info(
         "%s: version %s %s (champion %s)",
         name,

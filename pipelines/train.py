@@ -2,9 +2,13 @@
 
 Trains on the training window, picks the decision threshold on the validation window,
 compiles the scorer (checked against the trained estimator), and tracks everything in
-MLflow: params, lineage tags, validation metrics, per-epoch curves (MLP), and the model
-itself (raw records in, probability out). Writes the compiled scorer and the MLflow ids
-under `paths.models/<family>/` for the evaluate and register stages.
+MLflow: params, lineage tags, validation metrics, timings, per-epoch curves (MLP), and the
+model itself (raw records in, probability out), tagged with the scorer's digest.
+
+What DVC hashes is deterministic, so a rerun of the same code, data and params leaves
+dvc.lock unchanged: the compiled scorer in `paths.models/<family>/scorer/` and the
+validation metrics in `metrics/train/<family>.json`. Timings go to MLflow and to
+`logs/timings/` (not tracked); the register stage finds the MLflow run by the digest.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -24,10 +29,18 @@ from loopline.io import write_json
 from loopline.models.base import load_feature_sets
 from loopline.models.mlp_launch import train_mlp
 from loopline.orchestration import run_stage
-from loopline.scoring.scorer import SCORER_DIR
+from loopline.scoring.scorer import SCORER_DIR, scorer_digest
 from loopline.seeds import seed_everything
-from loopline.tracking import configure_mlflow, lineage_tags, log_model
-from loopline.training import FAMILIES, TrainedFamily, train_family
+from loopline.tracking import (
+    MODEL_URI_TAG,
+    PARENT_RUN_ENV,
+    SCORER_DIGEST_TAG,
+    TIMINGS_DIR,
+    configure_mlflow,
+    lineage_tags,
+    log_model,
+)
+from loopline.training import FAMILIES, TrainedFamily, is_timing, train_family
 
 
 @task(task_run_name="fit-{family}")
@@ -36,10 +49,10 @@ def fit(family: str, params: Params, run_id: str) -> TrainedFamily:
     dataset = get_dataset(params.dataset.name)
     data = load_feature_sets(params.paths.features, dataset.target_column)
     env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-    out = params.paths.models / family / "ddp"
 
     def mlp_run(mlp_params: MLPParams):  # noqa: ANN202
-        return train_mlp(params.paths.features, out, mlp_params, params.seed, env)
+        with tempfile.TemporaryDirectory(prefix="ddp-") as scratch:  # checkpoints: not outputs
+            return train_mlp(params.paths.features, Path(scratch), mlp_params, params.seed, env)
 
     trained = train_family(family, data, params.train, seed=params.seed, mlp_run=mlp_run)
     trained.compile(data, params.paths.models / family / SCORER_DIR)
@@ -48,18 +61,18 @@ def fit(family: str, params: Params, run_id: str) -> TrainedFamily:
 
 @task(task_run_name="log-{family}")
 def record(family: str, trained: TrainedFamily, params: Params, run_id: str) -> None:
-    """Log metrics and the compiled scorer to MLflow; write the ids for later stages."""
+    """Log metrics, timings and the compiled scorer to MLflow; write the stage metrics."""
     dataset = get_dataset(params.dataset.name)
     mlflow.log_metrics({f"valid_{k}": v for k, v in trained.valid_metrics.items()} | trained.stats)
     example = pd.read_parquet(params.paths.features / "examples" / "valid.parquet")
-    out = params.paths.models / family
-    info = log_model(out / SCORER_DIR, dataset.contract, example)
+    scorer_dir = params.paths.models / family / SCORER_DIR
+    info = log_model(scorer_dir, dataset.contract, example)
+    mlflow.set_tags({MODEL_URI_TAG: info.model_uri, SCORER_DIGEST_TAG: scorer_digest(scorer_dir)})
+    timings = {k: v for k, v in trained.stats.items() if is_timing(k)}
+    write_json(timings | {"mlflow_run_id": run_id}, TIMINGS_DIR / f"train-{family}.json")
     write_json(
-        {"run_id": run_id, "model_uri": info.model_uri, "threshold": trained.threshold},
-        out / "run.json",
-    )
-    write_json(
-        {"valid": trained.valid_metrics, **trained.stats},
+        {"valid": trained.valid_metrics}
+        | {k: v for k, v in trained.stats.items() if not is_timing(k)},
         params.paths.metrics / "train" / f"{family}.json",
     )
 
@@ -74,7 +87,7 @@ def train(family: str, params_path: Path = Path("params.yaml")) -> None:
     tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"]) | {
         "loopline.family": family
     }
-    if parent := os.environ.get("LOOPLINE_PARENT_RUN_ID"):
+    if parent := os.environ.get(PARENT_RUN_ENV):
         tags["mlflow.parentRunId"] = parent  # nest under the retrain that asked for this run
     with mlflow.start_run(run_name=family, tags=tags) as run:
         mlflow.log_params({"seed": params.seed, "family": family, **family_params})

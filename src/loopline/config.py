@@ -192,6 +192,7 @@ class RegistryParams(Section):
     floors: dict[Literal["roc_auc", "pr_auc"], float]
     min_pr_auc_lift: float = Field(ge=1)  # PR-AUC at least this times the window's late rate
     margin: float  # negative: prefer the fresher model unless it is worse by more than this
+    min_window_rows: int = Field(ge=1)
     bootstrap_samples: int = Field(ge=50)
     confidence: float = Field(gt=0.5, lt=1)
     slice_min_rows: int = Field(ge=1)
@@ -201,6 +202,8 @@ class RegistryParams(Section):
     dry_run: bool
     ledger: Path
     cards: Path
+    lock_wait_s: float = Field(gt=0)
+    lock_lease_s: float = Field(gt=0)
 
 
 class ServeParams(Section):

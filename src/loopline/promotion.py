@@ -2,6 +2,8 @@
 
 Pure functions over predictions already made, so the rule is testable without MLflow.
 A challenger is promoted only if every check passes:
+  * window:    the newest labeled window that neither model was fitted or chosen on has
+               at least `min_window_rows` rows with both classes (else nothing is scored);
   * floors:    each configured metric is at least its absolute floor, and PR-AUC is at
                least `min_pr_auc_lift` times the window's late rate (a random ranking
                scores exactly the late rate, which moves with the season);
@@ -91,11 +93,19 @@ def slice_regressions(evidence: Evidence, params: RegistryParams) -> list[dict]:
     return sorted(rows, key=lambda row: row["regression"], reverse=True)
 
 
-def decide(evidence: Evidence, params: RegistryParams, seed: int) -> GateResult:
-    """Apply every check of the rule (see the module docstring)."""
+def no_fresh_window(described: str, min_rows: int) -> GateResult:
+    """The verdict when there is no window fresh enough to judge on: not promoted."""
+    detail = f"{described} (at least {min_rows} rows with both classes needed)"
+    return GateResult(False, [Check("window", False, detail)], challenger={}, champion=None)
+
+
+def decide(
+    evidence: Evidence, params: RegistryParams, seed: int, window: str = "given"
+) -> GateResult:
+    """Apply every check of the rule (see the module docstring) on `window`'s rows."""
     primary = params.primary_metric
     challenger = ranking_scores(evidence.labels, evidence.challenger)
-    checks = []
+    checks = [Check("window", True, window)]
     below = {m: challenger[m] for m, floor in params.floors.items() if challenger[m] < floor}
     floors = ", ".join(f"{m} {challenger[m]:.4f} >= {f}" for m, f in params.floors.items())
     late_rate = float(np.mean(evidence.labels))

@@ -5,8 +5,14 @@ alias is one MLflow call that replaces it in place (never delete-then-set), so a
 resolving `models:/<name>@champion` sees the old version or the new one, never none.
 
 Every decision (promotion, rejection, dry run, rollback) is appended to a JSON-lines
-ledger, and tagged on the MLflow version it concerns. Changes are serialised by a lock
-file, so two promotions cannot interleave.
+ledger, and tagged on the MLflow version it concerns.
+
+Changes are serialised by a lock kept in the MLflow registry itself (`RegistryLock`), so
+they serialise across machines too, against a remote tracking server as much as the
+embedded SQLite one. A decision is linearizable: the evidence is gathered outside the
+lock (it is slow), then, under the lock, the champion is read again; if it moved meanwhile
+the challenger is judged again against the new champion, so no challenger ever replaces a
+champion it did not face.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import datetime as dt
 import fcntl
 import getpass
 import json
+import logging
 import os
+import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,16 +40,28 @@ from mlflow.exceptions import MlflowException
 from loopline.config import Params, RegistryParams
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
-from loopline.promotion import Evidence, GateResult, decide
+from loopline.promotion import Evidence, GateResult, decide, no_fresh_window
 from loopline.scoring.registered import TEST_METRIC_TAG, load_version
 from loopline.scoring.scorer import CompiledScorer
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+VALID_WINDOW_TAG = "loopline.valid_window"  # lineage tags: "first..last" day of each window
+TEST_WINDOW_TAG = "loopline.test_window"
+REJUDGE_ATTEMPTS = 3  # a champion that moves this often while judging is an operator's fight
+logger = logging.getLogger(__name__)
 
 
 class RegistryError(LooplineError):
     """A registry operation cannot be done (no champion, unknown version...)."""
+
+
+class ChampionMovedError(RegistryError):
+    """The champion changed between gathering the evidence and deciding."""
+
+    def __init__(self, faced: str | None, current: str | None) -> None:
+        super().__init__(f"champion moved from {faced} to {current} while judging")
+        self.faced, self.current = faced, current
 
 
 class Ledger:
@@ -49,21 +70,12 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the ledger's lock (serialises every registry change)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_suffix(".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def append(self, entry: dict) -> None:
-        """Add one entry at the end (call while holding `locked()`)."""
+        """Add one entry at the end (whole lines: writers on this machine queue on a flock)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry, sort_keys=True, default=str) + "\n"
         with self.path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
@@ -90,6 +102,77 @@ def _actor() -> str:
         return "unknown"
 
 
+class RegistryLock:
+    """A mutex kept in the MLflow registry: a registered model named `<model>.lock`.
+
+    Creating a registered model is atomic in MLflow's store (the name is its primary key,
+    a second create fails with RESOURCE_ALREADY_EXISTS), so the lock works for every
+    process that reaches the same tracking server, on any machine. The holder deletes it
+    when done. A holder that died leaves it behind: after `lease_s` its lease has expired
+    and the next waiter removes it (checking, just before, that it is still the same one).
+    The lease must outlast the longest hold (a few MLflow calls), by far.
+    """
+
+    OWNER, TOKEN, EXPIRES = "loopline.lock.owner", "loopline.lock.token", "loopline.lock.expires"
+
+    def __init__(
+        self, client: MlflowClient, model_name: str, wait_s: float, lease_s: float
+    ) -> None:
+        self.client = client
+        self.name = f"{model_name}.lock"
+        self.wait_s, self.lease_s = wait_s, lease_s
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for the block; raises RegistryError if it stays busy `wait_s`."""
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.wait_s
+        while not self._try_acquire(token):
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"the registry lock {self.name} stayed busy for {self.wait_s:.0f} s "
+                    f"(held by {self._holder().get(self.OWNER, 'nobody now')}); try again"
+                )
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            if self._holder().get(self.TOKEN) == token:
+                self.client.delete_registered_model(self.name)
+
+    def _try_acquire(self, token: str) -> bool:
+        tags = {
+            self.OWNER: f"{_actor()}@{socket.gethostname()} pid {os.getpid()}",
+            self.TOKEN: token,
+            self.EXPIRES: str(time.time() + self.lease_s),
+        }
+        try:
+            self.client.create_registered_model(
+                self.name, tags=tags, description="Held while Loopline moves aliases."
+            )
+        except MlflowException as error:
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+            self._break_if_expired()
+            return False
+        return True
+
+    def _holder(self) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(self.name).tags)
+        except MlflowException:
+            return {}
+
+    def _break_if_expired(self) -> None:
+        holder = self._holder()
+        if not holder or float(holder.get(self.EXPIRES, "inf")) > time.time():
+            return
+        if self._holder().get(self.TOKEN) == holder.get(self.TOKEN):
+            logger.warning("removing the expired registry lock of %s", holder.get(self.OWNER))
+            with contextlib.suppress(MlflowException):  # another waiter was quicker
+                self.client.delete_registered_model(self.name)
+
+
 class Registry:
     """The registered model named in params.yaml (`registry.model_name`)."""
 
@@ -98,6 +181,7 @@ class Registry:
         self.name = params.model_name
         self.client = client or MlflowClient()
         self.ledger = Ledger(params.ledger)
+        self.lock = RegistryLock(self.client, self.name, params.lock_wait_s, params.lock_lease_s)
 
     @classmethod
     def rooted(cls, params: RegistryParams, root: Path) -> Registry:
@@ -112,6 +196,17 @@ class Registry:
             return str(self.client.get_model_version_by_alias(self.name, alias).version)
         except MlflowException:
             return None
+
+    def newest_judged_day(self) -> dt.date | None:
+        """The last day of the test window the latest registered version was judged on.
+
+        Labels up to that day have been used; None before any registration.
+        """
+        version = self.alias_version(CHALLENGER)
+        if version is None:
+            return None
+        window = self.client.get_model_version(self.name, version).tags.get(TEST_WINDOW_TAG)
+        return dt.date.fromisoformat(window.partition("..")[2]) if window else None
 
     def model_uri(self, version: str) -> str:
         """MLflow URI of a version (`loopline.scoring.registered` loads it)."""
@@ -138,18 +233,25 @@ class Registry:
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
         """Register a logged model as a new version and alias it `challenger`."""
-        with self.ledger.locked():
+        with self.lock.held():
             version = mlflow.register_model(model_uri, self.name, tags=tags).version
             self.client.set_model_version_tag(self.name, version, "loopline.run_id", run_id)
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         return str(version)
 
     def record_decision(
-        self, version: str, gate: GateResult, dry_run: bool, reason: str = ""
+        self, version: str, gate: GateResult, dry_run: bool, faced: str | None, reason: str = ""
     ) -> dict:
-        """Apply a gate result: move `champion` if it passed (and this is no dry run)."""
-        with self.ledger.locked():
+        """Apply a gate result: move `champion` if it passed (and this is no dry run).
+
+        `faced` is the champion the gate compared against (None: there was none). Under the
+        lock the champion is read again; if it is another version now, ChampionMovedError is
+        raised and nothing is changed: the caller judges again.
+        """
+        with self.lock.held():
             previous = self.alias_version(CHAMPION)
+            if previous not in (faced, version):
+                raise ChampionMovedError(faced, previous)
             promote = gate.passed and not dry_run
             if promote:
                 self.client.set_registered_model_alias(self.name, CHAMPION, version)
@@ -157,6 +259,7 @@ class Registry:
             entry = {
                 "time": _now(), "action": action, "version": version, "actor": _actor(),
                 "previous_champion": previous, "champion": version if promote else previous,
+                "faced": faced,
                 "reason": reason or ("gate passed" if gate.passed else "gate failed"),
                 "checks": gate.reasons(), "challenger_scores": gate.challenger,
                 "champion_scores": gate.champion, "difference": gate.difference,
@@ -171,7 +274,7 @@ class Registry:
         "Before" follows promotions only, so repeated rollbacks walk back through history
         (v3 -> v2 -> v1) instead of toggling between two versions.
         """
-        with self.ledger.locked():
+        with self.lock.held():
             current = self.alias_version(CHAMPION)
             if current is None:
                 raise RegistryError(f"{self.name} has no champion to roll back")
@@ -198,7 +301,7 @@ class Registry:
     def force_promote(self, version: str, reason: str) -> dict:
         """Make `version` champion without the gate (recorded as such, with its reason)."""
         self.client.get_model_version(self.name, version)  # raises if unknown
-        with self.ledger.locked():
+        with self.lock.held():
             previous = self.alias_version(CHAMPION)
             self.client.set_registered_model_alias(self.name, CHAMPION, version)
             entry = {
@@ -239,50 +342,105 @@ def latency_ms_per_1000(scorer: CompiledScorer, records: pd.DataFrame, repeats: 
 def collect_evidence(
     registry: Registry,
     version: str,
-    recent: pd.DataFrame,
+    champion_version: str | None,
+    window: pd.DataFrame,
     *,
     record_columns: list[str],
     target_column: str,
     slice_columns: tuple[str, ...],
 ) -> Evidence:
-    """Score the challenger and the current champion, as served, on the same rows."""
-    records = recent[record_columns]
+    """Score the challenger and `champion_version`, as served, on the same rows."""
+    records = window[record_columns]
     challenger_version = load_version(registry, version)
     challenger = challenger_version.scorer
-    champion_version = registry.alias_version(CHAMPION)
     champion = None
     if champion_version is not None and champion_version != version:
         champion_scorer = load_version(registry, champion_version).scorer
         champion = champion_scorer.score_frame(records)["probability"].to_numpy()
     return Evidence(
-        labels=recent[target_column].to_numpy(),
+        labels=window[target_column].to_numpy(),
         challenger=challenger.score_frame(records)["probability"].to_numpy(),
         champion=champion,
-        slices=recent[list(slice_columns)].reset_index(drop=True),
+        slices=window[list(slice_columns)].reset_index(drop=True),
         latency_ms_per_1000=latency_ms_per_1000(challenger, records),
         size_mb=challenger_version.size_mb,
     )
 
 
+def fitted_until(registry: Registry, version: str | None) -> dt.date | None:
+    """The last day `version` was fitted or chosen on (its validation window's end)."""
+    if version is None:
+        return None
+    tag = registry.client.get_model_version(registry.name, version).tags.get(VALID_WINDOW_TAG)
+    return dt.date.fromisoformat(tag.partition("..")[2]) if tag else None
+
+
+def fresh_window(
+    test: pd.DataFrame,
+    time_column: str,
+    challenger_until: dt.date | None,
+    champion_until: dt.date | None,
+) -> tuple[pd.DataFrame, str]:
+    """The test rows after the last day either model was fitted or chosen on, described.
+
+    The challenger's test window is already after its own validation window; a champion
+    fitted on later days (a retrain promoted since this checkout's windows were set) cuts
+    the window to the days it has not seen.
+    """
+    days = test[time_column].dt.date
+    newest_used = max((d for d in (challenger_until, champion_until) if d), default=None)
+    window = test[days > newest_used] if newest_used else test
+    if window.empty:
+        return window, f"none: both models were fitted or chosen on days up to {newest_used}"
+    first, last = window[time_column].min(), window[time_column].max()
+    return window, f"{first:%Y-%m-%d}..{last:%Y-%m-%d}, {len(window):,} rows"
+
+
 def judge_on_recent_window(
     registry: Registry, version: str, params: Params, dataset: Dataset, dry_run: bool
 ) -> tuple[GateResult, dict]:
-    """Apply the promotion rule to `version` on the most recent labeled window.
+    """Apply the promotion rule to `version` on the newest window neither model has used.
 
-    The window is the pipeline's test split (the newest labeled days it has); the
-    challenger and the current champion are both scored on it by their compiled scorers.
+    The window is the pipeline's test split (the family was chosen on validation), less
+    any days the champion was fitted or chosen on. Both models are scored on it by their
+    compiled scorers. If the champion moves while this runs, the challenger is judged
+    again against the new one (at most REJUDGE_ATTEMPTS times).
     """
-    recent = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
-    evidence = collect_evidence(
-        registry, version, recent, record_columns=dataset.record_columns(),
-        target_column=dataset.target_column, slice_columns=dataset.slice_columns,
-    )  # fmt: skip
-    return apply_rule(registry, version, evidence, params.seed, dry_run)
+    test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
+    for _ in range(REJUDGE_ATTEMPTS):
+        champion = registry.alias_version(CHAMPION)
+        window, described = fresh_window(
+            test, dataset.time_column, fitted_until(registry, version),
+            fitted_until(registry, None if champion == version else champion),
+        )  # fmt: skip
+        min_rows = registry.params.min_window_rows
+        if len(window) < min_rows or window[dataset.target_column].nunique() < 2:
+            gate = no_fresh_window(described, min_rows)
+        else:
+            evidence = collect_evidence(
+                registry, version, champion, window, record_columns=dataset.record_columns(),
+                target_column=dataset.target_column, slice_columns=dataset.slice_columns,
+            )  # fmt: skip
+            gate = decide(evidence, registry.params, params.seed, window=described)
+        try:
+            return gate, registry.record_decision(version, gate, dry_run, faced=champion)
+        except ChampionMovedError as moved:
+            logger.info("%s: judging version %s again", moved, version)
+    raise RegistryError(
+        f"the champion moved {REJUDGE_ATTEMPTS} times while version {version} was judged; "
+        "nothing was changed: judge it again when the registry is quiet"
+    )
 
 
 def apply_rule(
-    registry: Registry, version: str, evidence: Evidence, seed: int, dry_run: bool
+    registry: Registry,
+    version: str,
+    evidence: Evidence,
+    *,
+    seed: int,
+    dry_run: bool,
+    faced: str | None,
 ) -> tuple[GateResult, dict]:
     """Decide on `version` with the promotion rule and record the decision."""
     gate = decide(evidence, registry.params, seed)
-    return gate, registry.record_decision(version, gate, dry_run)
+    return gate, registry.record_decision(version, gate, dry_run, faced=faced)

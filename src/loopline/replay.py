@@ -214,12 +214,30 @@ class Replay:
             "champion_before": before,
             "champion_after": after,
             "promoted": after != before,
+            "decision": judged(self.registry.ledger.entries(), str(latest)),
         }
         if after != before and after is not None:
             info["swap_seconds"] = round(
                 wait_for_served_version(self.url, after, self.headers, 120), 1
             )
         return info
+
+
+def judged(ledger: list[dict], version: str) -> dict[str, Any]:
+    """What the gate said about `version`: its window, the difference and its interval."""
+    entry = next((e for e in reversed(ledger) if e["version"] == version), None)
+    if entry is None:
+        return {}
+    window = next((c for c in entry.get("checks", []) if " window: " in c), "")
+    difference = entry.get("difference") or {}
+    failed = [c.removeprefix("FAIL ") for c in entry.get("checks", []) if c.startswith("FAIL")]
+    return {
+        "action": entry["action"], "faced": entry.get("faced"),
+        "window": window.partition(" window: ")[2],
+        "difference": difference.get("difference"), "low": difference.get("low"),
+        "high": difference.get("high"),
+        "failed": failed,
+    }  # fmt: skip
 
 
 def write_report(story: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -363,7 +381,15 @@ def _degraded(reasons: list[str]) -> bool:
 def _retrain_cell(retrain: dict | None) -> str:
     if not retrain:
         return ""
+    decision = retrain.get("decision") or {}
+    judged_on = f"judged on {decision.get('window')}" if decision.get("window") else ""
+    if decision.get("difference") is not None:
+        judged_on += (
+            f": ROC-AUC {decision['difference']:+.4f} vs v{decision['faced']} "
+            f"(interval {decision['low']:+.4f}..{decision['high']:+.4f})"
+        )
     if retrain.get("promoted"):
         swap = retrain.get("swap_seconds")
-        return f"v{retrain['registered_version']} promoted (served after {swap} s)"
-    return f"v{retrain['registered_version']} registered, not promoted ({retrain['state']})"
+        return f"v{retrain['registered_version']} promoted, served after {swap} s; {judged_on}"
+    failed = "; ".join(decision.get("failed", [])) or retrain["state"]
+    return f"v{retrain['registered_version']} not promoted ({failed}); {judged_on}"

@@ -3,19 +3,23 @@
 The new windows end at the latest labeled day: test on the last `test_days`, validate on
 the `valid_days` before, train on everything from the original training start up to
 that (an expanding window). No day after the labels is touched, so the retrained model
-never sees the future. The pipeline runs as a DVC experiment (`dvc exp run -S ...`), so
-`dvc exp show` lists every retrain with its windows and metrics, and its register stage
-decides on promotion exactly as a manual run would.
+never sees the future. The pipeline runs as a DVC experiment in a temporary workspace
+(`dvc exp run --temp -S ...`): the user's checkout (params.yaml, dvc.lock, outputs) is
+never touched, `dvc exp show` lists every retrain with its windows and metrics, and its
+register stage decides on promotion exactly as a manual run would. The shared state (the
+MLflow store, the ledger, the model cards) is pointed at the checkout's by absolute paths,
+so the experiment's runs and decision land where the service and the monitor look.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from loopline.config import DateWindow, RetrainParams, SplitParams
+from loopline.config import DateWindow, Params, RetrainParams, SplitParams
 from loopline.errors import LooplineError
 
 
@@ -34,20 +38,48 @@ def moved_split(current: SplitParams, labeled_until: dt.date, params: RetrainPar
     )
 
 
-def dvc_overrides(split: SplitParams) -> list[str]:
-    """`-S key="value"` arguments setting every split date (quoted: DVC rejects YAML dates)."""
-    arguments = []
-    for name, window in split.windows().items():
-        for edge in ("start", "end"):
-            arguments += ["-S", f'featurize.split.{name}.{edge}="{getattr(window, edge)}"']
-    return arguments
+def shared_state(params: Params, root: Path) -> dict[str, str]:
+    """Settings that point a temporary workspace at `root`'s MLflow store and registry files.
+
+    Relative paths would resolve inside the temporary copy and be lost with it; a remote
+    tracking URI or an absolute path is kept as it is.
+    """
+    overrides = {}
+    uri = params.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        overrides["mlflow.tracking_uri"] = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
+    for key, path in (
+        ("mlflow.artifact_root", params.mlflow.artifact_root),
+        ("registry.ledger", params.registry.ledger),
+        ("registry.cards", params.registry.cards),
+    ):
+        if not Path(path).is_absolute():
+            overrides[key] = str(root / path)
+    return overrides
+
+
+def dvc_overrides(split: SplitParams, shared: dict[str, str]) -> list[str]:
+    """`-S key="value"` arguments: every split date, and the shared state's locations.
+
+    Values are JSON-quoted: DVC parses `-S` values as YAML, which would turn a bare date
+    into a date object (rejected) and read some paths as something else.
+    """
+    settings = {
+        f"featurize.split.{name}.{edge}": str(getattr(window, edge))
+        for name, window in split.windows().items()
+        for edge in ("start", "end")
+    } | shared
+    return [arg for key, value in settings.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
 
 
 def run_experiment(
-    name: str, split: SplitParams, root: Path, env: dict[str, str], timeout_s: float
+    name: str, overrides: list[str], root: Path, env: dict[str, str], timeout_s: float
 ) -> str:
-    """`dvc exp run` with the new windows in `root`; returns DVC's output (raises on failure)."""
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--name", name, *dvc_overrides(split)]
+    """`dvc exp run --temp` in `root` with these `-S` overrides; returns DVC's output.
+
+    Raises LooplineError with DVC's last output if the experiment fails.
+    """
+    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name, *overrides]
     result = subprocess.run(
         command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
     )

@@ -42,10 +42,22 @@ REQUIREMENTS = (
 )
 
 
-def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
-    """Point MLflow at the configured store; create the experiment (with its artifact root).
+MODEL_URI_TAG = "loopline.model_uri"  # on a train run: the model it logged
+SCORER_DIGEST_TAG = "loopline.scorer_digest"  # ... and the digest of its compiled scorer
+TIMINGS_DIR = Path("logs") / "timings"  # measured times of the last stage runs (not tracked)
+PARENT_RUN_ENV = "LOOPLINE_PARENT_RUN_ID"  # a retrain's MLflow run: the pipeline's runs nest
+RETRAIN_OUTCOME_TAGS = {  # ... and its register stage tags it with the decision
+    "version": "loopline.retrain.version",
+    "action": "loopline.retrain.outcome",
+    "champion": "loopline.retrain.champion",
+}
 
-    Returns the experiment id. Relative paths are resolved against `root`.
+
+def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
+    """Point MLflow at the configured store and its experiment, which new runs then join.
+
+    The experiment is created with its artifact root if new. Relative paths are resolved
+    against `root`. Returns the experiment id.
     """
     uri = params.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -54,14 +66,23 @@ def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
     mlflow.set_registry_uri(uri)
     experiment = mlflow.get_experiment_by_name(params.experiment)
     if experiment is not None:
-        return experiment.experiment_id
-    artifacts = (root / params.artifact_root).resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(params.experiment, artifact_location=artifacts.as_uri())
+        experiment_id = experiment.experiment_id
+    else:
+        artifacts = (root / params.artifact_root).resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.create_experiment(
+            params.experiment, artifact_location=artifacts.as_uri()
+        )
+    mlflow.set_experiment(experiment_id=experiment_id)  # runs go there, not to "Default"
+    return experiment_id
 
 
-def git_commit(root: Path = Path()) -> str:
-    """HEAD's sha, with `+dirty` if tracked files changed; `unknown` outside git."""
+def git_commit(root: Path = Path(), pipeline_outputs: tuple[str, ...] = ()) -> str:
+    """HEAD's sha, with `+dirty` if tracked files changed; `unknown` outside git.
+
+    Files the pipeline itself writes (dvc.lock, its metrics) do not count: after a run
+    they differ from HEAD without any change to the code, data or params that made it.
+    """
 
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
@@ -69,8 +90,9 @@ def git_commit(root: Path = Path()) -> str:
     head = git("rev-parse", "HEAD")
     if head.returncode != 0:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    excluded = [f":(exclude){path}" for path in pipeline_outputs]
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def params_hash(params: Params, sections: list[str]) -> str:
@@ -83,7 +105,7 @@ def params_hash(params: Params, sections: list[str]) -> str:
 def lineage_tags(params: Params, sections: list[str], root: Path = Path()) -> dict[str, str]:
     """Tags that tie a run to its code, data and configuration."""
     return {
-        "loopline.git_commit": git_commit(root),
+        "loopline.git_commit": git_commit(root, ("dvc.lock", str(params.paths.metrics))),
         "loopline.data_md5": pinned_md5(root / params.paths.data_dvc) or "unpinned",
         "loopline.params_hash": params_hash(params, sections),
         "loopline.train_window": str(params.featurize.split.train),

@@ -31,6 +31,7 @@ CLASSIC: dict[str, Callable] = {
     "xgboost": xgb.train,
 }
 FAMILIES = (*CLASSIC, "mlp")
+STABLE_INFO = ("best_epoch", "epochs_run")  # what training reports that a rerun repeats
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,12 @@ def train_family(
     threshold = choose_threshold(data.y["valid"], valid_proba)
     valid_metrics = classification_metrics(data.y["valid"], valid_proba, threshold)
     rows = len(data.y["train"])
-    stats = {
+    stats = {  # timings vary run to run: MLflow keeps them, DVC-tracked metrics do not
         "train_seconds": round(seconds, 3),
         "train_rows_per_s": round(rows / seconds, 1),
         "train_rows": rows,
     }
-    info = {"family": family, **{k: v for k, v in extra.items() if k != "history"}}
+    info = {"family": family, **{k: v for k, v in extra.items() if k in STABLE_INFO}}
     log.info(
         "%s: valid roc_auc %.4f pr_auc %.4f in %.1f s",
         family,
@@ -97,6 +98,11 @@ def train_family(
         family=family, estimator=estimator, threshold=float(threshold),
         valid_metrics=valid_metrics, stats=stats | _throughput(extra), info=info,
     )  # fmt: skip
+
+
+def is_timing(stat: str) -> bool:
+    """Whether a training stat is a measured time or rate (it varies between reruns)."""
+    return stat.endswith(("_seconds", "_per_s", "_fraction"))
 
 
 def _throughput(extra: dict) -> dict:

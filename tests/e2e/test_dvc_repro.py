@@ -46,6 +46,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefec
     ]
     for stage in stages:
         assert f"Running stage '{stage}'" in output
+    shutil.copy(project / "dvc.lock", project.parent / "first-run.lock")  # before other tests
     return project
 
 
@@ -59,6 +60,25 @@ def test_the_dag_leaves_a_champion_in_the_registry(
     assert registry.alias_version(CHAMPION) == "1"
     assert registry.ledger.entries()[0]["action"] == "promote"
     assert (project / "registry" / "cards" / "loopline-late-arrival-v1.md").is_file()
+
+
+def test_a_second_clean_run_writes_the_same_dvc_lock_and_clean_lineage(
+    project: Path, small_tables: dict, prefect_api: str, tmp_path: Path
+) -> None:
+    """Same code, data and params from a clean state: dvc.lock byte for byte; and the
+    registered version's commit is not `+dirty` (the pipeline's own writes do not count)."""
+    again = make_project(tmp_path / "again", small_tables, fast_params_dict())
+    _dvc(again, prefect_api, "repro")
+    first = (project.parent / "first-run.lock").read_text()
+    assert (again / "dvc.lock").read_text() == first
+    params = load_params(again / "params.yaml")
+    configure_mlflow(params.mlflow, root=again)
+    tags = (
+        Registry.rooted(params.registry, again)
+        .client.get_model_version(params.registry.model_name, "1")
+        .tags
+    )
+    assert not tags["loopline.git_commit"].endswith("+dirty"), tags["loopline.git_commit"]
 
 
 def test_after_repro_the_pipeline_is_up_to_date(project: Path, prefect_api: str) -> None:

@@ -1,27 +1,35 @@
-"""The closed loop, end to end on a slice: traffic drift in the replayed weeks makes the
-monitor ask for a retrain; the Prefect automation starts the retrain deployment; the
-retrained model is promoted by the register stage; the running service serves it."""
+"""The closed loop, end to end on a slice, under the project's own promotion rule: traffic
+drift in the replayed weeks makes the monitor ask for a retrain; the Prefect automation
+starts the retrain deployment; the retrain, judged on days neither model has seen, beats
+the champion and is promoted; the running service serves it. Then two triggers at once:
+the deployment runs one retrain at a time, and the user's checkout stays untouched."""
 
 from __future__ import annotations
 
 import datetime as dt
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from loopline.config import load_params
 from loopline.orchestration import free_port
+from loopline.registry import Registry
 from loopline.replay import Replay, write_report
 from loopline.services import bento_service, deployment_runner
 from loopline.tracking import configure_mlflow
 from tests.conftest import fast_params_dict, make_project, tool_env
 
 pytestmark = pytest.mark.slow
+MELTDOWN = (dt.date(2013, 5, 15), dt.date(2013, 7, 14))  # one carrier's arrivals collapse
+MELTDOWN_CARRIER, MELTDOWN_MINUTES = "EV", 120
 DRIFT_FROM = dt.date(2013, 7, 1)
 DRIFT_UNTIL = dt.date(2013, 9, 1)  # past the replayed weeks; not into late December, where
 # the weather table (it ends 2013-12-30) has no evening hours for moved flights to find
@@ -48,66 +56,173 @@ def _with_drift_from_july(tables: dict) -> dict:
     return {**tables, "flights": flights}
 
 
+def _with_an_arrival_meltdown(tables: dict) -> dict:
+    """From mid-May to mid-July, one carrier's flights all arrive two hours later.
+
+    A change in what makes a flight late (concept drift) that the first champion, trained
+    on January to April, cannot know, and that a retrain on the newest labels can learn:
+    a fresh model that truly beats it. After the meltdown ends, a retrain that learned
+    it is stale from the start: a retrain that does not beat its champion. Arrival time
+    moves with the delay, as the data gate checks.
+    """
+    flights = tables["flights"].copy()
+    dates = pd.to_datetime(flights[["year", "month", "day"]]).dt.date
+    hit = (
+        (flights["carrier"] == MELTDOWN_CARRIER)
+        & (dates >= MELTDOWN[0]) & (dates <= MELTDOWN[1]) & flights["arr_delay"].notna()
+    )  # fmt: skip
+    flights.loc[hit, "arr_delay"] += MELTDOWN_MINUTES
+    arrived = flights.loc[hit, "arr_time"]
+    minutes = ((arrived // 100) * 60 + arrived % 100 + MELTDOWN_MINUTES) % 1440
+    clock = (minutes // 60) * 100 + minutes % 60
+    flights.loc[hit, "arr_time"] = clock.where(clock != 0, 2400)
+    return {**tables, "flights": flights}
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefect_api: str) -> Path:
-    raw = fast_params_dict()
+    raw = fast_params_dict()  # the registry section is the project's own rule, unchanged
     raw["monitor"].update({"k": 1, "n": 1, "cooldown_days": 30, "min_batch_rows": 50})
-    raw["registry"].update(
-        {
-            "margin": -1.0,
-            "floors": {"roc_auc": 0.5},
-            "min_pr_auc_lift": 1.0,
-            "slice_max_regression": 1.0,
-        }
-    )
     raw["serve"].update({"poll_seconds": 1})
     project = make_project(
-        tmp_path_factory.mktemp("loop"), _with_drift_from_july(small_tables), raw
+        tmp_path_factory.mktemp("loop"),
+        _with_an_arrival_meltdown(_with_drift_from_july(small_tables)),
+        raw,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro"], cwd=project,
-        env=tool_env(PREFECT_API_URL=prefect_api), capture_output=True, text=True, timeout=900,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _run(project, prefect_api, sys.executable, "-m", "dvc", "repro")
+    _run(project, prefect_api, "git", "add", "-A")  # the user commits the pinned pipeline
+    _run(project, prefect_api, "git", "commit", "-q", "-m", "pipeline run")
     return project
 
 
-def test_drift_retrains_through_the_automation_and_the_service_serves_the_new_champion(
-    project: Path, prefect_api: str, tmp_path: Path
-) -> None:
+def _run(project: Path, api_url: str, *command: str) -> str:
+    result = subprocess.run(
+        command, cwd=project, env=tool_env(PREFECT_API_URL=api_url), capture_output=True,
+        text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def loop(project: Path, prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Four replayed weeks with the service and the deployments up, then two retrain
+    triggers fired at once (the weekly schedule and a manual run, say)."""
+    tmp = tmp_path_factory.mktemp("loop-run")
     params_file = project / "params.yaml"
-    logs = tmp_path / "logs"
     with (
         temporary_settings(updates={PREFECT_API_URL: prefect_api}),
         bento_service(
-            params_file,
-            "127.0.0.1",
-            free_port(),
-            logs / "service.log",
-            BENTOML_HOME=str(tmp_path / "bento"),
+            params_file, "127.0.0.1", free_port(), tmp / "service.log",
+            BENTOML_HOME=str(tmp / "bento"),
         ) as url,
-        deployment_runner(params_file, prefect_api, logs / "deployments.log"),
-    ):
+        deployment_runner(params_file, prefect_api, tmp / "deployments.log"),
+    ):  # fmt: skip
         story = Replay(params_file, url, prefect_api).run(DRIFT_FROM, dt.date(2013, 7, 28), 14)
+        runs = [
+            run_deployment(
+                "retrain/loopline-retrain",
+                timeout=0,
+                parameters={
+                    "labeled_until": "2013-07-28",
+                    "reason": reason,
+                    "params_path": str(params_file),
+                },
+            )
+            for reason in ("schedule", "manual")
+        ]
+        finished = [_wait_until_final(run.id) for run in runs]
+    return {"story": story, "triggered_at_once": finished, "tmp": tmp}
+
+
+def _wait_until_final(flow_run_id: object, timeout_s: float = 900) -> dict:
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                states = client.read_flow_run_states(flow_run_id)
+                return {"run": run, "state_names": [state.name for state in states]}
+            time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout_s} s")
+
+
+def _ledger(project: Path) -> list[dict]:
+    params = load_params(project / "params.yaml")
+    configure_mlflow(params.mlflow, root=project)
+    return Registry.rooted(params.registry, project).ledger.entries()
+
+
+def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(
+    project: Path, loop: dict
+) -> None:
+    story = loop["story"]
     first, second = story["periods"]
     assert first["flagged_because"][0].startswith("traffic drift"), first
     assert first["triggered"]
     retrain = first["retrain"]
     assert retrain["state"] == "COMPLETED", retrain
-    assert retrain["promoted"]
-    assert (retrain["champion_before"], retrain["champion_after"]) == ("1", "2")
+    assert (retrain["champion_before"], retrain["champion_after"]) == ("1", "2"), retrain
     assert second["served_versions"] == {"2": second["flights"]}  # the service swapped by itself
     assert not second["triggered"]  # still drifted, but within the cooldown
     assert "cooldown" in second["decision"]
-    assert story["final_champion"] == "2"
 
-    configure_mlflow(load_params(params_file).mlflow, root=project)
+    decision = next(e for e in _ledger(project) if e["version"] == "2")
+    assert decision["action"] == "promote"
+    assert decision["faced"] == decision["previous_champion"] == "1"
+    checks = "\n".join(decision["checks"])
+    # judged on the retrain's test days (the newest labels), which neither model has used
+    assert "PASS window: 2013-07-01..2013-07-14" in checks, checks
+    assert (
+        decision["difference"]["difference"] >= load_params(project / "params.yaml").registry.margin
+    )
+    assert retrain["decision"]["window"].startswith("2013-07-01..2013-07-14")
+
+    configure_mlflow(load_params(project / "params.yaml").mlflow, root=project)
     runs = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`loopline.retrain.outcome` = 'promote'"
     )
     assert len(runs) == 1
     assert "traffic drift" in runs.iloc[0]["tags.loopline.retrain.reason"]
-
-    paths = write_report(story, tmp_path / "report")
+    paths = write_report(story, loop["tmp"] / "report")
     assert all(path.is_file() for path in paths.values())
+    assert "2013-07-01..2013-07-14" in paths["html"].read_text()
+
+
+def test_two_triggers_at_once_retrain_once_and_the_second_says_why(
+    project: Path, loop: dict
+) -> None:
+    """The deployment's concurrency limit queues the second run until the first is done;
+    it then finds no labels the first has not used, and ends without retraining."""
+    first, second = sorted(loop["triggered_at_once"], key=lambda f: f["run"].start_time)
+    assert first["run"].state.is_completed(), first["state_names"]
+    assert second["run"].state.is_completed(), second["state_names"]
+    assert "AwaitingConcurrencySlot" in second["state_names"], second["state_names"]
+    assert second["run"].start_time >= first["run"].end_time  # never two at once
+    configure_mlflow(load_params(project / "params.yaml").mlflow, root=project)
+    retrains = mlflow.search_runs(
+        search_all_experiments=True, filter_string="attributes.run_name LIKE 'retrain-2013-07-28%'"
+    )
+    assert len(retrains) == 1  # one retrain for the labels up to 2013-07-28
+
+
+def test_a_retrain_that_does_not_beat_the_champion_is_rejected(project: Path, loop: dict) -> None:
+    decision = next(e for e in _ledger(project) if e["version"] == "3")
+    assert decision["action"] == "reject", decision
+    assert decision["faced"] == "2"
+    # trained on the meltdown, judged after it ended: no better than the floor allows
+    assert any(c.startswith("FAIL floors") for c in decision["checks"]), decision
+    assert "PASS window: 2013-07-15..2013-07-28" in "\n".join(decision["checks"])
+    assert decision["champion"] == "2"
+
+
+def test_retrains_leave_the_checkout_untouched(project: Path, loop: dict) -> None:
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
+    assert status == "", status
+    experiments = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "list", "--all-commits", "--name-only"],
+        cwd=project, capture_output=True, text=True, check=True, env=tool_env(),
+    ).stdout  # fmt: skip
+    assert experiments.count("retrain-") == 2, experiments  # the record of each retrain

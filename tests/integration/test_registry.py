@@ -3,7 +3,10 @@ rollback, dry runs, atomic alias moves, and the logged model scoring raw records
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -12,11 +15,21 @@ import pandas as pd
 import pytest
 
 from loopline.config import Params
+from loopline.datasets import get_dataset
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
 from loopline.models import logistic, xgb
 from loopline.models.base import FeatureSets, load_feature_sets
-from loopline.registry import CHALLENGER, CHAMPION, Registry, apply_rule, collect_evidence
+from loopline.registry import (
+    CHALLENGER,
+    CHAMPION,
+    ChampionMovedError,
+    Registry,
+    RegistryLock,
+    apply_rule,
+    collect_evidence,
+    judge_on_recent_window,
+)
 from loopline.tracking import configure_mlflow
 from loopline.training import train_family
 from tests.builders import log_compiled
@@ -35,6 +48,7 @@ def world(
     weak (the same XGBoost stopped after a few shallow trees) and useless (a logistic
     regression trained on shuffled labels)."""
     root = tmp_path_factory.mktemp("mlflow")
+    tracking_uri = f"sqlite:///{root}/mlflow.db"
     registry_params = fast_params.registry.model_copy(
         update={
             "floors": {"roc_auc": 0.52}, "min_pr_auc_lift": 1.0,
@@ -43,7 +57,7 @@ def world(
         }
     )  # fmt: skip
     mlflow_params = fast_params.mlflow.model_copy(
-        update={"tracking_uri": f"sqlite:///{root}/mlflow.db", "artifact_root": root / "mlruns"}
+        update={"tracking_uri": tracking_uri, "artifact_root": root / "mlruns"}
     )
     configure_mlflow(mlflow_params)
     data = load_feature_sets(small_features_dir, "late")
@@ -74,7 +88,12 @@ def world(
     }
     uris = {name: (model.uri, model.run_id) for name, model in logged.items()}
     recent = pd.read_parquet(small_features_dir / "examples" / "test.parquet")
-    return {"params": registry_params, "uris": uris, "models": logged, "recent": recent}
+    paths = fast_params.paths.model_copy(update={"features": small_features_dir})
+    pipeline = fast_params.model_copy(update={"paths": paths, "registry": registry_params})
+    return {
+        "params": registry_params, "uris": uris, "models": logged, "recent": recent,
+        "pipeline": pipeline, "tracking_uri": tracking_uri,
+    }  # fmt: skip
 
 
 def _register_and_decide(
@@ -82,15 +101,17 @@ def _register_and_decide(
 ) -> tuple:
     uri, run_id = world["uris"][name]
     version = registry.register(uri, run_id, {"loopline.family": name})
+    champion = registry.alias_version(CHAMPION)
     evidence = collect_evidence(
         registry,
         version,
+        champion,
         world["recent"],
         record_columns=dataset.record_columns(),
         target_column="late",
         slice_columns=dataset.slice_columns,
     )
-    gate, entry = apply_rule(registry, version, evidence, seed=0, dry_run=dry_run)
+    gate, entry = apply_rule(registry, version, evidence, seed=0, dry_run=dry_run, faced=champion)
     return version, gate, entry
 
 
@@ -207,3 +228,108 @@ def test_the_logged_model_scores_raw_records_like_the_compiled_scorer(
     without = loaded.predict(records.drop(columns=optional).head(20))
     with_nulls = scorer.score_frame(records.head(20).assign(**dict.fromkeys(optional, None)))
     np.testing.assert_allclose(without["probability"], with_nulls["probability"], rtol=1e-12)
+
+
+def test_a_decision_refuses_a_champion_that_moved_after_the_evidence(
+    world: dict, dataset: Dataset, tmp_path: Path
+) -> None:
+    """Evidence gathered against v1; v3 became champion meanwhile: nothing moves."""
+    params = world["params"].model_copy(
+        update={"model_name": "moved", "ledger": tmp_path / "l.jsonl", "margin": -1.0}
+    )
+    registry = Registry(params)
+    v1, v2, v3 = (registry.register(*world["uris"][n], {}) for n in ("weak", "strong", "weak"))
+    registry.force_promote(v1, "setup")
+    evidence = collect_evidence(
+        registry, v2, v1, world["recent"], record_columns=dataset.record_columns(),
+        target_column="late", slice_columns=dataset.slice_columns,
+    )  # fmt: skip
+    registry.force_promote(v3, "another operator")
+    with pytest.raises(ChampionMovedError, match="from 1 to 3"):
+        apply_rule(registry, v2, evidence, seed=0, dry_run=False, faced=v1)
+    assert registry.alias_version(CHAMPION) == v3
+    assert [e["action"] for e in registry.ledger.entries()] == ["promote", "promote"]
+
+
+def _judge_in_a_process(
+    tracking_uri: str, pipeline: Params, uri: tuple[str, str], start: object
+) -> dict:
+    """One of several processes racing to promote their challenger (spawned: own client)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    registry = Registry(pipeline.registry)
+    version = registry.register(*uri, {})
+    start.wait()  # all gather evidence against the same champion, then race for the lock
+    dataset = get_dataset(pipeline.dataset.name)
+    return judge_on_recent_window(registry, version, pipeline, dataset, dry_run=False)[1]
+
+
+def test_concurrent_promotions_are_linearizable(world: dict, tmp_path: Path) -> None:
+    """Three processes promote at once (every challenger passes the rule): in ledger order,
+    each one replaced exactly the champion it was compared with."""
+    registry_params = world["params"].model_copy(
+        update={"model_name": "race", "ledger": tmp_path / "l.jsonl", "margin": -1.0,
+                "slice_max_regression": 1.0}
+    )  # fmt: skip
+    registry = Registry(registry_params)
+    registry.force_promote(registry.register(*world["uris"]["weak"], {}), "setup")
+    pipeline = world["pipeline"].model_copy(update={"registry": registry_params})
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Barrier(3)
+    with context.Pool(3) as pool:
+        jobs = [
+            pool.apply_async(
+                _judge_in_a_process, (world["tracking_uri"], pipeline, world["uris"][n], start)
+            )
+            for n in ("strong", "weak", "strong")
+        ]
+        entries = [job.get(timeout=300) for job in jobs]
+    assert all(entry["action"] == "promote" for entry in entries)
+    ledger = registry.ledger.entries()[1:]  # after the setup promotion
+    assert len(ledger) == 3
+    champion = registry.ledger.entries()[0]["version"]
+    for entry in ledger:
+        assert entry["faced"] == entry["previous_champion"] == champion, ledger
+        champion = entry["champion"]
+    assert registry.alias_version(CHAMPION) == champion
+
+
+def _hold_the_lock(tracking_uri: str, name: str, times: int) -> list[tuple[float, float]]:
+    mlflow.set_registry_uri(tracking_uri)
+    lock = RegistryLock(mlflow.MlflowClient(tracking_uri), name, wait_s=120, lease_s=600)
+    held = []
+    for _ in range(times):
+        with lock.held():
+            began = time.time()
+            time.sleep(0.05)
+            held.append((began, time.time()))
+    return held
+
+
+def test_the_registry_lock_excludes_other_processes(world: dict) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        jobs = [
+            pool.apply_async(_hold_the_lock, (world["tracking_uri"], "mutex", 5)) for _ in range(3)
+        ]
+        spans = sorted(span for job in jobs for span in job.get(timeout=300))
+    assert len(spans) == 15
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert begin >= end  # no two holders at once
+
+
+def test_a_crashed_holders_lock_expires_and_a_busy_lock_names_its_holder(world: dict) -> None:
+    client = mlflow.MlflowClient(world["tracking_uri"])
+    crashed = RegistryLock(client, "crash", wait_s=1, lease_s=0.5)
+    assert crashed._try_acquire("a holder that never releases")
+    waiter = RegistryLock(client, "crash", wait_s=0.2, lease_s=600)
+    with (
+        pytest.raises(LooplineError, match=r"crash\.lock stayed busy .* held by .*pid"),
+        waiter.held(),
+    ):
+        pass
+    time.sleep(0.5)
+    with RegistryLock(client, "crash", wait_s=5, lease_s=600).held():
+        assert client.get_registered_model("crash.lock").tags[RegistryLock.TOKEN] != (
+            "a holder that never releases"
+        )

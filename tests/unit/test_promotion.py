@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from loopline.config import load_params
-from loopline.promotion import Evidence, decide
+from loopline.promotion import Evidence, decide, no_fresh_window
+from loopline.registry import fresh_window
 from tests.conftest import ROOT
 
 RNG = np.random.default_rng(3)
@@ -115,3 +118,30 @@ def test_the_pr_auc_floor_is_a_lift_over_the_late_rate_not_a_fixed_value() -> No
     )
     assert not _check(weak, "floors")
     assert "pr_auc_lift" in next(c.detail for c in weak.checks if c.name == "floors")
+
+
+def test_the_gate_window_drops_days_either_model_was_fitted_or_chosen_on() -> None:
+    days = pd.Series(pd.date_range("2013-06-01", "2013-06-30", freq="D"))
+    test = pd.DataFrame({"scheduled_departure": days})
+    whole, described = fresh_window(test, "scheduled_departure", dt.date(2013, 5, 31), None)
+    assert len(whole) == 30
+    assert described == "2013-06-01..2013-06-30, 30 rows"
+    # a champion validated up to June 20 (a later retrain) has seen those days
+    cut, described = fresh_window(
+        test, "scheduled_departure", dt.date(2013, 5, 31), dt.date(2013, 6, 20)
+    )
+    assert described == "2013-06-21..2013-06-30, 10 rows"
+    assert cut["scheduled_departure"].min() == pd.Timestamp("2013-06-21")
+    none, described = fresh_window(
+        test, "scheduled_departure", dt.date(2013, 5, 31), dt.date(2013, 7, 14)
+    )
+    assert none.empty
+    assert described.startswith("none: both models were fitted or chosen on days up to 2013-07-14")
+
+
+def test_without_a_fresh_window_nothing_is_promoted() -> None:
+    gate = no_fresh_window("none: ...", 1000)
+    assert not gate.passed
+    assert gate.reasons() == [
+        "FAIL window: none: ... (at least 1000 rows with both classes needed)"
+    ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from loopline.config import Params
 from loopline.errors import LooplineError
-from loopline.retraining import dvc_overrides, moved_split
+from loopline.retraining import dvc_overrides, moved_split, shared_state
 
 
 def test_windows_end_at_the_last_labeled_day_and_training_grows(params: Params) -> None:
@@ -27,6 +28,25 @@ def test_too_few_labeled_days_is_refused(params: Params) -> None:
 
 
 def test_dates_are_passed_quoted_so_dvc_keeps_them_strings(params: Params) -> None:
-    arguments = dvc_overrides(params.featurize.split)
+    arguments = dvc_overrides(params.featurize.split, {})
     assert arguments[:2] == ["-S", 'featurize.split.train.start="2013-01-01"']
     assert len(arguments) == 12
+
+
+def test_a_temporary_workspace_is_pointed_at_the_checkouts_shared_state(
+    params: Params, tmp_path: Path
+) -> None:
+    """Relative store and registry paths would land in the temporary copy and vanish."""
+    shared = shared_state(params, tmp_path)
+    assert shared == {
+        "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "mlflow.artifact_root": str(tmp_path / "mlruns"),
+        "registry.ledger": str(tmp_path / "registry/ledger.jsonl"),
+        "registry.cards": str(tmp_path / "registry/cards"),
+    }
+    remote = params.mlflow.model_copy(update={"tracking_uri": "http://mlflow.internal:5000"})
+    assert "mlflow.tracking_uri" not in shared_state(
+        params.model_copy(update={"mlflow": remote}), tmp_path
+    )
+    arguments = dvc_overrides(params.featurize.split, shared)
+    assert f'mlflow.tracking_uri="sqlite:///{tmp_path}/mlflow.db"' in arguments

@@ -83,6 +83,15 @@ class CompiledScorer:
         )
 
 
+def scorer_digest(folder: Path) -> str:
+    """sha256 over a compiled scorer's files (names and bytes): equal for equal scorers."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(_sha256(path).encode())
+    return digest.hexdigest()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
