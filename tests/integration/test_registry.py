@@ -324,7 +324,7 @@ def test_a_crashed_holders_lock_expires_and_a_busy_lock_names_its_holder(world: 
     assert crashed._try_acquire("a holder that never releases")
     waiter = RegistryLock(client, "crash", wait_s=0.2, lease_s=600)
     with (
-        pytest.raises(LooplineError, match=r"crash\.lock stayed busy .* held by .*pid"),
+        pytest.raises(LooplineError, match=r"crash\.lock stayed busy .*held by .*pid"),
         waiter.held(),
     ):
         pass
