@@ -120,6 +120,16 @@ def _runner(cwd: Path):
     return run
 
 
+def run_in_project(project: Path, api_url: str, *command: str) -> str:
+    """Run a tool in a test project against this Prefect server; its stdout (must succeed)."""
+    result = subprocess.run(
+        command, cwd=project, env=tool_env(PREFECT_API_URL=api_url), capture_output=True,
+        text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 def tool_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: this venv's tools first on PATH, telemetry off."""
     env = {**os.environ, **QUIET_ENV, **extra}

@@ -68,6 +68,12 @@ class DateWindow(Section):
     def __str__(self) -> str:
         return f"{self.start}..{self.end}"
 
+    @classmethod
+    def parse(cls, text: str) -> DateWindow:
+        """`2013-01-01..2013-04-30` (its `str`, as tagged on a model version) back again."""
+        start, end = text.split("..")
+        return cls(start=start, end=end)
+
 
 class SplitParams(Section):
     """Time-based split: train, then validation, then test, in that order, no overlap."""

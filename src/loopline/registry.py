@@ -37,17 +37,16 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from loopline.config import Params, RegistryParams
+from loopline.config import DateWindow, Params, RegistryParams
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
 from loopline.promotion import Evidence, GateResult, decide, no_fresh_window
 from loopline.scoring.registered import TEST_METRIC_TAG, load_version
 from loopline.scoring.scorer import CompiledScorer
+from loopline.tracking import window_tag
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-VALID_WINDOW_TAG = "loopline.valid_window"  # lineage tags: "first..last" day of each window
-TEST_WINDOW_TAG = "loopline.test_window"
 REJUDGE_ATTEMPTS = 3  # a champion that moves this often while judging is an operator's fight
 logger = logging.getLogger(__name__)
 
@@ -197,16 +196,19 @@ class Registry:
         except MlflowException:
             return None
 
+    def window(self, version: str, split: str) -> DateWindow | None:
+        """A version's `train`, `valid` or `test` window, from its lineage tags (or None)."""
+        tag = self.client.get_model_version(self.name, version).tags.get(window_tag(split))
+        return DateWindow.parse(tag) if tag else None
+
     def newest_judged_day(self) -> dt.date | None:
         """The last day of the test window the latest registered version was judged on.
 
         Labels up to that day have been used; None before any registration.
         """
         version = self.alias_version(CHALLENGER)
-        if version is None:
-            return None
-        window = self.client.get_model_version(self.name, version).tags.get(TEST_WINDOW_TAG)
-        return dt.date.fromisoformat(window.partition("..")[2]) if window else None
+        window = self.window(version, "test") if version is not None else None
+        return window.end if window else None
 
     def model_uri(self, version: str) -> str:
         """MLflow URI of a version (`loopline.scoring.registered` loads it)."""
@@ -369,10 +371,8 @@ def collect_evidence(
 
 def fitted_until(registry: Registry, version: str | None) -> dt.date | None:
     """The last day `version` was fitted or chosen on (its validation window's end)."""
-    if version is None:
-        return None
-    tag = registry.client.get_model_version(registry.name, version).tags.get(VALID_WINDOW_TAG)
-    return dt.date.fromisoformat(tag.partition("..")[2]) if tag else None
+    window = registry.window(version, "valid") if version is not None else None
+    return window.end if window else None
 
 
 def fresh_window(
@@ -414,16 +414,18 @@ def judge_on_recent_window(
             fitted_until(registry, None if champion == version else champion),
         )  # fmt: skip
         min_rows = registry.params.min_window_rows
-        if len(window) < min_rows or window[dataset.target_column].nunique() < 2:
-            gate = no_fresh_window(described, min_rows)
-        else:
+        try:
+            if len(window) < min_rows or window[dataset.target_column].nunique() < 2:
+                gate = no_fresh_window(described, min_rows)
+                return gate, registry.record_decision(version, gate, dry_run, faced=champion)
             evidence = collect_evidence(
                 registry, version, champion, window, record_columns=dataset.record_columns(),
                 target_column=dataset.target_column, slice_columns=dataset.slice_columns,
             )  # fmt: skip
-            gate = decide(evidence, registry.params, params.seed, window=described)
-        try:
-            return gate, registry.record_decision(version, gate, dry_run, faced=champion)
+            return apply_rule(
+                registry, version, evidence, seed=params.seed, dry_run=dry_run, faced=champion,
+                window=described,
+            )  # fmt: skip
         except ChampionMovedError as moved:
             logger.info("%s: judging version %s again", moved, version)
     raise RegistryError(
@@ -440,7 +442,11 @@ def apply_rule(
     seed: int,
     dry_run: bool,
     faced: str | None,
+    window: str = "given",
 ) -> tuple[GateResult, dict]:
-    """Decide on `version` with the promotion rule and record the decision."""
-    gate = decide(evidence, registry.params, seed)
+    """Decide on `version` with the promotion rule and record the decision.
+
+    `window` describes the rows the evidence was gathered on; `faced` is the champion.
+    """
+    gate = decide(evidence, registry.params, seed, window=window)
     return gate, registry.record_decision(version, gate, dry_run, faced=faced)

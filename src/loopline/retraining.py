@@ -21,6 +21,7 @@ from pathlib import Path
 
 from loopline.config import DateWindow, Params, RetrainParams, SplitParams
 from loopline.errors import LooplineError
+from loopline.tracking import tracking_uri_at
 
 
 def moved_split(current: SplitParams, labeled_until: dt.date, params: RetrainParams) -> SplitParams:
@@ -45,9 +46,9 @@ def shared_state(params: Params, root: Path) -> dict[str, str]:
     tracking URI or an absolute path is kept as it is.
     """
     overrides = {}
-    uri = params.mlflow.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        overrides["mlflow.tracking_uri"] = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
+    uri = tracking_uri_at(params.mlflow.tracking_uri, root)
+    if uri != params.mlflow.tracking_uri:
+        overrides["mlflow.tracking_uri"] = uri
     for key, path in (
         ("mlflow.artifact_root", params.mlflow.artifact_root),
         ("registry.ledger", params.registry.ledger),

@@ -53,15 +53,25 @@ RETRAIN_OUTCOME_TAGS = {  # ... and its register stage tags it with the decision
 }
 
 
+def window_tag(split: str) -> str:
+    """The lineage tag holding a split's window (`train`, `valid`, `test`): "first..last"."""
+    return f"loopline.{split}_window"
+
+
+def tracking_uri_at(uri: str, root: Path) -> str:
+    """`uri` with a relative SQLite path resolved against `root` (others unchanged)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
 def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
     """Point MLflow at the configured store and its experiment, which new runs then join.
 
     The experiment is created with its artifact root if new. Relative paths are resolved
     against `root`. Returns the experiment id.
     """
-    uri = params.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+    uri = tracking_uri_at(params.tracking_uri, root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.get_experiment_by_name(params.experiment)
@@ -108,9 +118,7 @@ def lineage_tags(params: Params, sections: list[str], root: Path = Path()) -> di
         "loopline.git_commit": git_commit(root, ("dvc.lock", str(params.paths.metrics))),
         "loopline.data_md5": pinned_md5(root / params.paths.data_dvc) or "unpinned",
         "loopline.params_hash": params_hash(params, sections),
-        "loopline.train_window": str(params.featurize.split.train),
-        "loopline.valid_window": str(params.featurize.split.valid),
-        "loopline.test_window": str(params.featurize.split.test),
+        **{window_tag(name): str(w) for name, w in params.featurize.split.windows().items()},
     }
 
 

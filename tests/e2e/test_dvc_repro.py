@@ -15,19 +15,13 @@ from loopline.config import load_params
 from loopline.datastore import directory_md5
 from loopline.registry import CHAMPION, Registry
 from loopline.tracking import configure_mlflow
-from tests.conftest import fast_params_dict, make_project, tool_env
+from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 pytestmark = pytest.mark.slow
 
 
 def _dvc(project: Path, api_url: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=project,
-        env=tool_env(PREFECT_API_URL=api_url), capture_output=True, text=True, timeout=900,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_in_project(project, api_url, sys.executable, "-m", "dvc", *args)
 
 
 @pytest.fixture(scope="module")

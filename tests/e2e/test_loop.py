@@ -25,7 +25,7 @@ from loopline.registry import Registry
 from loopline.replay import Replay, write_report
 from loopline.services import bento_service, deployment_runner
 from loopline.tracking import configure_mlflow
-from tests.conftest import fast_params_dict, make_project, tool_env
+from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 pytestmark = pytest.mark.slow
 MELTDOWN = (dt.date(2013, 5, 15), dt.date(2013, 7, 14))  # one carrier's arrivals collapse
@@ -89,19 +89,10 @@ def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefec
         _with_an_arrival_meltdown(_with_drift_from_july(small_tables)),
         raw,
     )
-    _run(project, prefect_api, sys.executable, "-m", "dvc", "repro")
-    _run(project, prefect_api, "git", "add", "-A")  # the user commits the pinned pipeline
-    _run(project, prefect_api, "git", "commit", "-q", "-m", "pipeline run")
+    run_in_project(project, prefect_api, sys.executable, "-m", "dvc", "repro")
+    run_in_project(project, prefect_api, "git", "add", "-A")  # the user commits the result
+    run_in_project(project, prefect_api, "git", "commit", "-q", "-m", "pipeline run")
     return project
-
-
-def _run(project: Path, api_url: str, *command: str) -> str:
-    result = subprocess.run(
-        command, cwd=project, env=tool_env(PREFECT_API_URL=api_url), capture_output=True,
-        text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ import itertools
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -35,6 +37,8 @@ from loopline.training import train_family
 from tests.builders import log_compiled
 
 pytestmark = pytest.mark.slow
+SPAWN = multiprocessing.get_context("spawn")  # each process its own MLflow client
+R = TypeVar("R")
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +255,13 @@ def test_a_decision_refuses_a_champion_that_moved_after_the_evidence(
     assert [e["action"] for e in registry.ledger.entries()] == ["promote", "promote"]
 
 
+def _in_processes(function: Callable[..., R], calls: list[tuple]) -> list[R]:
+    """`function(*arguments)` for each call, each in its own spawned process, all at once."""
+    with SPAWN.Pool(len(calls)) as pool:
+        jobs = [pool.apply_async(function, arguments) for arguments in calls]
+        return [job.get(timeout=300) for job in jobs]
+
+
 def _judge_in_a_process(
     tracking_uri: str, pipeline: Params, uri: tuple[str, str], start: object
 ) -> dict:
@@ -274,16 +285,14 @@ def test_concurrent_promotions_are_linearizable(world: dict, tmp_path: Path) -> 
     registry = Registry(registry_params)
     registry.force_promote(registry.register(*world["uris"]["weak"], {}), "setup")
     pipeline = world["pipeline"].model_copy(update={"registry": registry_params})
-    context = multiprocessing.get_context("spawn")
-    start = context.Manager().Barrier(3)
-    with context.Pool(3) as pool:
-        jobs = [
-            pool.apply_async(
-                _judge_in_a_process, (world["tracking_uri"], pipeline, world["uris"][n], start)
-            )
+    start = SPAWN.Manager().Barrier(3)
+    entries = _in_processes(
+        _judge_in_a_process,
+        [
+            (world["tracking_uri"], pipeline, world["uris"][n], start)
             for n in ("strong", "weak", "strong")
-        ]
-        entries = [job.get(timeout=300) for job in jobs]
+        ],
+    )
     assert all(entry["action"] == "promote" for entry in entries)
     ledger = registry.ledger.entries()[1:]  # after the setup promotion
     assert len(ledger) == 3
@@ -307,12 +316,8 @@ def _hold_the_lock(tracking_uri: str, name: str, times: int) -> list[tuple[float
 
 
 def test_the_registry_lock_excludes_other_processes(world: dict) -> None:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(3) as pool:
-        jobs = [
-            pool.apply_async(_hold_the_lock, (world["tracking_uri"], "mutex", 5)) for _ in range(3)
-        ]
-        spans = sorted(span for job in jobs for span in job.get(timeout=300))
+    held = _in_processes(_hold_the_lock, [(world["tracking_uri"], "mutex", 5)] * 3)
+    spans = sorted(span for spans in held for span in spans)
     assert len(spans) == 15
     for (_, end), (begin, _) in itertools.pairwise(spans):
         assert begin >= end  # no two holders at once

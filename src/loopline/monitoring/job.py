@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from loopline.config import DateWindow, Params
+from loopline.config import Params
 from loopline.datasets.base import Dataset, read_tables
 from loopline.errors import LooplineError
 from loopline.io import atomic_path
@@ -22,6 +22,7 @@ from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drif
 from loopline.registry import Registry
 from loopline.scoring.registered import TEST_METRIC_TAG, load_version
 from loopline.serving.prediction_log import PredictionLog
+from loopline.tracking import window_tag
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ class Measured:
     report_path: Path
 
 
-def parse_window(text: str) -> DateWindow:
-    """`2013-01-01..2013-04-30` (as tagged on a model version) back into a window."""
-    start, end = text.split("..")
-    return DateWindow(start=start, end=end)
-
-
 def reference_frame(
     dataset: Dataset, params: Params, registry: Registry, version: str, root: Path
 ) -> pd.DataFrame:
@@ -48,13 +43,12 @@ def reference_frame(
     cache = root / params.monitor.state.parent / "reference" / f"v{version}.parquet"
     if cache.is_file():
         return pd.read_parquet(cache)
-    tags = registry.client.get_model_version(registry.name, version).tags
-    if "loopline.train_window" not in tags:
+    window = registry.window(version, "train")
+    if window is None:
         raise LooplineError(
-            f"version {version} has no loopline.train_window tag (register versions with the "
+            f"version {version} has no {window_tag('train')} tag (register versions with the "
             "register stage): its training data cannot serve as the drift reference"
         )
-    window = parse_window(tags["loopline.train_window"])
     tables = read_tables(root / params.paths.data, dataset.contract)
     examples = dataset.build_examples(tables, params.dataset)
     days = examples[dataset.time_column].dt.date
