@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from loopline.config import load_params
+from loopline.config import Params, load_params
 from loopline.errors import LooplineError
 from loopline.orchestration import (
     configure_logging,
@@ -54,12 +54,11 @@ def data(
 
     try:
         settings = load_params(params)
-        status = ensure_data(
-            get_dataset(settings.dataset.name), settings.paths.data, settings.paths.data_dvc, repin
-        )
+        paths = settings.paths.rooted(params.resolve().parent)  # as the service resolves them
+        status = ensure_data(get_dataset(settings.dataset.name), paths.data, paths.data_dvc, repin)
     except LooplineError as error:
         raise _fail(error) from None
-    typer.echo(f"data: {status.how} ({settings.paths.data}, {status.md5})")
+    typer.echo(f"data: {status.how} ({paths.data}, {status.md5})")
 
 
 @app.command()
@@ -207,6 +206,7 @@ def _open_registry(params: Path):  # noqa: ANN202 - returns (Params, Registry); 
     settings = load_params(params)
     root = params.resolve().parent
     configure_mlflow(settings.mlflow, root=root)
+    settings = settings.model_copy(update={"paths": settings.paths.rooted(root)})
     return settings, Registry.rooted(settings.registry, root)
 
 
@@ -303,27 +303,9 @@ def ui(
     Prefect shows the flow runs, MLflow the models, Evidently the drift dashboard.
     """
     settings = load_params(params)
-    prefect_env = {**os.environ, "PREFECT_HOME": str(PREFECT_HOME.resolve())}
-    prefect_env.pop("PREFECT_API_URL", None)
-    servers = {
-        f"Prefect UI  http://127.0.0.1:{prefect_port}": (
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(prefect_port)],
-            prefect_env,
-        ),
-        f"MLflow UI   http://127.0.0.1:{mlflow_port}": (
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-             "--port", str(mlflow_port), "--backend-store-uri", settings.mlflow.tracking_uri,
-             "--default-artifact-root", settings.mlflow.artifact_root.resolve().as_uri()],
-            dict(os.environ),
-        ),
-        f"Drift UI    http://127.0.0.1:{evidently_port}": (
-            [sys.executable, "-m", "evidently.cli", "ui", "--workspace",
-             str(settings.monitor.workspace), "--host", "127.0.0.1", "--port", str(evidently_port)],
-            {**os.environ, "EVIDENTLY_DISABLE_TELEMETRY": "1"},
-        ),
-    }  # fmt: skip
-    settings.monitor.workspace.mkdir(parents=True, exist_ok=True)
+    root = params.resolve().parent
+    servers = ui_servers(settings, root, prefect_port, mlflow_port, evidently_port)
+    (root / settings.monitor.workspace).mkdir(parents=True, exist_ok=True)
     processes = []
     for label, (command, env) in servers.items():
         processes.append(subprocess.Popen(command, env=env, start_new_session=True))
@@ -337,6 +319,39 @@ def ui(
     finally:
         for process in processes:
             stop_process(process)
+
+
+def ui_servers(
+    settings: Params, root: Path, prefect_port: int, mlflow_port: int, evidently_port: int
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """The three UI servers (label: command, environment) for a params file in `root`.
+
+    Every relative path resolves in `root`, as in the service, the monitor and the CLI.
+    """
+    from loopline.tracking import tracking_uri_at  # noqa: PLC0415 - keep `--help` fast
+
+    prefect_env = {**os.environ, "PREFECT_HOME": str((root / PREFECT_HOME).resolve())}
+    prefect_env.pop("PREFECT_API_URL", None)
+    return {
+        f"Prefect UI  http://127.0.0.1:{prefect_port}": (
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(prefect_port)],
+            prefect_env,
+        ),
+        f"MLflow UI   http://127.0.0.1:{mlflow_port}": (
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+             "--port", str(mlflow_port),
+             "--backend-store-uri", tracking_uri_at(settings.mlflow.tracking_uri, root),
+             "--default-artifact-root", (root / settings.mlflow.artifact_root).resolve().as_uri()],
+            dict(os.environ),
+        ),
+        f"Drift UI    http://127.0.0.1:{evidently_port}": (
+            [sys.executable, "-m", "evidently.cli", "ui", "--workspace",
+             str(root / settings.monitor.workspace), "--host", "127.0.0.1",
+             "--port", str(evidently_port)],
+            {**os.environ, "EVIDENTLY_DISABLE_TELEMETRY": "1"},
+        ),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ class PathsParams(Section):
     metrics: Path
     replay: Path
 
+    def rooted(self, root: Path) -> PathsParams:
+        """Every path resolved against `root` (absolute ones stay as they are)."""
+        return self.model_copy(update={k: root / v for k, v in self.model_dump().items()})
+
 
 class DatasetParams(Section):
     """Which dataset is used and how its target is defined."""

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from loopline.cli import ui_servers
+from loopline.config import Params
 from loopline.registry import CHAMPION
-from tests.conftest import tool_env
+from tests.conftest import make_project, small_params_dict, tool_env
 from tests.integration.conftest import ServingWorld
 
 pytestmark = pytest.mark.slow
@@ -27,3 +29,29 @@ def test_registry_status_works_from_any_directory(
     champion = serving_world.registry().alias_version(CHAMPION)
     assert f"champion   version {champion} (logistic)" in result.stdout
     assert not (tmp_path / "mlflow.db").exists()  # nothing created where the command ran
+
+
+def test_data_works_from_any_directory(small_tables: dict, tmp_path: Path) -> None:
+    """`loopline data --params other/params.yaml` checks that project's data, not ./data."""
+    project = make_project(tmp_path / "project", small_tables, small_params_dict())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "loopline.cli", "data", "--params", str(project / "params.yaml")],
+        cwd=elsewhere, env=tool_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"({project / 'data'}, " in result.stdout
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_ui_servers_use_the_params_folder(params: Params, tmp_path: Path) -> None:
+    servers = ui_servers(params, tmp_path, 4200, 5000, 8000)
+    (_, prefect_env), (mlflow_ui, _), (evidently, _) = servers.values()
+    assert prefect_env["PREFECT_HOME"] == str(tmp_path / ".prefect")
+    assert (
+        mlflow_ui[mlflow_ui.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"
+    )
+    artifacts = mlflow_ui[mlflow_ui.index("--default-artifact-root") + 1]
+    assert artifacts == (tmp_path / "mlruns").as_uri()
+    assert evidently[evidently.index("--workspace") + 1] == str(tmp_path / "monitoring/workspace")
