@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -63,6 +65,29 @@ def test_two_processes_train_the_same_quality_as_one(
     assert [round(h["learning_rate"], 10) for h in meta["history"]] == [
         round(h["learning_rate"], 10) for h in pair_meta["history"]
     ][: len(meta["history"])]
+
+
+def test_without_dropout_two_processes_train_the_same_weights_as_one(
+    small_features_dir: Path, tmp_path: Path, mlp_params: MLPParams, fast_params: Params
+) -> None:
+    """The data-parallel arithmetic itself: with no random masks and an even number of
+    training rows, each global batch is the same rows in 1 and 2 processes and DDP's
+    averaged gradient is the full batch's, so the weights agree up to float rounding.
+    (With dropout each process draws its own masks: then only the quality agrees, above.)"""
+    features = tmp_path / "features"
+    shutil.copytree(small_features_dir, features)
+    train_file = features / "features" / "train.parquet"
+    train = pd.read_parquet(train_file)
+    train.iloc[: len(train) // 2 * 2].to_parquet(train_file, index=False)
+    plain = mlp_params.model_copy(update={"dropout": 0.0, "max_epochs": 3, "patience": 3})
+    one, one_meta = _train(features, tmp_path / "one", plain, fast_params.seed)
+    two, two_meta = _train(
+        features, tmp_path / "two", plain.model_copy(update={"nproc_per_node": 2}),
+        fast_params.seed,
+    )  # fmt: skip
+    assert one_meta["epochs_run"] == two_meta["epochs_run"] == 3
+    for name, tensor in one.state.items():
+        torch.testing.assert_close(two.state[name], tensor, rtol=0, atol=1e-4, msg=name)
 
 
 def test_same_seed_repeats_the_cpu_run_exactly(
