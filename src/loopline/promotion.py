@@ -46,6 +46,7 @@ class GateResult:
     champion: dict[str, float] | None
     difference: dict[str, float] | None = None
     slices: list[dict] = field(default_factory=list)
+    window: str = ""  # the rows judged on: "first..last, N rows" (or why there were none)
 
     def reasons(self) -> list[str]:
         """One line per check, failures first."""
@@ -96,7 +97,9 @@ def slice_regressions(evidence: Evidence, params: RegistryParams) -> list[dict]:
 def no_fresh_window(described: str, min_rows: int) -> GateResult:
     """The verdict when there is no window fresh enough to judge on: not promoted."""
     detail = f"{described} (at least {min_rows} rows with both classes needed)"
-    return GateResult(False, [Check("window", False, detail)], challenger={}, champion=None)
+    return GateResult(
+        False, [Check("window", False, detail)], challenger={}, champion=None, window=described
+    )
 
 
 def decide(
@@ -174,5 +177,5 @@ def decide(
     )
     return GateResult(
         passed=all(c.passed for c in checks), checks=checks, challenger=challenger,
-        champion=champion, difference=difference, slices=slices,
+        champion=champion, difference=difference, slices=slices, window=window,
     )  # fmt: skip

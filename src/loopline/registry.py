@@ -261,7 +261,7 @@ class Registry:
             entry = {
                 "time": _now(), "action": action, "version": version, "actor": _actor(),
                 "previous_champion": previous, "champion": version if promote else previous,
-                "faced": faced,
+                "faced": faced, "window": gate.window,
                 "reason": reason or ("gate passed" if gate.passed else "gate failed"),
                 "checks": gate.reasons(), "challenger_scores": gate.challenger,
                 "champion_scores": gate.champion, "difference": gate.difference,

@@ -228,12 +228,11 @@ def judged(ledger: list[dict], version: str) -> dict[str, Any]:
     entry = next((e for e in reversed(ledger) if e["version"] == version), None)
     if entry is None:
         return {}
-    window = next((c for c in entry.get("checks", []) if " window: " in c), "")
     difference = entry.get("difference") or {}
     failed = [c.removeprefix("FAIL ") for c in entry.get("checks", []) if c.startswith("FAIL")]
     return {
         "action": entry["action"], "faced": entry.get("faced"),
-        "window": window.partition(" window: ")[2],
+        "window": entry.get("window", ""),
         "difference": difference.get("difference"), "low": difference.get("low"),
         "high": difference.get("high"),
         "failed": failed,

@@ -142,6 +142,7 @@ def test_the_gate_window_drops_days_either_model_was_fitted_or_chosen_on() -> No
 def test_without_a_fresh_window_nothing_is_promoted() -> None:
     gate = no_fresh_window("none: ...", 1000)
     assert not gate.passed
+    assert gate.window == "none: ..."  # the ledger keeps it beside the checks
     assert gate.reasons() == [
         "FAIL window: none: ... (at least 1000 rows with both classes needed)"
     ]
