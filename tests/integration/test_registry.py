@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import Params
+from loopline.config import Params, RegistryParams
 from loopline.datasets import get_dataset
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
@@ -119,6 +119,13 @@ def _register_and_decide(
     return version, gate, entry
 
 
+def _own_model(world: dict, tmp_path: Path, name: str, **rule: float) -> RegistryParams:
+    """Registry settings for a model of this test's own (own versions, aliases, ledger)."""
+    return world["params"].model_copy(
+        update={"model_name": name, "ledger": tmp_path / "l.jsonl", **rule}
+    )
+
+
 def test_the_promotion_rule_end_to_end(world: dict, dataset: Dataset) -> None:
     """first model / better / worse / dry run / rollback twice / forced promotion."""
     registry = Registry(world["params"])
@@ -168,9 +175,7 @@ def test_the_promotion_rule_end_to_end(world: dict, dataset: Dataset) -> None:
 def test_rollback_walks_back_through_promotions(
     world: dict, dataset: Dataset, tmp_path: Path
 ) -> None:
-    params = world["params"].model_copy(
-        update={"model_name": "walk-back", "ledger": tmp_path / "l.jsonl", "margin": -1.0}
-    )
+    params = _own_model(world, tmp_path, "walk-back", margin=-1.0)
     registry = Registry(params)
     versions = [registry.register(*world["uris"][name], {}) for name in ("weak", "strong", "weak")]
     for version in versions:
@@ -181,9 +186,7 @@ def test_rollback_walks_back_through_promotions(
 
 def test_readers_always_see_a_champion_while_it_moves(world: dict, tmp_path: Path) -> None:
     """Alias moves are atomic for readers: resolving champion never fails mid-move."""
-    params = world["params"].model_copy(
-        update={"model_name": "atomic", "ledger": tmp_path / "l.jsonl"}
-    )
+    params = _own_model(world, tmp_path, "atomic")
     registry = Registry(params)
     first = registry.register(*world["uris"]["weak"], {})
     second = registry.register(*world["uris"]["strong"], {})
@@ -238,9 +241,7 @@ def test_a_decision_refuses_a_champion_that_moved_after_the_evidence(
     world: dict, dataset: Dataset, tmp_path: Path
 ) -> None:
     """Evidence gathered against v1; v3 became champion meanwhile: nothing moves."""
-    params = world["params"].model_copy(
-        update={"model_name": "moved", "ledger": tmp_path / "l.jsonl", "margin": -1.0}
-    )
+    params = _own_model(world, tmp_path, "moved", margin=-1.0)
     registry = Registry(params)
     v1, v2, v3 = (registry.register(*world["uris"][n], {}) for n in ("weak", "strong", "weak"))
     registry.force_promote(v1, "setup")
@@ -278,10 +279,7 @@ def _judge_in_a_process(
 def test_concurrent_promotions_are_linearizable(world: dict, tmp_path: Path) -> None:
     """Three processes promote at once (every challenger passes the rule): in ledger order,
     each one replaced exactly the champion it was compared with."""
-    registry_params = world["params"].model_copy(
-        update={"model_name": "race", "ledger": tmp_path / "l.jsonl", "margin": -1.0,
-                "slice_max_regression": 1.0}
-    )  # fmt: skip
+    registry_params = _own_model(world, tmp_path, "race", margin=-1.0, slice_max_regression=1.0)
     registry = Registry(registry_params)
     registry.force_promote(registry.register(*world["uris"]["weak"], {}), "setup")
     pipeline = world["pipeline"].model_copy(update={"registry": registry_params})
