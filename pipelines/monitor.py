@@ -25,20 +25,10 @@ from loopline.monitoring.job import Measured, measure_batch
 from loopline.monitoring.store import MonitorStore
 from loopline.orchestration import run_stage, runs_in_progress
 from loopline.registry import Registry
-from loopline.serving.prediction_log import PredictionLog
+from loopline.serving.prediction_log import open_prediction_log
 from loopline.tracking import configure_mlflow
 
 RETRAIN_EVENT = "loopline.retrain.requested"
-
-
-def _log_store(params: Params, root: Path) -> PredictionLog:
-    dataset = get_dataset(params.dataset.name)
-    return PredictionLog(
-        root / params.serve.prediction_log,
-        dataset.contract,
-        dataset.key_columns,
-        dataset.target_column,
-    )
 
 
 @task
@@ -47,12 +37,13 @@ def measure(params: Params, root: Path, first_day: dt.date, last_day: dt.date) -
     dataset = get_dataset(params.dataset.name)
     registry = Registry.rooted(params.registry, root)
     measured = measure_batch(
-        dataset=dataset, params=params, registry=registry, log_store=_log_store(params, root),
-        first_day=first_day, last_day=last_day, root=root,
+        dataset=dataset, params=params, registry=registry,
+        log_store=open_prediction_log(params, root), first_day=first_day, last_day=last_day,
+        root=root,
     )  # fmt: skip
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
     workspace, project = open_project(
-        root / params.monitor.workspace, params.monitor.project, columns
+        params.monitor.workspace, root, params.monitor.project, columns
     )
     workspace.add_run(project.id, measured.snapshot)
     return measured
@@ -69,11 +60,11 @@ def monitor(
     root = params_path.resolve().parent
     params = load_params(params_path)
     configure_mlflow(params.mlflow, root=root)
-    log_store = _log_store(params, root)
+    log_store = open_prediction_log(params, root)
     last_day = last_day or log_store.latest_event_day()
     first_day = first_day or last_day - dt.timedelta(days=6)
     measured = measure(params, root, first_day, last_day)
-    store = MonitorStore(root / params.monitor.state)
+    store = MonitorStore(params.monitor.state, root)
     store.save_batch(measured.outcome)
     decision = decide(
         store.history(params.monitor.n), params.monitor, store.last_trigger_day(),

@@ -22,13 +22,12 @@ import mlflow
 from prefect import flow, get_run_logger, task
 
 from loopline.config import Params, load_params
-from loopline.datasets import get_dataset
 from loopline.errors import LooplineError
 from loopline.monitoring.store import MonitorStore
 from loopline.orchestration import run_stage, tool_environment
 from loopline.registry import Registry
 from loopline.retraining import dvc_overrides, moved_split, run_experiment, shared_state
-from loopline.serving.prediction_log import PredictionLog
+from loopline.serving.prediction_log import open_prediction_log
 from loopline.tracking import (
     PARENT_RUN_ENV,
     RETRAIN_OUTCOME_TAGS,
@@ -55,7 +54,7 @@ def _decision_detail(params: Params, root: Path, decision_id: str) -> dict:
         return {}
     found = [
         d
-        for d in MonitorStore(root / params.monitor.state).decisions()
+        for d in MonitorStore(params.monitor.state, root).decisions()
         if d["decision_id"] == decision_id
     ]
     return found[0] if found else {}
@@ -72,13 +71,7 @@ def retrain(
     logger = get_run_logger()
     root = params_path.resolve().parent
     params = load_params(params_path)
-    dataset = get_dataset(params.dataset.name)
-    log_store = PredictionLog(
-        root / params.serve.prediction_log,
-        dataset.contract,
-        dataset.key_columns,
-        dataset.target_column,
-    )
+    log_store = open_prediction_log(params, root)
     until = (
         dt.date.fromisoformat(labeled_until)
         if labeled_until not in ("", "None")

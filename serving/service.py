@@ -55,7 +55,7 @@ from loopline.serving.guards import (
     JsonOnlyMiddleware,
     LoadShedMiddleware,
 )
-from loopline.serving.prediction_log import PredictionLog
+from loopline.serving.prediction_log import open_prediction_log
 from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
 from loopline.tracking import configure_mlflow
 
@@ -144,13 +144,7 @@ class LateArrivalAPI:
 
     def __init__(self) -> None:
         self.holder = None if SERVE.batching else _holder()
-        self.log = PredictionLog(
-            ROOT / SERVE.prediction_log,
-            DATASET.contract,
-            DATASET.key_columns,
-            DATASET.target_column,
-            commit_delay_ms=SERVE.log_commit_delay_ms,
-        )
+        self.log = open_prediction_log(SETTINGS, ROOT, SERVE.log_commit_delay_ms)
 
     def __is_ready__(self) -> bool:
         return self.holder is None or self.holder.snapshot()[0] is not None

@@ -231,7 +231,7 @@ class ServeParams(Section):
     retry_after_s: int = Field(ge=1)
     poll_seconds: float = Field(gt=0)
     shadow: bool
-    prediction_log: Path
+    prediction_log: str  # a SQLite file (path) or a database URL
     log_commit_delay_ms: float = Field(ge=0, le=1000)
     metrics: bool
     access_log: bool
@@ -251,9 +251,9 @@ class TrafficChecks(Section):
 class MonitorParams(Section):
     """Drift and quality monitoring of production batches, and when to ask for a retrain."""
 
-    workspace: Path
+    workspace: str  # an Evidently workspace folder, or the URL of an Evidently UI service
     reports: Path
-    state: Path
+    state: str  # a SQLite file (path) or a database URL
     project: str
     reference_rows: int = Field(ge=100)
     min_batch_rows: int = Field(ge=1)
@@ -282,6 +282,35 @@ class RetrainParams(Section):
     timeout_minutes: int = Field(ge=1)
 
 
+class PrefectParams(Section):
+    """Where flows report and how the loop's deployments are run."""
+
+    api_url: str | None  # None: a local server on 127.0.0.1, started when a command needs one
+    work_pool: str | None  # None: `loopline deploy` runs the deployments in its own process
+
+
+class TeamPorts(Section):
+    """Ports of the team servers on `team.host`; 0 picks a free one at start."""
+
+    postgres: int = Field(ge=0, le=65535)
+    mlflow: int = Field(ge=0, le=65535)
+    prefect: int = Field(ge=0, le=65535)
+    evidently: int = Field(ge=0, le=65535)
+
+
+class TeamParams(Section):
+    """`loopline up --profile team`: the shared servers, and the params file it writes."""
+
+    database: str  # "embedded": PostgreSQL from the wheel, in `home`; or a postgresql:// URL
+    home: Path  # PostgreSQL data, the Evidently workspace, server logs
+    artifacts: str  # MLflow's --artifacts-destination: a folder, or s3://bucket/prefix
+    host: str
+    ports: TeamPorts
+    work_pool: str  # the Prefect process work pool the deployments go to
+    workers: int = Field(ge=1, le=16)  # Prefect workers started on this machine
+    params_file: Path  # the params file pointing the loop at the servers (written at start)
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -297,6 +326,8 @@ class Params(Section):
     serve: ServeParams
     monitor: MonitorParams
     retrain: RetrainParams
+    prefect: PrefectParams
+    team: TeamParams
 
 
 def _format_errors(error: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:

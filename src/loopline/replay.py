@@ -36,7 +36,7 @@ from loopline.errors import LooplineError
 from loopline.io import atomic_path, write_json
 from loopline.registry import CHAMPION, Registry
 from loopline.scoring.registered import load_version
-from loopline.serving.prediction_log import PredictionLog
+from loopline.serving.prediction_log import open_prediction_log
 from loopline.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,7 @@ class Replay:
         self.headers = {"x-api-key": api_key} if api_key else {}
         configure_mlflow(self.params.mlflow, root=self.root)
         self.registry = Registry.rooted(self.params.registry, self.root)
-        serve = self.params.serve
-        self.log_store = PredictionLog(
-            self.root / serve.prediction_log, self.dataset.contract,
-            self.dataset.key_columns, self.dataset.target_column,
-        )  # fmt: skip
+        self.log_store = open_prediction_log(self.params, self.root)
 
     def run(self, start: dt.date, end: dt.date, step_days: int) -> dict[str, Any]:
         """Replay every period; returns the whole story (see `write_report`)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from loopline.datasets import get_dataset
 from loopline.serving.prediction_log import PredictionLog, read_predictions
@@ -43,7 +44,7 @@ def test_a_failed_request_writes_none_of_its_rows(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
     log.append([_row(0, "ok")])
     duplicate = [_row(1, "bad"), _row(0, "ok")]  # second row violates the primary key
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError):
         log.append(duplicate)
     assert log.count() == 1
 
@@ -54,7 +55,7 @@ def test_writers_queue_on_the_shared_lock_file_and_go_on_when_it_is_released(
     """Another process holding `<log>.lock` makes a commit wait, not fail or skip the lock."""
     log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
     committed = threading.Event()
-    with log.lock_path.open("a") as other_writer:
+    with Path(f"{log.url.database}.lock").open("a") as other_writer:
         fcntl.flock(other_writer, fcntl.LOCK_EX)
         threading.Thread(target=lambda: (log.append([_row(0, "r")]), committed.set())).start()
         assert not committed.wait(0.5)  # waiting for the lock

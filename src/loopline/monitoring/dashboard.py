@@ -87,13 +87,28 @@ def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
     ]  # fmt: skip
 
 
-def open_project(workspace: Path, name: str, columns: MonitoredColumns) -> tuple[Any, Any]:
-    """The workspace and its project `name`, created with its panels if missing."""
-    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
-    from evidently.ui.workspace import Workspace  # noqa: PLC0415 - heavy import
+def is_remote(workspace: str) -> bool:
+    """True when `monitor.workspace` is the URL of an Evidently UI service, not a folder."""
+    return workspace.startswith(("http://", "https://"))
 
-    workspace.mkdir(parents=True, exist_ok=True)
-    ws = Workspace.create(str(workspace))
+
+def open_project(
+    workspace: str, root: Path, name: str, columns: MonitoredColumns
+) -> tuple[Any, Any]:
+    """The workspace and its project `name`, created with its panels if missing.
+
+    `workspace` is a folder (relative to `root`) the monitor writes, or the URL of an
+    Evidently UI service (`evidently ui`) it pushes snapshots to (team mode).
+    """
+    os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
+    from evidently.ui.workspace import RemoteWorkspace, Workspace  # noqa: PLC0415 - heavy
+
+    if is_remote(workspace):
+        ws = RemoteWorkspace(workspace)
+    else:
+        folder = root / workspace
+        folder.mkdir(parents=True, exist_ok=True)
+        ws = Workspace.create(str(folder))
     found = ws.search_project(name)
     if found:
         return ws, found[0]

@@ -40,7 +40,7 @@ def reference_frame(
     dataset: Dataset, params: Params, registry: Registry, version: str, root: Path
 ) -> pd.DataFrame:
     """A sample of the version's own training window, scored by that version (cached)."""
-    cache = root / params.monitor.state.parent / "reference" / f"v{version}.parquet"
+    cache = root / params.monitor.reports.parent / "reference" / f"v{version}.parquet"
     if cache.is_file():
         return pd.read_parquet(cache)
     window = registry.window(version, "train")
