@@ -8,8 +8,10 @@
   while another is active waits in the `AwaitingConcurrencySlot` state;
 * `score/loopline-score`: batch scoring on demand (Run in the Prefect UI with `source` and
   `target` Parquet paths, or `prefect deployment run score/loopline-score -p ...`).
-Schedules can be changed or paused in the UI. Run with `loopline deploy` (needs a Prefect
-server: `PREFECT_API_URL`, or `make ui` running).
+Schedules can be changed or paused in the UI. `loopline deploy` runs them in its own
+process (`serve`, needs a Prefect server: `PREFECT_API_URL`, or `make ui` running); with
+`prefect.work_pool` set (team mode) they are deployed to that work pool instead, and the
+pool's workers, on any machine, run them.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from prefect import serve
+from prefect import deploy, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from loopline.config import load_params
@@ -31,8 +34,14 @@ RETRAIN_DEPLOYMENT = "loopline-retrain"
 SCORE_DEPLOYMENT = "loopline-score"
 
 
-def serve_deployments(params_path: Path) -> None:
-    """Create (or update) the deployments and execute their runs until interrupted."""
+def loop_deployments(
+    params_path: Path, job_variables: dict[str, str] | None = None
+) -> list[RunnerDeployment]:
+    """The monitor, retrain and score deployments of the params file at `params_path`.
+
+    Their entrypoints are module paths (`pipelines.retrain:retrain`), so any machine with
+    Loopline installed can run them; `job_variables` go to the work pool's job template.
+    """
     params = load_params(params_path)
     path = str(params_path.resolve())
     on_drift = DeploymentEventTrigger(
@@ -45,11 +54,13 @@ def serve_deployments(params_path: Path) -> None:
             "params_path": path,
         },
     )
-    serve(
+    module = {"entrypoint_type": EntrypointType.MODULE_PATH, "job_variables": job_variables}
+    return [
         monitor.to_deployment(
             name=MONITOR_DEPLOYMENT,
             interval=dt.timedelta(minutes=params.monitor.interval_minutes),
             parameters={"params_path": path},
+            **module,
         ),
         retrain.to_deployment(
             name=RETRAIN_DEPLOYMENT,
@@ -59,6 +70,25 @@ def serve_deployments(params_path: Path) -> None:
             concurrency_limit=ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
             ),
+            **module,
         ),
-        score.to_deployment(name=SCORE_DEPLOYMENT, parameters={"params_path": path}),
-    )
+        score.to_deployment(name=SCORE_DEPLOYMENT, parameters={"params_path": path}, **module),
+    ]
+
+
+def serve_deployments(params_path: Path) -> None:
+    """Create (or update) the deployments and execute their runs until interrupted."""
+    serve(*loop_deployments(params_path))
+
+
+def deploy_to_pool(params_path: Path, work_pool: str) -> list[str]:
+    """Create (or update) the deployments in `work_pool`; its workers run them. Their ids.
+
+    The pool's workers start each run as a process in the params file's folder.
+    """
+    folder = {"working_dir": str(params_path.resolve().parent)}
+    deployed = deploy(
+        *loop_deployments(params_path, job_variables=folder), work_pool_name=work_pool,
+        build=False, push=False, print_next_steps_message=False,
+    )  # fmt: skip
+    return [str(deployment_id) for deployment_id in deployed]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -117,12 +119,57 @@ def score(
 
 @app.command()
 def deploy(params: ParamsOption = Path("params.yaml")) -> None:
-    """Serve the monitor and retrain deployments (schedules + drift trigger) until Ctrl-C."""
-    from pipelines.deployments import serve_deployments  # noqa: PLC0415 - imports Prefect
+    """Create the monitor, retrain and score deployments (schedules + drift trigger).
 
-    if not os.environ.get("PREFECT_API_URL"):
+    With `prefect.work_pool` set they go to that work pool and the command returns (the
+    pool's workers run them); otherwise this process runs them until Ctrl-C.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    from pipelines.deployments import deploy_to_pool, serve_deployments  # noqa: PLC0415
+
+    settings = load_params(params)
+    api_url = settings.prefect.api_url or os.environ.get("PREFECT_API_URL")
+    if not api_url:
         raise _fail(LooplineError("set PREFECT_API_URL to a Prefect server (make ui starts one)"))
-    serve_deployments(params)
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        if settings.prefect.work_pool is None:
+            serve_deployments(params)
+            return
+        deployed = deploy_to_pool(params, settings.prefect.work_pool)
+    typer.echo(f"{len(deployed)} deployments in work pool {settings.prefect.work_pool}")
+
+
+@app.command()
+def up(
+    params: ParamsOption = Path("params.yaml"),
+    profile: Annotated[
+        str, typer.Option(help="embedded: the UIs over the local files; team: shared servers.")
+    ] = "embedded",
+) -> None:
+    """Start the project's servers on 127.0.0.1 until Ctrl-C, and stop them all.
+
+    `--profile team` starts PostgreSQL, MLflow and Prefect servers on it, a work pool with
+    its workers, and the Evidently UI; then writes `team.params_file`, the params file
+    pointed at them (pass it to `loopline replay --params`, `loopline serve` ...).
+    """
+    if profile == "embedded":
+        ui(params=params)
+        return
+    if profile != "team":
+        raise _fail(LooplineError(f"--profile {profile!r}: choose embedded or team"))
+    from loopline.team import describe, team_servers  # noqa: PLC0415 - starts servers
+
+    try:
+        with team_servers(params) as servers:
+            typer.echo(f"team servers up:\n{describe(servers)}\nCtrl-C stops them all.")
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    signal.pause()
+            typer.echo("stopping")
+    except LooplineError as error:
+        raise _fail(error) from None
 
 
 @app.command()

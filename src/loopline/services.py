@@ -42,7 +42,7 @@ def bento_command(host: str, port: int) -> list[str]:
 
 @contextlib.contextmanager
 def running_server(
-    command: list[str], env: dict[str, str], health_url: str, log_file: Path
+    command: list[str], env: dict[str, str], health_url: str, log_file: Path, cwd: Path = ROOT
 ) -> Iterator[subprocess.Popen]:
     """Run a server until its health URL answers 200; always stop it when the block ends.
 
@@ -51,7 +51,7 @@ def running_server(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as output:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         try:
