@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params
+from loopline.config import Params, load_params, params_file
 from loopline.datasets import get_dataset
 from loopline.evaluation import classification_metrics, comparison_table, curves
 from loopline.io import atomic_path, write_json
@@ -36,9 +36,9 @@ def score(family: str, params: Params, test: pd.DataFrame) -> dict[str, float]:
 
 
 @flow(name="evaluate")
-def evaluate(params_path: Path = Path("params.yaml")) -> None:
+def evaluate(params_path: Path | None = None) -> None:
     """Score all candidates on the test window and compare them."""
-    params = load_params(params_path)
+    params = load_params(params_file(params_path))
     test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
     results = {family: score(family, params, test) for family in params.evaluate.candidates}
     write_json(results, params.paths.metrics / "evaluate.json")

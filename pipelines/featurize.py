@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params
+from loopline.config import Params, load_params, params_file
 from loopline.datasets import get_dataset
 from loopline.datasets.base import read_tables
 from loopline.features import (
@@ -71,9 +71,9 @@ def write_outputs(
 
 
 @flow(name="featurize")
-def featurize(params_path: Path = Path("params.yaml")) -> None:
+def featurize(params_path: Path | None = None) -> None:
     """Turn validated raw tables into time-split, model-ready feature sets."""
-    params = load_params(params_path)
+    params = load_params(params_file(params_path))
     splits, tables = build_splits(params)
     featurizer = fit(params, splits["train"], tables)
     metrics = write_outputs(params, splits, featurizer)

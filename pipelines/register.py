@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params
+from loopline.config import Params, load_params, params_file
 from loopline.datasets import get_dataset
 from loopline.errors import LooplineError
 from loopline.io import atomic_path, read_json, write_json
@@ -83,9 +83,9 @@ def decide(params: Params, registry: Registry, version: str) -> tuple:
 
 
 @flow(name="register")
-def register(params_path: Path = Path("params.yaml")) -> None:
+def register(params_path: Path | None = None) -> None:
     """Register the best candidate and decide on its promotion."""
-    params = load_params(params_path)
+    params = load_params(params_file(params_path))
     configure_mlflow(params.mlflow)
     registry = Registry(params.registry)
     version, family, test_metrics = register_best(params, registry)

@@ -23,7 +23,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, task
 
-from loopline.config import MLPParams, Params, load_params
+from loopline.config import MLPParams, Params, load_params, params_file
 from loopline.datasets import get_dataset
 from loopline.io import write_json
 from loopline.models.base import load_feature_sets
@@ -78,9 +78,9 @@ def record(family: str, trained: TrainedFamily, params: Params, run_id: str) -> 
 
 
 @flow(name="train", flow_run_name="train-{family}")
-def train(family: str, params_path: Path = Path("params.yaml")) -> None:
+def train(family: str, params_path: Path | None = None) -> None:
     """Train, validate and track one model family."""
-    params = load_params(params_path)
+    params = load_params(params_file(params_path))
     seed_everything(params.seed)
     configure_mlflow(params.mlflow)
     family_params = getattr(params.train, family).model_dump(mode="json")

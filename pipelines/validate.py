@@ -19,7 +19,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from loopline.config import Params, load_params
+from loopline.config import Params, load_params, params_file
 from loopline.contract import DataContract
 from loopline.datasets import get_dataset
 from loopline.datasets.base import read_tables
@@ -61,9 +61,9 @@ def publish(report: ValidationReport, run_dir: Path, params: Params) -> None:
 
 @flow(name="validate")
 @expected_failures
-def validate(params_path: Path = Path("params.yaml")) -> None:
+def validate(params_path: Path | None = None) -> None:
     """Validate the raw tables against the data contract; fail on any failed expectation."""
-    params = load_params(params_path)
+    params = load_params(params_file(params_path))
     out = params.paths.validation
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=".run-", dir=out))

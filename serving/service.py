@@ -32,9 +32,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,7 +42,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 
 from loopline import columns as cols
-from loopline.config import load_params
+from loopline.config import load_params, params_file
 from loopline.datasets import get_dataset
 from loopline.orchestration import configure_logging, quiet_environment
 from loopline.registry import Registry
@@ -60,7 +58,7 @@ from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
 from loopline.tracking import configure_mlflow
 
 # BentoML reads batching, workers and limits from the decorators, so settings load at import.
-PARAMS_FILE = Path(os.environ.get("LOOPLINE_PARAMS", "params.yaml")).resolve()
+PARAMS_FILE = params_file().resolve()
 ROOT = PARAMS_FILE.parent
 SETTINGS = load_params(PARAMS_FILE)
 SERVE = SETTINGS.serve

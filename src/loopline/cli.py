@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,16 @@ PREFECT_HOME = Path(".prefect")
 def _setup() -> None:
     quiet_environment()
     configure_logging()
+
+
+@contextlib.contextmanager
+def _prefect_api(settings: Params, port: int) -> Iterator[str]:
+    """The Prefect API: `prefect.api_url`, or a local server on `port` for the block."""
+    if settings.prefect.api_url:
+        yield settings.prefect.api_url
+        return
+    with prefect_server(PREFECT_HOME, port=port) as api_url:
+        yield api_url
 
 
 def _fail(error: LooplineError) -> typer.Exit:
@@ -69,11 +80,16 @@ def run(
     stage: Annotated[str | None, typer.Argument(help="Run only up to this dvc.yaml stage.")] = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
 ) -> None:
-    """Fetch the data, then `dvc repro` with every stage reporting to one Prefect server."""
+    """Fetch the data, then `dvc repro` with every stage reporting to one Prefect server.
+
+    The stages read the `--params` file (params.yaml unless given, such as the team file of
+    `loopline up --profile team`); DVC records params.yaml's values.
+    """
     data(params=params, repin=False)
+    settings = load_params(params)
     try:
-        with prefect_server(PREFECT_HOME, port=port) as api_url:
-            env = tool_environment(PREFECT_API_URL=api_url)
+        with _prefect_api(settings, port) as api_url:
+            env = tool_environment(PREFECT_API_URL=api_url, LOOPLINE_PARAMS=str(params.resolve()))
             command = [sys.executable, "-m", "dvc", "repro", *([stage] if stage else [])]
             typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
             result = subprocess.run(command, env=env, check=False)
@@ -206,7 +222,8 @@ def replay(
     """Play 2013 through the live service and the monitoring loop; write the report.
 
     Starts what is not already running (Prefect server, BentoML service, the deployments
-    runner) and stops what it started.
+    runner) and stops what it started. With `prefect.work_pool` set (team mode), the
+    deployments are deployed to the pool, whose workers run the retrains.
     """
     import datetime as dt  # noqa: PLC0415
 
@@ -221,12 +238,14 @@ def replay(
     logs = settings.paths.replay / "logs"
     try:
         with (
-            prefect_server(PREFECT_HOME, port=port) as api_url,
+            _prefect_api(settings, port) as api_url,
             temporary_settings(updates={PREFECT_API_URL: api_url}),
             bento_service(
                 params, settings.serve.host, settings.serve.port, logs / "service.log"
             ) as url,
-            deployment_runner(params, api_url, logs / "deployments.log"),
+            deployment_runner(
+                params, api_url, logs / "deployments.log", settings.prefect.work_pool
+            ),
         ):
             story = Replay(
                 params, url, api_url, os.environ.get(settings.serve.api_key_env, "")

@@ -9,6 +9,7 @@ the section they need (`params.featurize`), never the raw dict.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -361,6 +362,18 @@ def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str,
             found[path] = key.start_mark.line + 1
             found.update(_key_lines(value, path))
     return found
+
+
+PARAMS_ENV = "LOOPLINE_PARAMS"
+
+
+def params_file(path: Path | None = None) -> Path:
+    """`path`, else the file `LOOPLINE_PARAMS` names, else params.yaml in this folder.
+
+    `loopline run --params` and `bentoml serve` set the variable for their children, so
+    the stages of `dvc repro` and the service read the file the user gave.
+    """
+    return path or Path(os.environ.get(PARAMS_ENV, "params.yaml"))
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:

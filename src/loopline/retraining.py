@@ -42,13 +42,11 @@ def moved_split(current: SplitParams, labeled_until: dt.date, params: RetrainPar
 def shared_state(params: Params, root: Path) -> dict[str, str]:
     """Settings that point a temporary workspace at `root`'s MLflow store and registry files.
 
-    Relative paths would resolve inside the temporary copy and be lost with it; a remote
-    tracking URI or an absolute path is kept as it is.
+    Relative paths would resolve inside the temporary copy and be lost with it. The
+    tracking URI is always passed: the experiment starts from params.yaml, and `params`
+    may be another file (team mode's, pointed at a tracking server).
     """
-    overrides = {}
-    uri = tracking_uri_at(params.mlflow.tracking_uri, root)
-    if uri != params.mlflow.tracking_uri:
-        overrides["mlflow.tracking_uri"] = uri
+    overrides = {"mlflow.tracking_uri": tracking_uri_at(params.mlflow.tracking_uri, root)}
     for key, path in (
         ("mlflow.artifact_root", params.mlflow.artifact_root),
         ("registry.ledger", params.registry.ledger),

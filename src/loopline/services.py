@@ -81,9 +81,21 @@ def bento_service(
 
 
 @contextlib.contextmanager
-def deployment_runner(params_file: Path, api_url: str, log_file: Path) -> Iterator[None]:
-    """`loopline deploy` for the block, once its deployments are registered."""
+def deployment_runner(
+    params_file: Path, api_url: str, log_file: Path, work_pool: str | None = None
+) -> Iterator[None]:
+    """`loopline deploy` for the block, once its deployments are registered.
+
+    With a `work_pool`, the deployments are deployed there (its workers run them) and
+    nothing runs in this block's own process.
+    """
     environment = tool_environment(PREFECT_API_URL=api_url)
+    if work_pool is not None:
+        from pipelines.deployments import deploy_to_pool  # noqa: PLC0415 - imports Prefect flows
+
+        deploy_to_pool(params_file, work_pool)
+        yield
+        return
     command = [
         sys.executable,
         "-m",

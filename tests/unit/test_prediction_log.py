@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from loopline.datasets import get_dataset
 from loopline.serving.prediction_log import PredictionLog, read_predictions
 
-CONTRACT = get_dataset("nycflights13").contract
+DATASET = get_dataset("nycflights13")
+CONTRACT = DATASET.contract
 
 
 def _row(i: int, request: str) -> dict:
@@ -30,18 +31,43 @@ def _row(i: int, request: str) -> dict:
     }  # fmt: skip
 
 
-def test_rows_round_trip_with_contract_columns(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
+def test_rows_round_trip_with_contract_columns(store_url: str) -> None:
+    log = PredictionLog(store_url, CONTRACT)
     log.append([_row(i, "r1") for i in range(3)])
-    frame = read_predictions(tmp_path / "p.sqlite")
+    frame = read_predictions(store_url)
     assert len(frame) == 3
     assert {"probability", "carrier", "temp", "shadow_probability"} <= set(frame.columns)
     assert frame["carrier"].tolist() == ["UA"] * 3
-    assert read_predictions(tmp_path / "p.sqlite", since="2026-01-01T00:00:02").shape[0] == 1
+    assert frame["year"].tolist() == [2013] * 3
+    assert read_predictions(store_url, since="2026-01-01T00:00:02").shape[0] == 1
 
 
-def test_a_failed_request_writes_none_of_its_rows(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
+def test_labels_join_their_predictions_and_a_newer_label_replaces_an_older(
+    store_url: str,
+) -> None:
+    keys = list(DATASET.key_columns)
+    log = PredictionLog(store_url, CONTRACT, keys, "late")
+    record = pd.DataFrame({
+        "year": 2013, "month": 1, "day": [1, 2, 3], "carrier": "UA", "flight": [10, 11, 12],
+        "origin": "EWR", "sched_dep_time": 900,
+    })  # fmt: skip
+    log.append([
+        _row(i, "r") | row | {"event_day": f"2013-01-0{row['day']}"}
+        for i, row in enumerate(record.to_dict("records"))
+    ])  # fmt: skip
+    assert log.latest_labeled_day() is None
+    labels = record[keys].assign(late=[1, 0, 1]).iloc[:2]
+    assert log.deliver_labels(labels, "t1") == 2
+    log.deliver_labels(labels.assign(late=[0, 1]).iloc[:1], "t2")  # a correction
+    batch = log.read_batch("2013-01-01", "2013-01-03")
+    assert batch["late"].tolist()[:2] == [0, 0]
+    assert pd.isna(batch["late"].iloc[2])  # not arrived yet
+    assert log.latest_labeled_day().isoformat() == "2013-01-02"
+    assert log.latest_event_day().isoformat() == "2013-01-03"
+
+
+def test_a_failed_request_writes_none_of_its_rows(store_url: str) -> None:
+    log = PredictionLog(store_url, CONTRACT)
     log.append([_row(0, "ok")])
     duplicate = [_row(1, "bad"), _row(0, "ok")]  # second row violates the primary key
     with pytest.raises(sa.exc.IntegrityError):
@@ -66,10 +92,9 @@ def test_writers_queue_on_the_shared_lock_file_and_go_on_when_it_is_released(
 
 WRITER = """
 import sys
-from pathlib import Path
 from loopline.datasets import get_dataset
 from loopline.serving.prediction_log import PredictionLog
-log = PredictionLog(Path(sys.argv[1]), get_dataset("nycflights13").contract)
+log = PredictionLog(sys.argv[1], get_dataset("nycflights13").contract)
 print("ready", flush=True)
 for request in range(100000):
     log.append([{"prediction_id": f"{request}-{i}", "request_id": str(request),
@@ -78,10 +103,10 @@ for request in range(100000):
 """
 
 
-def test_a_killed_writer_leaves_only_whole_requests(tmp_path: Path) -> None:
-    """SIGKILL in the middle of writing: the file opens, and every request has all 50 rows."""
-    path = tmp_path / "p.sqlite"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE)
+def test_a_killed_writer_leaves_only_whole_requests(store_url: str) -> None:
+    """SIGKILL in the middle of writing: the store opens, every request has all 50 rows."""
+    path = store_url
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path], stdout=subprocess.PIPE)
     assert writer.stdout.readline().strip() == b"ready"
     time.sleep(1.5)
     os.kill(writer.pid, signal.SIGKILL)

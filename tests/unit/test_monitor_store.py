@@ -1,0 +1,45 @@
+"""The monitor's state: the same behaviour on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from loopline.monitoring.decision import BatchOutcome, Decision
+from loopline.monitoring.store import MonitorStore
+
+
+def _batch(week: int, drift: float = 0.0) -> BatchOutcome:
+    first = dt.date(2013, 7, 1) + dt.timedelta(weeks=week)
+    return BatchOutcome(
+        batch_id=f"w{week}", first_day=first, last_day=first + dt.timedelta(days=6), rows=700,
+        labeled_rows=700, model_version="1", drift_share=drift, drifted_columns=[],
+        reported_drifted_columns=[], mean_probability=0.3, quality=0.7, baseline=0.72,
+        metrics={"roc_auc": 0.7}, incidents=[],
+    )  # fmt: skip
+
+
+def test_batches_are_kept_by_data_time_and_a_remeasured_batch_replaces_its_row(
+    store_url: str,
+) -> None:
+    store = MonitorStore(store_url)
+    for week in (2, 0, 1):  # measured out of order
+        store.save_batch(_batch(week))
+    store.save_batch(_batch(1, drift=0.5))  # the same batch measured again
+    history = MonitorStore(store_url).history(limit=2)  # a second process sees the same
+    assert [b.batch_id for b in history] == ["w1", "w2"]
+    assert history[0].drift_share == 0.5
+    assert history[0] == _batch(1, drift=0.5)
+
+
+def test_decisions_append_and_the_latest_trigger_day_is_found(store_url: str) -> None:
+    store = MonitorStore(store_url)
+    assert store.last_trigger_day() is None
+    first = store.save_decision(
+        Decision(True, "drift", "w0", ["w0"], {"k": 1}), dt.date(2013, 7, 7)
+    )
+    store.save_decision(Decision(False, "cooldown", "w1", [], {}), dt.date(2013, 7, 14))
+    assert store.last_trigger_day() == dt.date(2013, 7, 7)
+    decisions = store.decisions()
+    assert [d["reason"] for d in decisions] == ["drift", "cooldown"]
+    assert decisions[0]["decision_id"] == first
+    assert decisions[0]["detail"] == {"flagged": ["w0"], "numbers": {"k": 1}}
