@@ -188,6 +188,27 @@ def up(
         raise _fail(error) from None
 
 
+@app.command(name="mlp-node")
+def mlp_node(
+    node_rank: Annotated[int, typer.Option(help="This machine's node rank, 1..mlp.nnodes-1.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Join a multi-node MLP training as one of its other nodes (node 0 runs `dvc repro`).
+
+    Needs the same featurize outputs here (`dvc pull`) and `train.mlp.rdzv_endpoint`
+    reachable; runs `train.mlp.nproc_per_node` processes until the training ends.
+    """
+    from loopline.models.mlp_launch import join_training  # noqa: PLC0415 - imports torch
+
+    settings = load_params(params)
+    root = params.resolve().parent
+    try:
+        join_training(settings.paths.rooted(root).features, settings.train.mlp, settings.seed,
+                      node_rank, env={})  # fmt: skip
+    except LooplineError as error:
+        raise _fail(error) from None
+
+
 @app.command()
 def monitor(
     params: ParamsOption = Path("params.yaml"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ import torch
 from loopline.config import MLPParams, Params
 from loopline.evaluation import classification_metrics
 from loopline.models.base import load_feature_sets
-from loopline.models.mlp_launch import train_mlp
+from loopline.models.mlp_launch import join_training, train_mlp
 from loopline.models.mlp_train import lr_lambda
+from loopline.orchestration import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -74,11 +76,7 @@ def test_without_dropout_two_processes_train_the_same_weights_as_one(
     training rows, each global batch is the same rows in 1 and 2 processes and DDP's
     averaged gradient is the full batch's, so the weights agree up to float rounding.
     (With dropout each process draws its own masks: then only the quality agrees, above.)"""
-    features = tmp_path / "features"
-    shutil.copytree(small_features_dir, features)
-    train_file = features / "features" / "train.parquet"
-    train = pd.read_parquet(train_file)
-    train.iloc[: len(train) // 2 * 2].to_parquet(train_file, index=False)
+    features = _even_rows(small_features_dir, tmp_path / "features")
     plain = mlp_params.model_copy(update={"dropout": 0.0, "max_epochs": 3, "patience": 3})
     one, one_meta = _train(features, tmp_path / "one", plain, fast_params.seed)
     two, two_meta = _train(
@@ -88,6 +86,39 @@ def test_without_dropout_two_processes_train_the_same_weights_as_one(
     assert one_meta["epochs_run"] == two_meta["epochs_run"] == 3
     for name, tensor in one.state.items():
         torch.testing.assert_close(two.state[name], tensor, rtol=0, atol=1e-4, msg=name)
+
+
+def _even_rows(features_dir: Path, copy: Path) -> Path:
+    """A copy of the feature sets with an even number of training rows (whole batches
+    split evenly across 2 processes)."""
+    shutil.copytree(features_dir, copy)
+    train_file = copy / "features" / "train.parquet"
+    train = pd.read_parquet(train_file)
+    train.iloc[: len(train) // 2 * 2].to_parquet(train_file, index=False)
+    return copy
+
+
+def test_two_nodes_train_the_same_model_as_one_process(
+    small_features_dir: Path, tmp_path: Path, mlp_params: MLPParams, fast_params: Params
+) -> None:
+    """Multi-node torchrun as on two machines: two launches, `--nnodes 2 --node_rank 0/1`,
+    one c10d rendezvous endpoint, gloo. Same best epoch and metrics as one process."""
+    features = _even_rows(small_features_dir, tmp_path / "features")
+    plain = mlp_params.model_copy(update={"dropout": 0.0, "max_epochs": 4, "patience": 2})
+    one, one_meta = _train(features, tmp_path / "one", plain, fast_params.seed)
+    nodes = plain.model_copy(update={"nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}"})
+    with ThreadPoolExecutor(1) as other_machine:
+        node_1 = other_machine.submit(
+            join_training, features, nodes, fast_params.seed, 1, {"OMP_NUM_THREADS": "1"}
+        )
+        two, two_meta = _train(features, tmp_path / "two", nodes, fast_params.seed)
+        node_1.result(timeout=300)
+    assert two_meta["throughput"]["world_size"] == 2
+    assert two_meta["best_epoch"] == one_meta["best_epoch"]
+    one_metrics = _valid_metrics(one, features)
+    two_metrics = _valid_metrics(two, features)
+    for name in ("roc_auc", "pr_auc", "log_loss", "brier"):
+        assert abs(one_metrics[name] - two_metrics[name]) < 1e-3, (name, one_metrics, two_metrics)
 
 
 def test_same_seed_repeats_the_cpu_run_exactly(

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,8 +26,15 @@ from loopline.models.mlp import CHECKPOINT_FILE, WEIGHTS_FILE, MLPClassifier, sh
 log = logging.getLogger(__name__)
 
 
-def torchrun_command(features_dir: Path, out_dir: Path, params: MLPParams, seed: int) -> list[str]:
-    """The torchrun invocation for `params` (standalone rendezvous on a single node)."""
+def torchrun_command(
+    features_dir: Path, out_dir: Path, params: MLPParams, seed: int, node_rank: int = 0
+) -> list[str]:
+    """The torchrun invocation for `params` on one node.
+
+    One node: a standalone rendezvous. Several (`params.nnodes`): every node runs this
+    with its own `node_rank` and the same c10d rendezvous endpoint (node 0's address);
+    global rank 0, on node 0, writes the checkpoint.
+    """
     launcher = [
         sys.executable,
         "-m",
@@ -38,6 +46,7 @@ def torchrun_command(features_dir: Path, out_dir: Path, params: MLPParams, seed:
     else:
         launcher += [
             f"--nnodes={params.nnodes}",
+            f"--node_rank={node_rank}",
             "--rdzv_backend=c10d",
             f"--rdzv_endpoint={params.rdzv_endpoint}",
         ]
@@ -55,7 +64,10 @@ def torchrun_command(features_dir: Path, out_dir: Path, params: MLPParams, seed:
 def train_mlp(
     features_dir: Path, out_dir: Path, params: MLPParams, seed: int, env: Mapping[str, str]
 ) -> tuple[MLPClassifier, dict]:
-    """Run DDP training under torchrun; return the estimator and its checkpoint's metadata."""
+    """Run DDP training under torchrun; return the estimator and its checkpoint's metadata.
+
+    This is node 0; with `params.nnodes` > 1 the other nodes join with `join_training`.
+    """
     command = torchrun_command(features_dir, out_dir, params, seed)
     log.info("launching: %s", " ".join(command[:8]) + " ...")
     result = subprocess.run(command, env={**os.environ, **env}, check=False)
@@ -68,3 +80,23 @@ def train_mlp(
     estimator = MLPClassifier(shape, state, logit_offset=checkpoint["logit_offset"])
     meta = {k: checkpoint[k] for k in ("best_epoch", "epochs_run", "history", "throughput")}
     return estimator, meta
+
+
+def join_training(
+    features_dir: Path, params: MLPParams, seed: int, node_rank: int, env: Mapping[str, str]
+) -> None:
+    """Run node `node_rank` (1..nnodes-1) of a multi-node training until it ends.
+
+    Its processes train with node 0's (data-parallel shards of the same batches); the
+    checkpoint is node 0's, so this node writes nothing of its own.
+    """
+    if not 0 < node_rank < params.nnodes:
+        raise LooplineError(
+            f"node_rank {node_rank}: expected 1..{params.nnodes - 1} "
+            f"(mlp.nnodes is {params.nnodes}; node 0 runs the train stage)"
+        )
+    with tempfile.TemporaryDirectory(prefix="ddp-node-") as scratch:
+        command = torchrun_command(features_dir, Path(scratch), params, seed, node_rank)
+        result = subprocess.run(command, env={**os.environ, **env}, check=False)
+    if result.returncode != 0:
+        raise LooplineError(f"torchrun (node {node_rank}) exited with {result.returncode}")
