@@ -157,6 +157,9 @@ class XGBoostParams(Section):
     max_cat_to_onehot: int = Field(ge=1)
     early_stopping_rounds: int = Field(ge=1)
     device: Literal["auto", "cpu", "cuda"]
+    engine: Literal["local", "dask"]  # dask: xgboost.dask over a Dask cluster
+    scheduler: str | None  # dask: a scheduler address (tcp://host:8786); None: a local cluster
+    dask_workers: int = Field(ge=1, le=64)  # ... of this many single-threaded workers
 
 
 class MLPParams(Section):

@@ -68,8 +68,10 @@ def tracking_uri_at(uri: str, root: Path) -> str:
 def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
     """Point MLflow at the configured store and its experiment, which new runs then join.
 
-    The experiment is created with its artifact root if new. Relative paths are resolved
-    against `root`. Returns the experiment id.
+    A new experiment of a local store gets `params.artifact_root`; on a tracking server
+    (http://...) artifacts go to the server's own store (`mlflow server
+    --artifacts-destination`), shared by every client. Relative paths are resolved against
+    `root`. Returns the experiment id.
     """
     uri = tracking_uri_at(params.tracking_uri, root)
     mlflow.set_tracking_uri(uri)
@@ -77,6 +79,8 @@ def configure_mlflow(params: MlflowParams, root: Path = Path()) -> str:
     experiment = mlflow.get_experiment_by_name(params.experiment)
     if experiment is not None:
         experiment_id = experiment.experiment_id
+    elif uri.startswith(("http://", "https://")):
+        experiment_id = mlflow.create_experiment(params.experiment)
     else:
         artifacts = (root / params.artifact_root).resolve()
         artifacts.mkdir(parents=True, exist_ok=True)

@@ -51,32 +51,43 @@ def resolve_device(requested: str) -> str:
     return "cuda" if has_cuda_build and has_gpu else "cpu"
 
 
+def _settings(params: XGBoostParams, seed: int) -> dict:
+    """The booster's settings, the same on one process and on Dask."""
+    return {
+        "n_estimators": params.n_estimators,
+        "learning_rate": params.learning_rate,
+        "max_depth": params.max_depth,
+        "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
+        "reg_lambda": params.reg_lambda,
+        "max_cat_to_onehot": params.max_cat_to_onehot,
+        "early_stopping_rounds": params.early_stopping_rounds,
+        "tree_method": "hist",
+        "enable_categorical": True,
+        "eval_metric": "logloss",
+        "device": resolve_device(params.device),
+        "random_state": seed,
+    }
+
+
 def train(data: FeatureSets, params: XGBoostParams, seed: int) -> Pipeline:
-    """Fit on train, stop when validation log loss has not improved for a while."""
+    """Fit on train, stop when validation log loss has not improved for a while.
+
+    `params.engine` picks where: this process, or the workers of a Dask cluster (each
+    holds a share of the rows; histograms are summed across them). Either way the result
+    is the same kind of fitted `XGBClassifier`, compiled and served the same way.
+    """
     categories = AsCategories({c: data.tables.cardinalities[c] for c in data.categorical})
-    model = xgboost.XGBClassifier(
-        n_estimators=params.n_estimators,
-        learning_rate=params.learning_rate,
-        max_depth=params.max_depth,
-        min_child_weight=params.min_child_weight,
-        subsample=params.subsample,
-        colsample_bytree=params.colsample_bytree,
-        reg_lambda=params.reg_lambda,
-        max_cat_to_onehot=params.max_cat_to_onehot,
-        early_stopping_rounds=params.early_stopping_rounds,
-        tree_method="hist",
-        enable_categorical=True,
-        eval_metric="logloss",
-        device=resolve_device(params.device),
-        random_state=seed,
-        n_jobs=None,
-    )
-    model.fit(
-        categories.transform(data.x["train"]),
-        data.y["train"],
-        eval_set=[(categories.transform(data.x["valid"]), data.y["valid"])],
-        verbose=False,
-    )
+    train_x, valid_x = categories.transform(data.x["train"]), categories.transform(data.x["valid"])
+    if params.engine == "dask":
+        from loopline.models.xgb_dask import fit_on_dask  # noqa: PLC0415 - dask loads on demand
+
+        model = fit_on_dask(_settings(params, seed), params, (train_x, data.y["train"]),
+                            (valid_x, data.y["valid"]))  # fmt: skip
+    else:
+        model = xgboost.XGBClassifier(**_settings(params, seed), n_jobs=None)
+        model.fit(train_x, data.y["train"], eval_set=[(valid_x, data.y["valid"])], verbose=False)
     log.info(
         "xgboost: best validation loss at tree %d of at most %d",
         model.best_iteration + 1,
