@@ -123,10 +123,10 @@ def _runner(cwd: Path):
     return run
 
 
-def run_in_project(project: Path, api_url: str, *command: str) -> str:
+def run_in_project(project: Path, api_url: str, *command: str, **env: str) -> str:
     """Run a tool in a test project against this Prefect server; its stdout (must succeed)."""
     result = subprocess.run(
-        command, cwd=project, env=tool_env(PREFECT_API_URL=api_url), capture_output=True,
+        command, cwd=project, env=tool_env(PREFECT_API_URL=api_url, **env), capture_output=True,
         text=True, timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

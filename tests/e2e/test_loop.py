@@ -6,10 +6,13 @@ the deployment runs one retrain at a time, and the user's checkout stays untouch
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -24,6 +27,7 @@ from loopline.orchestration import free_port
 from loopline.registry import Registry
 from loopline.replay import Replay, write_report
 from loopline.services import bento_service, deployment_runner
+from loopline.team import team_servers
 from loopline.tracking import configure_mlflow
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
@@ -79,37 +83,70 @@ def _with_an_arrival_meltdown(tables: dict) -> dict:
     return {**tables, "flights": flights}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefect_api: str) -> Path:
+@dataclass(frozen=True)
+class Setup:
+    """A test project and where its loop runs: its own files, or the team servers."""
+
+    project: Path
+    params_file: Path  # params.yaml, or the team file pointed at the servers
+    api_url: str
+    work_pool: str | None  # team mode: retrains run on the pool's worker
+
+    def configure_mlflow(self) -> None:
+        configure_mlflow(load_params(self.params_file).mlflow, root=self.project)
+
+
+@pytest.fixture(scope="module", params=["embedded", "team"])
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, small_tables: dict
+) -> Iterator[Setup]:
+    """The project after `dvc repro` and a commit, in either profile. Team: PostgreSQL
+    from the wheel, MLflow and Prefect servers on it, a worker, the Evidently service."""
     raw = fast_params_dict()  # the registry section is the project's own rule, unchanged
     raw["monitor"].update({"k": 1, "n": 1, "cooldown_days": 30, "min_batch_rows": 50})
     raw["serve"].update({"poll_seconds": 1})
+    raw["team"]["ports"] = dict.fromkeys(raw["team"]["ports"], 0)  # free ports
     project = make_project(
-        tmp_path_factory.mktemp("loop"),
+        tmp_path_factory.mktemp(f"loop-{request.param}"),
         _with_an_arrival_meltdown(_with_drift_from_july(small_tables)),
         raw,
     )
-    run_in_project(project, prefect_api, sys.executable, "-m", "dvc", "repro")
-    run_in_project(project, prefect_api, "git", "add", "-A")  # the user commits the result
-    run_in_project(project, prefect_api, "git", "commit", "-q", "-m", "pipeline run")
-    return project
+    with contextlib.ExitStack() as stack:
+        if request.param == "team":
+            servers = stack.enter_context(team_servers(project / "params.yaml"))
+            found = Setup(
+                project, servers.params_file, servers.prefect_api, raw["team"]["work_pool"]
+            )
+        else:
+            api_url = request.getfixturevalue("prefect_api")
+            found = Setup(project, project / "params.yaml", api_url, None)
+        run_in_project(project, found.api_url, sys.executable, "-m", "dvc", "repro",
+                       LOOPLINE_PARAMS=str(found.params_file))  # fmt: skip
+        run_in_project(project, found.api_url, "git", "add", "-A")  # the user commits the result
+        run_in_project(project, found.api_url, "git", "commit", "-q", "-m", "pipeline run")
+        yield found
 
 
 @pytest.fixture(scope="module")
-def loop(project: Path, prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def project(setup: Setup) -> Path:
+    return setup.project
+
+
+@pytest.fixture(scope="module")
+def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Four replayed weeks with the service and the deployments up, then two retrain
     triggers fired at once (the weekly schedule and a manual run, say)."""
     tmp = tmp_path_factory.mktemp("loop-run")
-    params_file = project / "params.yaml"
+    params_file, api_url = setup.params_file, setup.api_url
     with (
-        temporary_settings(updates={PREFECT_API_URL: prefect_api}),
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
         bento_service(
             params_file, "127.0.0.1", free_port(), tmp / "service.log",
             BENTOML_HOME=str(tmp / "bento"),
         ) as url,
-        deployment_runner(params_file, prefect_api, tmp / "deployments.log"),
+        deployment_runner(params_file, api_url, tmp / "deployments.log", setup.work_pool),
     ):  # fmt: skip
-        story = Replay(params_file, url, prefect_api).run(DRIFT_FROM, dt.date(2013, 7, 28), 14)
+        story = Replay(params_file, url, api_url).run(DRIFT_FROM, dt.date(2013, 7, 28), 14)
         runs = [
             run_deployment(
                 "retrain/loopline-retrain",
@@ -138,14 +175,14 @@ def _wait_until_final(flow_run_id: object, timeout_s: float = 900) -> dict:
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout_s} s")
 
 
-def _ledger(project: Path) -> list[dict]:
-    params = load_params(project / "params.yaml")
-    configure_mlflow(params.mlflow, root=project)
-    return Registry.rooted(params.registry, project).ledger.entries()
+def _ledger(setup: Setup) -> list[dict]:
+    setup.configure_mlflow()
+    params = load_params(setup.params_file)
+    return Registry.rooted(params.registry, setup.project).ledger.entries()
 
 
 def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(
-    project: Path, loop: dict
+    setup: Setup, loop: dict
 ) -> None:
     story = loop["story"]
     first, second = story["periods"]
@@ -158,18 +195,16 @@ def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(
     assert not second["triggered"]  # still drifted, but within the cooldown
     assert "cooldown" in second["decision"]
 
-    decision = next(e for e in _ledger(project) if e["version"] == "2")
+    decision = next(e for e in _ledger(setup) if e["version"] == "2")
     assert decision["action"] == "promote"
     assert decision["faced"] == decision["previous_champion"] == "1"
     checks = "\n".join(decision["checks"])
     # judged on the retrain's test days (the newest labels), which neither model has used
     assert "PASS window: 2013-07-01..2013-07-14" in checks, checks
-    assert (
-        decision["difference"]["difference"] >= load_params(project / "params.yaml").registry.margin
-    )
+    assert decision["difference"]["difference"] >= load_params(setup.params_file).registry.margin
     assert retrain["decision"]["window"].startswith("2013-07-01..2013-07-14")
 
-    configure_mlflow(load_params(project / "params.yaml").mlflow, root=project)
+    setup.configure_mlflow()
     runs = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`loopline.retrain.outcome` = 'promote'"
     )
@@ -181,7 +216,7 @@ def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(
 
 
 def test_two_triggers_at_once_retrain_once_and_the_second_says_why(
-    project: Path, loop: dict
+    setup: Setup, loop: dict
 ) -> None:
     """The deployment's concurrency limit queues the second run until the first is done;
     it then finds no labels the first has not used, and ends without retraining."""
@@ -190,15 +225,15 @@ def test_two_triggers_at_once_retrain_once_and_the_second_says_why(
     assert second["run"].state.is_completed(), second["state_names"]
     assert "AwaitingConcurrencySlot" in second["state_names"], second["state_names"]
     assert second["run"].start_time >= first["run"].end_time  # never two at once
-    configure_mlflow(load_params(project / "params.yaml").mlflow, root=project)
+    setup.configure_mlflow()
     retrains = mlflow.search_runs(
         search_all_experiments=True, filter_string="attributes.run_name LIKE 'retrain-2013-07-28%'"
     )
     assert len(retrains) == 1  # one retrain for the labels up to 2013-07-28
 
 
-def test_a_retrain_that_does_not_beat_the_champion_is_rejected(project: Path, loop: dict) -> None:
-    decision = next(e for e in _ledger(project) if e["version"] == "3")
+def test_a_retrain_that_does_not_beat_the_champion_is_rejected(setup: Setup, loop: dict) -> None:
+    decision = next(e for e in _ledger(setup) if e["version"] == "3")
     assert decision["action"] == "reject", decision
     assert decision["faced"] == "2"
     # trained on the meltdown, judged after it ended: no better than the floor allows

@@ -116,7 +116,9 @@ def open_project(
         name, description="Loopline: drift and quality of production traffic"
     )
     for tab, panel in _panels(columns):
-        project.dashboard.add_panel(panel, tab=tab)
+        # Evidently's OSS UI service keeps one tab per dashboard: a project there gets
+        # every panel, in the same order, in one tab.
+        project.dashboard.add_panel(panel, tab=None if is_remote(workspace) else tab)
     # Evidently 0.7's add_panel lists a panel twice in a tab that already exists, and the UI
     # then draws it twice: keep each panel once, in order.
     layout = project.dashboard.model()
