@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
+# The params file run, serve and replay read; team mode: PARAMS=params.team.yaml (make team)
+PARAMS ?= params.yaml
 
 # Everything runs offline: no tool of the stack may phone home.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -19,7 +21,7 @@ export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test lint format data ui serve deploy replay clean
+.PHONY: help setup run test lint format data ui team serve deploy replay clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 run: setup  ## the main job: fetch pinned data, run the whole pipeline (dvc repro)
-	$(BIN)/loopline run
+	$(BIN)/loopline run --params $(PARAMS)
 
 test: setup  ## lint, format check and the whole test suite
 	$(BIN)/ruff check .
@@ -55,14 +57,17 @@ data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
 ui: setup  ## the UIs: Prefect :4200, MLflow :5000, Evidently drift dashboard :8000
 	$(BIN)/loopline ui
 
+team: setup  ## team mode: PostgreSQL, MLflow, Prefect + workers, Evidently; writes params.team.yaml
+	$(BIN)/loopline up --profile team --params $(PARAMS)
+
 serve: setup  ## serve the champion with BentoML on http://127.0.0.1:3000 (OpenAPI page at /)
-	$(BIN)/loopline serve
+	$(BIN)/loopline serve --params $(PARAMS)
 
 deploy: setup  ## serve the monitor + retrain deployments (needs a Prefect server: make ui)
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/loopline deploy
 
 replay: setup  ## play Jul-Dec 2013 through the service and the loop; report in replay/
-	$(BIN)/loopline replay
+	$(BIN)/loopline replay --params $(PARAMS)
 
 clean:  ## remove pipeline outputs (not data/, not the venv)
 	rm -rf artifacts .prefect

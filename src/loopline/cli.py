@@ -79,18 +79,23 @@ def run(
     params: ParamsOption = Path("params.yaml"),
     stage: Annotated[str | None, typer.Argument(help="Run only up to this dvc.yaml stage.")] = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run every stage, even those DVC finds up to date.")
+    ] = False,
 ) -> None:
     """Fetch the data, then `dvc repro` with every stage reporting to one Prefect server.
 
     The stages read the `--params` file (params.yaml unless given, such as the team file of
-    `loopline up --profile team`); DVC records params.yaml's values.
+    `loopline up --profile team`); DVC records params.yaml's values, so a first run against
+    other servers needs `--force` where the outputs already exist.
     """
     data(params=params, repin=False)
     settings = load_params(params)
     try:
         with _prefect_api(settings, port) as api_url:
             env = tool_environment(PREFECT_API_URL=api_url, LOOPLINE_PARAMS=str(params.resolve()))
-            command = [sys.executable, "-m", "dvc", "repro", *([stage] if stage else [])]
+            command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []),
+                       *([stage] if stage else [])]  # fmt: skip
             typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
             result = subprocess.run(command, env=env, check=False)
     except LooplineError as error:
