@@ -204,15 +204,19 @@ def small_features_dir(
     dataset: Dataset,
 ) -> Path:
     """What the featurize stage writes, for the slice (examples, features, feature tables)."""
+    return write_features(small_tables, fast_params, dataset, tmp_path_factory.mktemp("features"))
+
+
+def write_features(tables: dict, params: Params, dataset: Dataset, out: Path) -> Path:
+    """The featurize stage's outputs for `tables` into `out`: split, fit, transform, write."""
     from loopline.features import fit_featurizer, split_by_time, write_feature_sets  # noqa: PLC0415
 
-    examples = dataset.build_examples(small_tables, fast_params.dataset)
-    splits = split_by_time(examples, dataset.time_column, fast_params.featurize.split.windows())
+    examples = dataset.build_examples(tables, params.dataset)
+    splits = split_by_time(examples, dataset.time_column, params.featurize.split.windows())
     featurizer = fit_featurizer(
-        splits["train"], dataset=dataset, reference_tables={"planes": small_tables["planes"]},
-        params=fast_params.featurize,
+        splits["train"], dataset=dataset, reference_tables={"planes": tables["planes"]},
+        params=params.featurize,
     )  # fmt: skip
-    out = tmp_path_factory.mktemp("features")
     write_feature_sets(
         out, splits, featurizer, context_columns=[dataset.time_column, dataset.target_column]
     )

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import xgboost
 
-from loopline.config import Params, TrainParams
+from loopline.config import Params, TrainParams, parse_params
 from loopline.datasets.base import Dataset
 from loopline.models.base import load_feature_sets
 from loopline.training import train_family
-from tests.conftest import small_params_dict
+from tests.conftest import small_params_dict, write_features
 
 pytestmark = pytest.mark.slow
 
@@ -49,21 +49,8 @@ def full_features_dir(
     tmp_path_factory: pytest.TempPathFactory, full_tables: dict, dataset: Dataset
 ) -> Path:
     """The featurize stage's output on all of 2013 (the real training set: 109k rows)."""
-    from loopline.config import parse_params  # noqa: PLC0415
-    from loopline.features import fit_featurizer, split_by_time, write_feature_sets  # noqa: PLC0415
-
-    params = parse_params(small_params_dict())
-    examples = dataset.build_examples(full_tables, params.dataset)
-    splits = split_by_time(examples, dataset.time_column, params.featurize.split.windows())
-    featurizer = fit_featurizer(
-        splits["train"], dataset=dataset, reference_tables={"planes": full_tables["planes"]},
-        params=params.featurize,
-    )  # fmt: skip
     out = tmp_path_factory.mktemp("full-features")
-    write_feature_sets(
-        out, splits, featurizer, context_columns=[dataset.time_column, dataset.target_column]
-    )
-    return out
+    return write_features(full_tables, parse_params(small_params_dict()), dataset, out)
 
 
 def test_with_the_project_settings_a_dask_fit_has_the_quality_of_one_process(
