@@ -395,6 +395,12 @@ def ui(
     Prefect shows the flow runs, MLflow the models, Evidently the drift dashboard.
     """
     settings = load_params(params)
+    if settings.prefect.api_url:  # a team file: its servers already serve these UIs
+        raise _fail(LooplineError(
+            f"{params} points at running servers: Prefect {settings.prefect.api_url}, "
+            f"MLflow {settings.mlflow.tracking_uri}, drift {settings.monitor.workspace}; "
+            "open those (`loopline up --profile team` serves them)"
+        ))  # fmt: skip
     root = params.resolve().parent
     servers = ui_servers(settings, root, prefect_port, mlflow_port, evidently_port)
     (root / settings.monitor.workspace).mkdir(parents=True, exist_ok=True)
