@@ -214,7 +214,7 @@ class RegistryParams(Section):
     latency_budget_ms_per_1000: float = Field(gt=0)
     size_budget_mb: float = Field(gt=0)
     dry_run: bool
-    ledger: Path
+    ledger: str  # a JSON-lines file (path), or a database URL (team mode)
     cards: Path
     lock_wait_s: float = Field(gt=0)
     lock_lease_s: float = Field(gt=0)

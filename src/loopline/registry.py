@@ -34,10 +34,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sqlalchemy.engine import URL
 
 from loopline.config import DateWindow, Params, RegistryParams
+from loopline.database import create_engine, database_url
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
 from loopline.promotion import Evidence, GateResult, decide, no_fresh_window
@@ -64,7 +67,7 @@ class ChampionMovedError(RegistryError):
 
 
 class Ledger:
-    """Append-only JSON lines; each append is flushed and fsync'd under an exclusive lock."""
+    """Append-only JSON lines in a file; each append is fsync'd under an exclusive lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -88,6 +91,40 @@ class Ledger:
             with contextlib.suppress(json.JSONDecodeError):
                 entries.append(json.loads(line))
         return entries
+
+
+LEDGER_TABLE = sa.Table(
+    "ledger", sa.MetaData(),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),  # append order
+    sa.Column("entry", sa.Text, nullable=False),  # the decision as JSON
+)  # fmt: skip
+
+
+class TableLedger:
+    """The ledger as rows of a database table: one ledger for every machine (team mode)."""
+
+    def __init__(self, url: URL) -> None:
+        self.engine = create_engine(url)
+        LEDGER_TABLE.metadata.create_all(self.engine)
+
+    def append(self, entry: dict) -> None:
+        """Add one entry, committed before this returns."""
+        with self.engine.begin() as db:
+            db.execute(LEDGER_TABLE.insert(), {"entry": json.dumps(entry, sort_keys=True,
+                                                                   default=str)})  # fmt: skip
+
+    def entries(self) -> list[dict]:
+        """All entries, oldest first."""
+        with self.engine.connect() as db:
+            rows = db.scalars(sa.select(LEDGER_TABLE.c.entry).order_by(LEDGER_TABLE.c.seq))
+            return [json.loads(row) for row in rows]
+
+
+def open_ledger(location: str | Path, root: Path = Path()) -> Ledger | TableLedger:
+    """`registry.ledger`: a JSON-lines file (relative to `root`), or a database URL."""
+    if "://" in str(location):
+        return TableLedger(database_url(location))
+    return Ledger(root / location)
 
 
 def _now() -> str:
@@ -175,17 +212,19 @@ class RegistryLock:
 class Registry:
     """The registered model named in params.yaml (`registry.model_name`)."""
 
-    def __init__(self, params: RegistryParams, client: MlflowClient | None = None) -> None:
+    def __init__(
+        self, params: RegistryParams, client: MlflowClient | None = None, root: Path = Path()
+    ) -> None:
         self.params = params
         self.name = params.model_name
         self.client = client or MlflowClient()
-        self.ledger = Ledger(params.ledger)
+        self.ledger = open_ledger(params.ledger, root)
         self.lock = RegistryLock(self.client, self.name, params.lock_wait_s, params.lock_lease_s)
 
     @classmethod
     def rooted(cls, params: RegistryParams, root: Path) -> Registry:
-        """The registry of a params file in `root`: its relative ledger path resolved there."""
-        return cls(params.model_copy(update={"ledger": root / params.ledger}))
+        """The registry of a params file in `root`: a relative ledger path resolved there."""
+        return cls(params, root=root)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -40,20 +40,19 @@ def moved_split(current: SplitParams, labeled_until: dt.date, params: RetrainPar
 
 
 def shared_state(params: Params, root: Path) -> dict[str, str]:
-    """Settings that point a temporary workspace at `root`'s MLflow store and registry files.
+    """Settings that point a temporary workspace at `root`'s MLflow store and registry.
 
-    Relative paths would resolve inside the temporary copy and be lost with it. The
-    tracking URI is always passed: the experiment starts from params.yaml, and `params`
-    may be another file (team mode's, pointed at a tracking server).
+    All are passed, always: the experiment starts from params.yaml, and `params` may be
+    another file (team mode's, pointed at servers). Relative paths are made absolute (in
+    the temporary copy they would be lost with it); URLs and absolute paths stay as they are.
     """
     overrides = {"mlflow.tracking_uri": tracking_uri_at(params.mlflow.tracking_uri, root)}
-    for key, path in (
+    for key, location in (
         ("mlflow.artifact_root", params.mlflow.artifact_root),
         ("registry.ledger", params.registry.ledger),
         ("registry.cards", params.registry.cards),
     ):
-        if not Path(path).is_absolute():
-            overrides[key] = str(root / path)
+        overrides[key] = str(location) if "://" in str(location) else str(root / location)
     return overrides
 
 

@@ -72,6 +72,7 @@ def team_params(params: dict[str, Any], servers: TeamServers, work_pool: str) ->
         ("mlflow", "tracking_uri"): servers.mlflow,
         ("serve", "prediction_log"): loopline,
         ("monitor", "state"): loopline,
+        ("registry", "ledger"): loopline,
         ("monitor", "workspace"): servers.evidently,
         ("prefect", "api_url"): servers.prefect_api,
         ("prefect", "work_pool"): work_pool,

@@ -76,6 +76,7 @@ def test_the_team_params_file_differs_only_in_where_things_live(team: dict) -> N
     }  # fmt: skip
     assert changed == {
         ("mlflow", "tracking_uri"), ("serve", "prediction_log"), ("monitor", "state"),
+        ("registry", "ledger"),
         ("monitor", "workspace"), ("prefect", "api_url"), ("prefect", "work_pool"),
     }  # fmt: skip
     assert load_params(team["root"] / "params.team.yaml").prefect.work_pool == "loopline"

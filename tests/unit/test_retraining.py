@@ -44,9 +44,11 @@ def test_a_temporary_workspace_is_pointed_at_the_checkouts_shared_state(
         "registry.ledger": str(tmp_path / "registry/ledger.jsonl"),
         "registry.cards": str(tmp_path / "registry/cards"),
     }
+    # A team file's servers: passed as they are (the experiment starts from params.yaml).
     remote = params.mlflow.model_copy(update={"tracking_uri": "http://mlflow.internal:5000"})
-    assert "mlflow.tracking_uri" not in shared_state(
-        params.model_copy(update={"mlflow": remote}), tmp_path
-    )
+    table = params.registry.model_copy(update={"ledger": "postgresql://db.internal/loopline"})
+    team = shared_state(params.model_copy(update={"mlflow": remote, "registry": table}), tmp_path)
+    assert team["mlflow.tracking_uri"] == "http://mlflow.internal:5000"
+    assert team["registry.ledger"] == "postgresql://db.internal/loopline"
     arguments = dvc_overrides(params.featurize.split, shared)
     assert f'mlflow.tracking_uri="sqlite:///{tmp_path}/mlflow.db"' in arguments
