@@ -184,7 +184,8 @@ def up(
     try:
         with team_servers(params) as servers:
             typer.echo(f"team servers up:\n{describe(servers)}\nCtrl-C stops them all.")
-            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+            for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, and kill, even when the
+                signal.signal(stop, signal.default_int_handler)  # shell started us ignoring it
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     signal.pause()
