@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from loopline.config import load_params
@@ -32,8 +34,7 @@ from loopline.tracking import configure_mlflow
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 # The first test of each profile sets up a project, runs dvc repro, replays four weeks and
-# waits for three retrains (about 6 minutes alone on 2 cores): more than the suite's 900 s
-# per test when the machine is shared.
+# waits for three retrains: 6 to 9 minutes on 2 cores, close to the suite's 900 s per test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 MELTDOWN = (dt.date(2013, 5, 15), dt.date(2013, 7, 14))  # one carrier's arrivals collapse
 MELTDOWN_CARRIER, MELTDOWN_MINUTES = "EV", 120
@@ -163,6 +164,11 @@ def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
             for reason in ("schedule", "manual")
         ]
         finished = [_wait_until_final(run.id) for run in runs]
+        # Prefect's event and log workers are one per process, bound to the API they first
+        # sent to: flush them to this profile's server and let the next profile start new
+        # ones (else its monitor's retrain event goes to the other server, and never fires).
+        EventsWorker.drain_all(timeout=30)
+        APILogWorker.drain_all(timeout=30)
     return {"story": story, "triggered_at_once": finished, "tmp": tmp}
 
 
