@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,7 +213,11 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
         versions[version] += 1
     assert versions[old] > 0
     assert versions[new] > 0
-    assert httpx.get(f"{server}/metadata").json()["champion"]["model_version"] == new
+    # /reload swapped the worker it reached; the other API worker swaps at its next poll
+    deadline = time.monotonic() + 10 * serving_world.params.serve.poll_seconds
+    while httpx.get(f"{server}/metadata").json()["champion"]["model_version"] != new:
+        assert time.monotonic() < deadline, "an API worker still serves the old version"
+        time.sleep(0.2)
 
 
 def test_with_an_api_key_and_shadow_mode(
