@@ -26,8 +26,10 @@ from sqlalchemy.engine import URL, Engine, make_url
 from loopline.errors import ConfigError
 
 
-def database_url(location: str | Path, root: Path = Path()) -> URL:
+def database_url(location: URL | str | Path, root: Path = Path()) -> URL:
     """The SQLAlchemy URL of a store setting: a file path (SQLite) or a database URL."""
+    if isinstance(location, URL):
+        return location
     text = str(location)
     if "://" not in text:
         return URL.create("sqlite", database=str((root / text).resolve()))

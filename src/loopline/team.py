@@ -19,7 +19,6 @@ The embedded default keeps every store in a file. Team mode runs, on `team.host`
 from __future__ import annotations
 
 import contextlib
-import logging
 import subprocess
 import sys
 import time
@@ -34,11 +33,10 @@ from sqlalchemy.engine import URL
 
 from loopline.config import Params, TeamParams, load_params
 from loopline.errors import LooplineError
+from loopline.io import atomic_path
 from loopline.orchestration import free_port, tool_environment
 from loopline.postgres import ensure_databases, parse_server_url, postgres_server
 from loopline.services import running_server
-
-log = logging.getLogger(__name__)
 
 DATABASES = ("mlflow", "prefect", "loopline")  # one database per component, one server
 
@@ -54,11 +52,12 @@ class TeamServers:
     params_file: Path | None = None
     health: dict[str, str] = field(default_factory=dict)
 
-    def database(self, name: str) -> str:
+    def database(self, name: str, driver: str = "postgresql+psycopg") -> str:
         """The URL of one component's database, with its password (for a child process)."""
         if self.postgres is None:
             raise LooplineError("PostgreSQL is not running")
-        return self.postgres.set(database=name).render_as_string(hide_password=False)
+        url = self.postgres.set(drivername=driver, database=name)
+        return url.render_as_string(hide_password=False)
 
 
 def _port(wanted: int, host: str) -> int:
@@ -92,9 +91,8 @@ def write_team_params(source: Path, target: Path, servers: TeamServers, work_poo
         "# pointed at the team servers. Regenerated at every start; edit params.yaml instead.\n"
         + yaml.safe_dump(team_params(raw, servers, work_pool), sort_keys=False)
     )
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text)
-    partial.replace(target)
+    with atomic_path(target) as partial:
+        partial.write_text(text)
 
 
 def _health(url: str) -> str:
@@ -152,7 +150,7 @@ def team_servers(params_file: Path) -> Iterator[TeamServers]:
         servers.health["postgres"] = f"accepting {servers.postgres.render_as_string()}"
         servers.prefect_api = _start_prefect(stack, servers, team, home, logs)
         servers.mlflow = _start_mlflow(stack, servers, team, root, logs)
-        servers.evidently = _start_evidently(stack, team, home, logs)
+        servers.evidently = _start_evidently(stack, servers, team, home, logs)
         servers.params_file = root / team.params_file
         write_team_params(params_file, servers.params_file, servers, team.work_pool)
         workers = _start_workers(stack, servers, team, root, logs)
@@ -164,7 +162,7 @@ def team_servers(params_file: Path) -> Iterator[TeamServers]:
 def _start_prefect(stack: contextlib.ExitStack, servers: TeamServers, team: TeamParams,
                    home: Path, logs: Path) -> str:  # fmt: skip
     port = _port(team.ports.prefect, team.host)
-    database = servers.database("prefect").replace("+psycopg", "+asyncpg", 1)  # Prefect's driver
+    database = servers.database("prefect", driver="postgresql+asyncpg")  # Prefect's driver
     env = tool_environment(
         PREFECT_HOME=str(home / "prefect"), PREFECT_API_DATABASE_CONNECTION_URL=database
     )
@@ -194,8 +192,8 @@ def _start_mlflow(stack: contextlib.ExitStack, servers: TeamServers, team: TeamP
     return url
 
 
-def _start_evidently(stack: contextlib.ExitStack, team: TeamParams, home: Path,
-                     logs: Path) -> str:  # fmt: skip
+def _start_evidently(stack: contextlib.ExitStack, servers: TeamServers, team: TeamParams,
+                     home: Path, logs: Path) -> str:  # fmt: skip
     port = _port(team.ports.evidently, team.host)
     workspace = home / "evidently"
     workspace.mkdir(parents=True, exist_ok=True)
@@ -204,6 +202,7 @@ def _start_evidently(stack: contextlib.ExitStack, team: TeamParams, home: Path,
                "--host", team.host, "--port", str(port)]  # fmt: skip
     stack.enter_context(running_server(command, tool_environment(), f"{url}/api/version",
                                        logs / "evidently.log"))  # fmt: skip
+    servers.health["evidently"] = _health(f"{url}/api/version")
     return url
 
 
@@ -238,6 +237,5 @@ def _deploy(servers: TeamServers) -> None:
 def describe(servers: TeamServers) -> str:
     """One line per server: what it is and whether it answers."""
     lines = [f"  {name:<12} {state}" for name, state in servers.health.items()]
-    lines.append(f"  {'evidently':<12} {_health(f'{servers.evidently}/api/version')}")
     lines.append(f"  {'params':<12} {servers.params_file}")
     return "\n".join(lines)

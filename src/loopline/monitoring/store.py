@@ -40,7 +40,7 @@ class MonitorStore:
     """
 
     def __init__(self, location: URL | str | Path, root: Path = Path()) -> None:
-        self.url = location if isinstance(location, URL) else database_url(location, root)
+        self.url = database_url(location, root)
         self.engine = create_engine(self.url)
         with self.engine.begin() as db:
             METADATA.create_all(db)

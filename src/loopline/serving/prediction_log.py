@@ -77,7 +77,7 @@ class PredictionLog:
         target_column: str = "label_true",
         commit_delay_ms: float = 0.0,
     ) -> None:
-        self.url = location if isinstance(location, URL) else database_url(location)
+        self.url = database_url(location)
         self.commit_delay_s = commit_delay_ms / 1000
         self.key_columns = list(key_columns)
         self.target_column = target_column
@@ -233,7 +233,7 @@ def open_prediction_log(params: Params, root: Path, commit_delay_ms: float = 0.0
 
 def read_predictions(location: URL | str | Path, since: str | None = None) -> pd.DataFrame:
     """Logged predictions (optionally those logged at or after `since`, ISO time)."""
-    url = location if isinstance(location, URL) else database_url(location)
+    url = database_url(location)
     query = "SELECT * FROM predictions"
     if since is not None:
         query += " WHERE logged_at >= :since"
