@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -102,7 +103,11 @@ def test_two_nodes_train_the_same_model_as_one_process(
     small_features_dir: Path, tmp_path: Path, mlp_params: MLPParams, fast_params: Params
 ) -> None:
     """Multi-node torchrun as on two machines: two launches, `--nnodes 2 --node_rank 0/1`,
-    one c10d rendezvous endpoint, gloo. Same best epoch and metrics as one process."""
+    one c10d rendezvous endpoint, gloo. Same best epoch and metrics as one process.
+
+    Node 1 joins first, so c10d (which ignores `--node_rank`) makes it global rank 0: the
+    launching node must get the model all the same.
+    """
     features = _even_rows(small_features_dir, tmp_path / "features")
     plain = mlp_params.model_copy(update={"dropout": 0.0, "max_epochs": 4, "patience": 2})
     one, one_meta = _train(features, tmp_path / "one", plain, fast_params.seed)
@@ -111,9 +116,11 @@ def test_two_nodes_train_the_same_model_as_one_process(
         node_1 = other_machine.submit(
             join_training, features, nodes, fast_params.seed, 1, {"OMP_NUM_THREADS": "1"}
         )
+        time.sleep(5)  # the other machine is at the rendezvous first
         two, two_meta = _train(features, tmp_path / "two", nodes, fast_params.seed)
         node_1.result(timeout=300)
     assert two_meta["throughput"]["world_size"] == 2
+    assert two_meta["throughput"]["global_rank"] == 1  # the hard case: rank 0 is elsewhere
     assert two_meta["best_epoch"] == one_meta["best_epoch"]
     one_metrics = _valid_metrics(one, features)
     two_metrics = _valid_metrics(two, features)

@@ -87,8 +87,9 @@ def join_training(
 ) -> None:
     """Run node `node_rank` (1..nnodes-1) of a multi-node training until it ends.
 
-    Its processes train with node 0's (data-parallel shards of the same batches); the
-    checkpoint is node 0's, so this node writes nothing of its own.
+    Its processes train with node 0's (data-parallel shards of the same batches). Every
+    node saves the same model; this one saves into a scratch folder that it then drops, since
+    the train stage on node 0 keeps the copy that counts.
     """
     if not 0 < node_rank < params.nnodes:
         raise LooplineError(

@@ -12,7 +12,11 @@ Read top to bottom, it is the whole training loop:
   * AdamW, linear warm-up then cosine decay, gradient clipping, bf16/fp16 autocast on GPU,
     positive class up-weighted by the negative/positive ratio;
   * validation loss is summed across ranks (all-reduce) every epoch and drives early
-    stopping, so every rank stops at the same epoch; rank 0 alone logs and saves.
+    stopping, so every rank stops at the same epoch;
+  * every rank holds the same weights, so the first process of each node (LOCAL_RANK 0)
+    logs and saves into that node's `--out`: with a c10d rendezvous the global ranks are
+    handed out in order of arrival, not by `--node_rank`, so global rank 0 may well sit on
+    a node that joined, and the node that launched the train stage must still get the model.
 
 Up-weighting positives shifts every logit by log(pos_weight); the saved model subtracts it
 again (`logit_offset`), so its probabilities stay calibrated.
@@ -94,7 +98,7 @@ def sum_across_ranks(*values: float, device: torch.device) -> list[float]:
 
 
 def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on purpose
-    """Train, early-stop, and (rank 0) save the best weights and the history."""
+    """Train, early-stop, and (first process of each node) save the best weights and history."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -114,7 +118,10 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
         torch.cuda.set_device(device)
     else:
         torch.use_deterministic_algorithms(True)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    node_leader = local_rank == 0  # one per node: logs, tracks, saves
+    logging.basicConfig(
+        level=logging.INFO if node_leader else logging.WARNING, format="%(message)s"
+    )
     seed_everything(args.seed)  # identical initial weights on every rank
 
     # -- data: tensors made once, on the device ----------------------------------------------
@@ -169,8 +176,8 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
             torch.cuda.synchronize(device)
 
     tracker = None
-    if rank == 0 and os.environ.get("MLFLOW_RUN_ID"):
-        import mlflow  # noqa: PLC0415 - rank 0 only
+    if node_leader and os.environ.get("MLFLOW_RUN_ID"):
+        import mlflow  # noqa: PLC0415 - the tracking node's leader only
 
         tracker = mlflow
     best = {"loss": math.inf, "epoch": -1, "state": None}
@@ -229,7 +236,7 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
                 "epoch": epoch,
                 "state": copy.deepcopy(model.state_dict()),
             }
-        if rank == 0:
+        if node_leader:
             log.info(
                 "epoch %(epoch)d train %(train_loss).4f valid %(valid_log_loss).4f "
                 "lr %(learning_rate).2e",
@@ -240,8 +247,8 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
         if epoch - best["epoch"] >= params.patience:
             break
 
-    # -- rank 0 saves --------------------------------------------------------------------------
-    if rank == 0:
+    # -- each node's leader saves -------------------------------------------------------------
+    if node_leader:
         total_s = timing["data_s"] + timing["compute_s"]
         state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
         with atomic_path(args.out / WEIGHTS_FILE) as tmp:
@@ -254,6 +261,7 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
             "history": history,
             "throughput": {
                 "world_size": world,
+                "global_rank": rank,  # this node's leader; 0 only if it arrived first
                 "device": str(device),
                 "amp": str(autocast_dtype) if autocast_dtype else "off",
                 "train_rows_per_s": timing["rows"] * world / total_s,
