@@ -63,7 +63,7 @@ def main() -> None:
         raise SystemExit("no CUDA device visible: this benchmark compares GPU with CPU")
     os.chdir(ROOT)
     params = load_params(ROOT / "params.yaml")
-    data = load_feature_sets(params.paths.features, "late")
+    data = load_feature_sets(params.paths.features)
     gpus = torch.cuda.device_count()
     cpu_env = {
         "CUDA_VISIBLE_DEVICES": "",

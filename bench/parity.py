@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from loopline.config import load_params
-from loopline.datasets import get_dataset
 from loopline.models.base import load_feature_sets
 from loopline.models.mlp_launch import train_mlp
 from loopline.scoring.scorer import PARITY_TOLERANCE, SCORER_DIR, load_scorer
@@ -33,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     """Print a JSON table: rows, max |difference|, label mismatches per family."""
     params = load_params(ROOT / "params.yaml")
-    dataset = get_dataset(params.dataset.name)
-    data = load_feature_sets(params.paths.features, dataset.target_column)
+    data = load_feature_sets(params.paths.features)
     test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -32,12 +32,10 @@ assert r.success
 from loopline.config import load_params
 from loopline.datasets import get_dataset
 from loopline.datasets.base import read_tables
-from loopline.features import fit_featurizer, split_by_time
+from loopline.features import build_feature_sets
 p = load_params(); d = get_dataset(p.dataset.name)
 t = read_tables(p.paths.data, d.contract)
-s = split_by_time(d.build_examples(t, p.dataset), d.time_column, p.featurize.split.windows())
-f = fit_featurizer(s["train"], dataset=d, reference_tables={"planes": t["planes"]},
-                   params=p.featurize)
+s, f = build_feature_sets(t, d, p)
 for frame in s.values():
     f.transform(frame[d.record_columns()])
 """,

@@ -48,7 +48,7 @@ def main() -> None:
         for fraction in FRACTIONS:
             folder = Path(scratch) / f"f{fraction}"
             subset_features(params.paths.features, fraction, params.seed, folder)
-            data = load_feature_sets(folder, "late")
+            data = load_feature_sets(folder)
             for family in CLASSIC:
                 started = time.perf_counter()
                 train_family(family, data, params.train, seed=params.seed, record_columns=[])
@@ -77,7 +77,7 @@ def main() -> None:
                 }
             )
         ddp = []
-        data = load_feature_sets(params.paths.features, "late")
+        data = load_feature_sets(params.paths.features)
         for processes in (1, 2):
             mlp = params.train.mlp.model_copy(update={"nproc_per_node": processes})
             out = Path(scratch) / f"ddp{processes}"

@@ -72,7 +72,7 @@ def _rss_mib() -> float:
 def fit(engine: str, features: Path, workers: int) -> dict:
     """One fit in this process; its time, quality and memory."""
     params = load_params()
-    data = load_feature_sets(features, "late")
+    data = load_feature_sets(features)
     settings = params.train.xgboost.model_copy(update={"engine": engine})
     result: dict = {"engine": engine, "train_rows": len(data.y["train"])}
     cluster = None

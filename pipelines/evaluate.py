@@ -1,4 +1,4 @@
-"""evaluate stage: every candidate scored on the same held-out test window.
+"""evaluate stage: every candidate scored on the same held-out test split.
 
 Each model is scored as it will be served: by its compiled scorer, from the raw test
 records through its own feature tables, at the threshold it chose on validation. Writes
@@ -29,7 +29,9 @@ def score(family: str, params: Params, test: pd.DataFrame) -> dict[str, float]:
     labels = test[dataset.target_column].to_numpy()
     proba = scorer.score_frame(test)["probability"].to_numpy()
     threshold = scorer.threshold
-    for name, frame in curves(labels, proba, threshold, params.evaluate.curve_points).items():
+    names = (dataset.wording.negative, dataset.wording.positive)
+    drawn = curves(labels, proba, threshold, names, params.evaluate.curve_points)
+    for name, frame in drawn.items():
         with atomic_path(params.paths.evaluation / "plots" / name / f"{family}.csv") as tmp:
             frame.to_csv(tmp, index=False)
     return classification_metrics(labels, proba, threshold)
@@ -45,7 +47,7 @@ def evaluate(params_path: Path | None = None) -> None:
     table = comparison_table(results, params.registry.primary_metric)
     with atomic_path(params.paths.evaluation / "comparison.md") as tmp:
         tmp.write_text(table + "\n")
-    get_run_logger().info("test window %s\n%s", params.featurize.split.test, table)
+    get_run_logger().info("test split %s\n%s", params.featurize.split.test, table)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""featurize stage: join, split by time, fit the shared featurizer, write feature sets.
+"""featurize stage: join, split, fit the shared featurizer, write feature sets.
 
-Outputs under `paths.featurize`: `examples/<split>.parquet` (raw records + time + target,
-what serving receives), `features/<split>.parquet` (model-ready), `featurizer.json`;
-split sizes and class balance go to `metrics/featurize.json`.
+The split is by date windows for a dataset with a time column, else seeded and stratified
+fractions (`featurize.split`). Outputs under `paths.featurize`:
+`examples/<split>.parquet` (raw records + time if any + target, what serving receives),
+`features/<split>.parquet` (model-ready), `featurizer.json`; split sizes and class
+balance go to `metrics/featurize.json`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from loopline.datasets.base import read_tables
 from loopline.features import (
     FeatureTables,
     fit_featurizer,
-    split_by_time,
+    split_examples,
     split_summary,
     write_feature_sets,
 )
@@ -28,23 +30,18 @@ from loopline.orchestration import run_stage
 
 @task
 def build_splits(params: Params) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Join the raw tables into examples and cut them into time windows."""
+    """Join the raw tables into examples and split them into train, valid and test."""
     dataset = get_dataset(params.dataset.name)
     tables = read_tables(params.paths.data, dataset.contract)
     examples = dataset.build_examples(tables, params.dataset)
-    splits = split_by_time(examples, dataset.time_column, params.featurize.split.windows())
-    return splits, tables
+    return split_examples(examples, dataset, params), tables
 
 
 @task
 def fit(params: Params, train: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> FeatureTables:
-    """Fit the featurizer on the training window."""
+    """Fit the featurizer on the training split."""
     dataset = get_dataset(params.dataset.name)
-    spec = dataset.feature_spec(params.featurize)
-    references = {lookup.table: tables[lookup.table] for lookup in spec.lookups}
-    return fit_featurizer(
-        train, dataset=dataset, reference_tables=references, params=params.featurize
-    )
+    return fit_featurizer(train, dataset=dataset, tables=tables, params=params)
 
 
 @task
@@ -53,14 +50,9 @@ def write_outputs(
 ) -> dict:
     """Write examples, features, the fitted featurizer and the split metrics."""
     dataset = get_dataset(params.dataset.name)
-    write_feature_sets(
-        params.paths.features,
-        splits,
-        featurizer,
-        context_columns=[dataset.time_column, dataset.target_column],
-    )
+    write_feature_sets(params.paths.features, splits, featurizer, dataset)
     metrics = {
-        "splits": split_summary(splits, dataset.time_column, dataset.target_column),
+        "splits": split_summary(splits, dataset),
         "features": {
             "numeric": len(featurizer.numeric_features),
             "categorical": len(featurizer.categorical_features),
@@ -72,7 +64,7 @@ def write_outputs(
 
 @flow(name="featurize")
 def featurize(params_path: Path | None = None) -> None:
-    """Turn validated raw tables into time-split, model-ready feature sets."""
+    """Turn validated raw tables into split, model-ready feature sets."""
     params = load_params(params_file(params_path))
     splits, tables = build_splits(params)
     featurizer = fit(params, splits["train"], tables)

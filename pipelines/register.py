@@ -91,8 +91,9 @@ def register(params_path: Path | None = None) -> None:
     version, family, test_metrics = register_best(params, registry)
     gate, decision = decide(params, registry, version)
     tags = registry.client.get_model_version(registry.name, version).tags
+    wording = get_dataset(params.dataset.name).wording
     card = render_card(
-        CardFacts(registry.name, version, family, tags, test_metrics, decision, gate)
+        CardFacts(registry.name, version, family, tags, test_metrics, decision, gate, wording)
     )
     out = params.paths.registration
     for path in (out / "model_card.md", params.registry.cards / f"{registry.name}-v{version}.md"):

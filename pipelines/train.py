@@ -46,8 +46,7 @@ from loopline.training import FAMILIES, TrainedFamily, is_timing, train_family
 @task(task_run_name="fit-{family}")
 def fit(family: str, params: Params, run_id: str) -> TrainedFamily:
     """Train the family (the MLP under torchrun, reporting epochs to this MLflow run)."""
-    dataset = get_dataset(params.dataset.name)
-    data = load_feature_sets(params.paths.features, dataset.target_column)
+    data = load_feature_sets(params.paths.features)
     env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
 
     def mlp_run(mlp_params: MLPParams):  # noqa: ANN202

@@ -1,6 +1,6 @@
 """Loopline's prediction service (BentoML): the registry's champion behind a typed API.
 
-`bentoml serve serving.service:LateArrivalAPI` starts it. The public `LateArrivalAPI`
+`bentoml serve serving.service:PredictionAPI` starts it. The public `PredictionAPI`
 validates requests against the schema generated from the data contract, gives each
 request and prediction an id, logs every prediction durably (group commit) before it
 answers, and returns probability, label, model name and version. API key, body-size,
@@ -17,7 +17,7 @@ The champion is scored by its compiled scorer (`loopline.scoring`): NumPy featur
 safe-format estimator, well under a millisecond per record. `serve.batching` picks where:
 
 * `false`: in each API worker's own process (`serve.workers` of them), no internal hop;
-* `true`: in the internal `LateArrivalModel` service, whose `score` is a BentoML batchable
+* `true`: in the internal `PredictionModel` service, whose `score` is a BentoML batchable
   API: records of concurrent requests are merged into one model call (adaptive batching).
 
 Either way the scorer follows the `champion` alias (polling, or at once on /reload) and,
@@ -64,7 +64,9 @@ SETTINGS = load_params(PARAMS_FILE)
 SERVE = SETTINGS.serve
 DATASET = get_dataset(SETTINGS.dataset.name)
 RECORD_FIELDS = DATASET.record_fields()
-REQUEST = RequestSchema.of(DATASET.contract, SERVE.max_records_per_request)
+REQUEST = RequestSchema.of(
+    DATASET.contract, SERVE.max_records_per_request, DATASET.record_type_name
+)
 SCORE_ATTEMPTS = 3
 CONNECTION_CLOSED = "Connection closed."  # aiohttp's message when a session closes mid-read
 log = logging.getLogger("loopline.serving")
@@ -99,7 +101,7 @@ KEEP_CONNECTION = {"max_requests": 2**31 - 1, "max_age": 365 * 86400.0}
 @bentoml.service(
     name="loopline-model", workers=1, traffic={"timeout": 60}, runner_connection=KEEP_CONNECTION
 )
-class LateArrivalModel:
+class PredictionModel:
     """Scores records with adaptive batching (started only when `serve.batching` is on)."""
 
     def __init__(self) -> None:
@@ -134,11 +136,11 @@ class LateArrivalModel:
     metrics={"enabled": SERVE.metrics},
     logging={"access": {"enabled": SERVE.access_log}},
 )
-class LateArrivalAPI:
+class PredictionAPI:
     """The public prediction API (its HTTP routes are `routes` below)."""
 
     if SERVE.batching:
-        model = bentoml.depends(LateArrivalModel)
+        model = bentoml.depends(PredictionModel)
 
     def __init__(self) -> None:
         self.holder = None if SERVE.batching else _holder()
@@ -233,7 +235,7 @@ def _failure(error: BentoMLException) -> Response:
     },
 )
 async def predict(request: Request) -> Response:
-    """Probability that each flight arrives 15+ minutes late, with the model's label."""
+    """Each record's probability of the dataset's positive class, with the model's label."""
     try:
         records = REQUEST.records(await request.body())
     except ValidationError as error:
@@ -263,10 +265,10 @@ async def reload() -> Response:
 
 
 # Mounted after BentoML's own routes (probes, metrics, /docs.json); it answers its paths.
-LateArrivalAPI.mount_asgi_app(routes)
-LateArrivalAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
-LateArrivalAPI.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SERVE.max_body_bytes)
-LateArrivalAPI.add_asgi_middleware(JsonOnlyMiddleware)
-LateArrivalAPI.add_asgi_middleware(
+PredictionAPI.mount_asgi_app(routes)
+PredictionAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
+PredictionAPI.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SERVE.max_body_bytes)
+PredictionAPI.add_asgi_middleware(JsonOnlyMiddleware)
+PredictionAPI.add_asgi_middleware(
     LoadShedMiddleware, max_in_flight=SERVE.max_in_flight, retry_after_s=SERVE.retry_after_s
 )

@@ -89,11 +89,17 @@ def project_files() -> list[str]:
     return [name for name in listed if (ROOT / name).is_file()]
 
 
-def make_project(destination: Path, tables: dict[str, pd.DataFrame], params: dict) -> Path:
+def make_project(
+    destination: Path,
+    tables: dict[str, pd.DataFrame],
+    params: dict,
+    params_name: str = "params.yaml",
+) -> Path:
     """A throwaway copy of the project: own git repo, own DVC cache and remote, given data.
 
-    The data is added to DVC afresh (so data.dvc pins the slice); the remote is a folder
-    inside `destination`, never the user's real one.
+    `params` are written to `params_name`, `tables` to its `paths.data`. The data is added
+    to DVC afresh (so its .dvc file pins the slice); the remote is a folder inside
+    `destination`, never the user's real one.
     """
     for name in project_files():
         if name.startswith("data") and name.endswith(".dvc"):
@@ -101,14 +107,15 @@ def make_project(destination: Path, tables: dict[str, pd.DataFrame], params: dic
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    write_tables(tables, destination / "data")
+    (destination / params_name).write_text(yaml.safe_dump(params, sort_keys=False))
+    data = params["paths"]["data"]
+    write_tables(tables, destination / data)
     run = _runner(destination)
     run("git", "init", "-q")
     run("git", "config", "user.email", "tests@loopline.invalid")
     run("git", "config", "user.name", "loopline tests")
     run("dvc", "remote", "add", "--local", "-f", "-d", "local", str(destination / ".remote"))
-    run("dvc", "add", "-q", "data")
+    run("dvc", "add", "-q", data)
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "test project")
     return destination
@@ -184,10 +191,30 @@ FAST_TRAIN = {
 
 def fast_params_dict() -> dict:
     """small_params_dict with training shrunk to what a 2-core CI machine does in seconds."""
-    raw = small_params_dict()
+    return _fast(small_params_dict())
+
+
+def _fast(raw: dict) -> dict:
     for family, overrides in FAST_TRAIN.items():
         raw["train"][family].update(overrides)
     return raw
+
+
+CHURN_SLICE_EVERY = 2  # every other customer: 3,522 of 7,043
+
+
+def churn_slice(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Every other wa_churn customer."""
+    return {"customers": tables["customers"].iloc[::CHURN_SLICE_EVERY].reset_index(drop=True)}
+
+
+def churn_params_dict() -> dict:
+    """params.wa_churn.yaml with floors lowered to fit the slice and training shrunk."""
+    raw = yaml.safe_load((ROOT / "params.wa_churn.yaml").read_text())
+    raw["validate"]["min_rows"]["customers"] = 3000
+    raw["registry"]["min_window_rows"] = 300  # the slice's test split has 528 customers
+    raw["registry"]["slice_min_rows"] = 100
+    return _fast(raw)
 
 
 @pytest.fixture(scope="session")
@@ -209,15 +236,8 @@ def small_features_dir(
 
 def write_features(tables: dict, params: Params, dataset: Dataset, out: Path) -> Path:
     """The featurize stage's outputs for `tables` into `out`: split, fit, transform, write."""
-    from loopline.features import fit_featurizer, split_by_time, write_feature_sets  # noqa: PLC0415
+    from loopline.features import build_feature_sets, write_feature_sets  # noqa: PLC0415
 
-    examples = dataset.build_examples(tables, params.dataset)
-    splits = split_by_time(examples, dataset.time_column, params.featurize.split.windows())
-    featurizer = fit_featurizer(
-        splits["train"], dataset=dataset, reference_tables={"planes": tables["planes"]},
-        params=params.featurize,
-    )  # fmt: skip
-    write_feature_sets(
-        out, splits, featurizer, context_columns=[dataset.time_column, dataset.target_column]
-    )
+    splits, featurizer = build_feature_sets(tables, dataset, params)
+    write_feature_sets(out, splits, featurizer, dataset)
     return out

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -88,21 +89,55 @@ def run(
     The stages read the `--params` file (params.yaml unless given, such as the team file of
     `loopline up --profile team`); DVC records params.yaml's values, so a first run against
     other servers needs `--force` where the outputs already exist.
+
+    DVC tracks the dataset params.yaml names. A params file for another dataset (such as
+    params.wa_churn.yaml) runs the same dvc.yaml stage commands in the same order, with
+    every output under its own `paths`, outside DVC's lock and cache.
     """
     data(params=params, repin=False)
     settings = load_params(params)
+    tracked = settings.dataset.name == load_params(Path("params.yaml")).dataset.name
     try:
         with _prefect_api(settings, port) as api_url:
             env = tool_environment(PREFECT_API_URL=api_url, LOOPLINE_PARAMS=str(params.resolve()))
-            command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []),
-                       *([stage] if stage else [])]  # fmt: skip
-            typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
-            result = subprocess.run(command, env=env, check=False)
+            if tracked:
+                command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []),
+                           *([stage] if stage else [])]  # fmt: skip
+                typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
+                returncode = subprocess.run(command, env=env, check=False).returncode
+            else:
+                returncode = _run_stages(Path("dvc.yaml"), stage, env)
     except LooplineError as error:
         raise _fail(error) from None
-    if result.returncode != 0:
-        raise typer.Exit(code=result.returncode)
-    typer.echo("done: `dvc metrics show` for numbers, `make ui` for the Prefect UI.")
+    if returncode != 0:
+        raise typer.Exit(code=returncode)
+    where = "`dvc metrics show`" if tracked else f"{settings.paths.metrics}/"
+    typer.echo(f"done: {where} for numbers, `make ui` for the Prefect UI.")
+
+
+def _run_stages(dvc_yaml: Path, last: str | None, env: dict[str, str]) -> int:
+    """Run dvc.yaml's stage commands in file order (foreach expanded), up to `last`.
+
+    The order in dvc.yaml is already one that DVC's graph allows. Returns the first
+    non-zero exit status, or 0.
+    """
+    import yaml  # noqa: PLC0415
+
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    names = list(stages)
+    if last is not None and last not in names:
+        raise _fail(LooplineError(f"no stage {last!r} in {dvc_yaml}; stages: {names}"))
+    for name in names[: names.index(last) + 1 if last else None]:
+        definition = stages[name]
+        items = definition.get("foreach", [None])
+        command = definition["do"]["cmd"] if "foreach" in definition else definition["cmd"]
+        for item in items:
+            line = command.replace("${item}", str(item)) if item is not None else command
+            typer.echo(f"$ {line}  (stage {name})")
+            returncode = subprocess.run(shlex.split(line), env=env, check=False).returncode
+            if returncode != 0:
+                return returncode
+    return 0
 
 
 @app.command()

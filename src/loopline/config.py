@@ -44,11 +44,10 @@ class PathsParams(Section):
 
 
 class DatasetParams(Section):
-    """Which dataset is used and how its target is defined."""
+    """Which dataset is used, and its own settings (checked by the dataset module)."""
 
     name: str
-    late_threshold_minutes: int = Field(ge=1, le=240)
-    unarrived_as_late: bool
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class ValidateParams(Section):
@@ -100,13 +99,35 @@ class SplitParams(Section):
         return {"train": self.train, "valid": self.valid, "test": self.test}
 
 
+class FractionSplit(Section):
+    """Random split for a dataset without event time: seeded, stratified by the target.
+
+    Fractions adding up to less than 1 leave the rest out of all three, as date windows
+    leave later months out: those examples play future production traffic (the replay).
+    """
+
+    train: float = Field(gt=0.0, lt=1.0)
+    valid: float = Field(gt=0.0, lt=1.0)
+    test: float = Field(gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _whole(self) -> FractionSplit:
+        total = self.train + self.valid + self.test
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"train + valid + test fractions add up to {total:g}, over 1")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        """The three fractions by split name."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+
 class FeaturizeParams(Section):
     """Knobs of the featurize stage."""
 
-    split: SplitParams
+    split: SplitParams | FractionSplit  # date windows, or fractions (no time column)
     history_smoothing: float = Field(ge=0.0)
     min_category_count: int = Field(ge=1)
-    holiday_window_days: int = Field(ge=1, le=60)
     clip_quantiles: tuple[float, float]
 
     @field_validator("clip_quantiles")

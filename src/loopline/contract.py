@@ -7,8 +7,8 @@ no second hand-written list of columns anywhere.
 
 Real feeds break locally, so the contract also states rules that a whole-table limit
 cannot see: rules across the columns of one row (`DateParts`, `ClockDelay`,
-`NullTogether`) and rules per period of a time column and per group (`GroupRule`: rows,
-null fraction or link coverage per day, month, origin-day...).
+`NullTogether`, `ValueTogether`) and rules per period of a time column and per group
+(`GroupRule`: rows, null fraction or link coverage per day, month, origin-day...).
 
 Types describe the values, not the storage: a nullable `int` column arrives in pandas as
 float64 (NaN stands for missing), which the type check accepts.
@@ -79,6 +79,8 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
     in_record: bool = False
     drift: DriftUse = "share"
     clock: bool = False  # an HHMM clock time: minutes must be 00-59 (hours bound by min/max)
+    date_part: Literal["year", "month", "day"] | None = None  # with its two siblings in the
+    # same record, a calendar date that must exist (no 31 April, no 29 February 2013)
 
     @model_validator(mode="after")
     def _consistent(self) -> Field_:
@@ -92,8 +94,8 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
             raise ValueError(f"{self.name}: allowed/pattern only apply to string fields")
         if self.in_record and self.role in (Role.TARGET, Role.OUTCOME):
             raise ValueError(f"{self.name}: a {self.role} field cannot be a prediction input")
-        if self.clock and self.dtype != "int":
-            raise ValueError(f"{self.name}: clock (HHMM) fields are int")
+        if (self.clock or self.date_part) and self.dtype != "int":
+            raise ValueError(f"{self.name}: clock (HHMM) and date-part fields are int")
         return self
 
     @property
@@ -216,7 +218,31 @@ class NullTogether(_Frozen):
         return (self.column, *self.then)
 
 
-RowRule = DateParts | ClockDelay | NullTogether
+class ValueTogether(_Frozen):
+    """Across columns: `column` holds `value` exactly when each of `then` holds its value.
+
+    Categories that encode "not applicable" must agree: a customer without internet has
+    "No internet service" in every add-on, and nobody else has it in any. Rows where any
+    of the columns is null are not judged.
+    """
+
+    table: str
+    column: str
+    value: str | int
+    then: dict[str, str | int]
+
+    @property
+    def name(self) -> str:
+        """e.g. `customers: internet_service=No <-> online_security=No internet service`."""
+        sides = ", ".join(f"{c}={v}" for c, v in self.then.items())
+        return f"{self.table}: {self.column}={self.value} <-> {sides}"
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the rule reads."""
+        return (self.column, *self.then)
+
+
+RowRule = DateParts | ClockDelay | NullTogether | ValueTogether
 
 
 class GroupRule(_Frozen):

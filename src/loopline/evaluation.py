@@ -63,11 +63,16 @@ def classification_metrics(
 
 
 def curves(
-    y_true: np.ndarray, proba: np.ndarray, threshold: float, points: int = 200
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    threshold: float,
+    labels: tuple[str, str],
+    points: int = 200,
 ) -> dict[str, pd.DataFrame]:
     """ROC, precision-recall, calibration and confusion data, ready to write for DVC plots.
 
-    ROC and PR curves are thinned to about `points` rows so the files stay small.
+    ROC and PR curves are thinned to about `points` rows so the files stay small; the
+    confusion rows name the classes by `labels` (negative, positive).
     """
     fpr, tpr, _ = metrics.roc_curve(y_true, proba)
     precision, recall, _ = metrics.precision_recall_curve(y_true, proba)
@@ -84,7 +89,7 @@ def curves(
         )
         .reset_index(drop=True)
     )
-    names = np.array(["on_time", "late"])
+    names = np.array(labels)
     return {
         "roc": pd.DataFrame({"fpr": fpr[keep_roc], "tpr": tpr[keep_roc]}),
         "pr": pd.DataFrame({"recall": recall[keep_pr], "precision": precision[keep_pr]}),

@@ -1,4 +1,4 @@
-"""Feature engineering shared by training and serving, and the time-based split.
+"""Feature engineering shared by training and serving, and the train/valid/test split.
 
 `fit_featurizer` learns `FeatureTables` from the training window: plane attributes by tail
 number, history rates (late rate per route, carrier...), category vocabularies, clip
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from loopline import columns as cols
-from loopline.config import DateWindow, FeaturizeParams
+from loopline.config import DatasetParams, DateWindow, FeaturizeParams, FractionSplit, Params
 from loopline.datasets.base import Dataset, FeatureSpec, Lookup
 from loopline.errors import ConfigError, DataContractError
 from loopline.io import atomic_path, write_parquet
@@ -39,7 +39,7 @@ HISTORY_PREFIX = "history_rate__"
 MISSING_SUFFIX = "__missing"
 KEY_SEPARATOR = "|"
 TABLES_FILE = "featurizer.json"
-TABLES_FORMAT = 1
+TABLES_FORMAT = 2  # 2: the spec is rebuilt from featurize and dataset settings
 
 
 def history_feature_name(group: tuple[str, ...]) -> str:
@@ -287,8 +287,11 @@ class FeatureTables:
                 f"featurizer tables format {data.get('format')!r} is not {TABLES_FORMAT}: "
                 "re-run the featurize stage with this version of Loopline"
             )
-        settings = FeaturizeParams.model_validate(data["settings"])
-        spec = get_dataset(data["dataset"]).feature_spec(settings)
+        settings = data["settings"]
+        spec = get_dataset(data["dataset"]).feature_spec(
+            FeaturizeParams.model_validate(settings["featurize"]),
+            DatasetParams.model_validate(settings["dataset"]),
+        )
 
         def bounds(values: list, missing: float) -> np.ndarray:
             return np.array([missing if v is None else v for v in values], dtype="float64")
@@ -333,10 +336,12 @@ def fit_featurizer(
     train: pd.DataFrame,
     *,
     dataset: Dataset,
-    reference_tables: Mapping[str, pd.DataFrame],
-    params: FeaturizeParams,
+    tables: Mapping[str, pd.DataFrame],
+    params: Params,
 ) -> FeatureTables:
-    """Learn the feature tables from the training window only.
+    """Learn the feature tables from the training split only.
+
+    `tables` are the raw tables; the spec's lookups capture the reference tables they name.
 
     History rates are m-estimates: each group's late rate pulled toward the overall rate by
     `history_smoothing` pseudo-rows, so rare routes do not get extreme rates. Categories
@@ -345,22 +350,23 @@ def fit_featurizer(
     """
     if len(train) == 0:
         raise DataContractError("cannot fit features on an empty training window")
-    spec = dataset.feature_spec(params)
+    spec = dataset.feature_spec(params.featurize, params.dataset)
     fields = dataset.record_fields()
     target = train[dataset.target_column].to_numpy(dtype="float64")
     lookups = []
     for lookup in spec.lookups:
-        if lookup.table not in reference_tables:
+        if lookup.table not in tables:
             raise DataContractError(f"lookup table {lookup.table!r} was not provided")
-        lookups.append(LookupTable.capture(lookup, reference_tables[lookup.table]))
+        lookups.append(LookupTable.capture(lookup, tables[lookup.table]))
     frame = prepare(cols.from_frame(train, fields), lookups, spec)
+    settings = params.featurize
     prior = float(target.mean())
     history = [
-        _fit_history(group_keys(frame, group), target, group, prior, params.history_smoothing)
+        _fit_history(group_keys(frame, group), target, group, prior, settings.history_smoothing)
         for group in spec.history
     ]
     vocabularies = {
-        column: _fit_vocabulary(frame[column], params.min_category_count)
+        column: _fit_vocabulary(frame[column], settings.min_category_count)
         for column in spec.categorical
     }
     numeric_inputs = [*spec.numeric, *(history_feature_name(g) for g in spec.history)]
@@ -368,7 +374,7 @@ def fit_featurizer(
         {name: np.asarray(frame[name], dtype="float64") for name in spec.numeric}
         | {history_feature_name(h.group): h.apply(frame) for h in history}
     )
-    low_q, high_q = params.clip_quantiles
+    low_q, high_q = settings.clip_quantiles
     clip_low, clip_high = inputs.quantile(low_q), inputs.quantile(high_q)
     clipped = inputs.clip(clip_low, clip_high, axis=1)
     medians = clipped.median().fillna(0.0)
@@ -405,6 +411,63 @@ def _fit_vocabulary(values: np.ndarray, min_count: int) -> list[str]:
 # -- splitting and writing -----------------------------------------------------------------------
 
 
+def build_feature_sets(
+    tables: Mapping[str, pd.DataFrame], dataset: Dataset, params: Params
+) -> tuple[dict[str, pd.DataFrame], FeatureTables]:
+    """Examples from the raw tables, split, and the featurizer fitted on the train split."""
+    splits = split_examples(dataset.build_examples(tables, params.dataset), dataset, params)
+    featurizer = fit_featurizer(splits["train"], dataset=dataset, tables=tables, params=params)
+    return splits, featurizer
+
+
+def split_examples(
+    examples: pd.DataFrame, dataset: Dataset, params: Params
+) -> dict[str, pd.DataFrame]:
+    """Train, valid and test examples, as `featurize.split` says.
+
+    Date windows need a dataset with a time column; fractions work for any dataset and are
+    what a dataset without one gets.
+    """
+    split = params.featurize.split
+    if isinstance(split, FractionSplit):
+        return split_at_random(examples, dataset.target_column, split, params.seed)
+    if dataset.time_column is None:
+        raise ConfigError(
+            f"featurize.split gives date windows, but dataset {dataset.name!r} has no time "
+            "column: give fractions instead, e.g. {train: 0.6, valid: 0.2, test: 0.2}"
+        )
+    return split_by_time(examples, dataset.time_column, split.windows())
+
+
+def split_at_random(
+    examples: pd.DataFrame, target_column: str, split: FractionSplit, seed: int
+) -> dict[str, pd.DataFrame]:
+    """A seeded split stratified by the target: each split keeps the positive rate.
+
+    Within each class the rows are shuffled once with `seed` and cut at the cumulative
+    fractions, so the same seed and data always give the same sets; every row lands in at
+    most one (none: the rest, when the fractions add up to less than 1), and each split
+    keeps the rows' original order.
+    """
+    fractions = split.fractions()
+    labels = examples[target_column].to_numpy()
+    generator = np.random.default_rng(seed)
+    assigned = np.full(len(examples), None, dtype=object)
+    for label in np.unique(labels):
+        rows = generator.permutation(np.flatnonzero(labels == label))
+        edges = np.round(np.cumsum(list(fractions.values())) * len(rows)).astype(int)
+        for name, part in zip(fractions, np.split(rows, edges)[:-1], strict=True):
+            assigned[part] = name
+    splits = {name: examples[assigned == name].reset_index(drop=True) for name in fractions}
+    for name, frame in splits.items():
+        if frame[target_column].nunique() < 2:
+            raise ConfigError(
+                f"split {name!r} ({fractions[name]:g} of {len(examples)} examples) does not "
+                "hold both classes: raise its fraction in featurize.split"
+            )
+    return splits
+
+
 def split_by_time(
     examples: pd.DataFrame, time_column: str, windows: Mapping[str, DateWindow]
 ) -> dict[str, pd.DataFrame]:
@@ -428,31 +491,33 @@ def split_by_time(
     return splits
 
 
-def split_summary(splits: Mapping[str, pd.DataFrame], time_column: str, target_column: str) -> dict:
-    """Row count, date range and positive rate of each split (the featurize metrics)."""
-    return {
-        name: {
+def split_summary(splits: Mapping[str, pd.DataFrame], dataset: Dataset) -> dict:
+    """Row count, positive rate and (with a time column) date range of each split."""
+    summary = {}
+    for name, frame in splits.items():
+        summary[name] = {
             "rows": len(frame),
-            "positive_rate": round(float(frame[target_column].mean()), 4),
-            "first_day": f"{frame[time_column].min():%Y-%m-%d}",
-            "last_day": f"{frame[time_column].max():%Y-%m-%d}",
+            "positive_rate": round(float(frame[dataset.target_column].mean()), 4),
         }
-        for name, frame in splits.items()
-    }
+        if dataset.time_column is not None:
+            summary[name]["first_day"] = f"{frame[dataset.time_column].min():%Y-%m-%d}"
+            summary[name]["last_day"] = f"{frame[dataset.time_column].max():%Y-%m-%d}"
+    return summary
 
 
 def write_feature_sets(
     out: Path,
     splits: Mapping[str, pd.DataFrame],
     tables: FeatureTables,
-    context_columns: list[str],
+    dataset: Dataset,
 ) -> None:
     """Write what the featurize stage produces under `out`.
 
-    `examples/<split>.parquet` holds the raw records with `context_columns` (time, target);
-    `features/<split>.parquet` the model-ready features with the same context columns;
-    `featurizer.json` the fitted feature tables.
+    `examples/<split>.parquet` holds the raw records with the dataset's context columns
+    (time if it has one, target); `features/<split>.parquet` the model-ready features with
+    the same context columns; `featurizer.json` the fitted feature tables.
     """
+    context_columns = dataset.context_columns()
     for name, examples in splits.items():
         write_parquet(examples, out / "examples" / f"{name}.parquet")
         features = tables.transform(examples)

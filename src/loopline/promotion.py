@@ -5,8 +5,8 @@ A challenger is promoted only if every check passes:
   * window:    the newest labeled window that neither model was fitted or chosen on has
                at least `min_window_rows` rows with both classes (else nothing is scored);
   * floors:    each configured metric is at least its absolute floor, and PR-AUC is at
-               least `min_pr_auc_lift` times the window's late rate (a random ranking
-               scores exactly the late rate, which moves with the season);
+               least `min_pr_auc_lift` times the window's positive rate (a random
+               ranking scores exactly that rate, which moves with the season);
   * beats:     on the same recent labeled window it beats the champion's primary metric by
                `margin` (a paired bootstrap interval of the difference is reported);
   * slices:    no slice (e.g. one carrier, one origin airport) with enough rows loses more
@@ -111,11 +111,13 @@ def decide(
     checks = [Check("window", True, window)]
     below = {m: challenger[m] for m, floor in params.floors.items() if challenger[m] < floor}
     floors = ", ".join(f"{m} {challenger[m]:.4f} >= {f}" for m, f in params.floors.items())
-    late_rate = float(np.mean(evidence.labels))
-    lift = challenger["pr_auc"] / late_rate if late_rate > 0 else 0.0
+    positive_rate = float(np.mean(evidence.labels))
+    lift = challenger["pr_auc"] / positive_rate if positive_rate > 0 else 0.0
     if lift < params.min_pr_auc_lift:
         below["pr_auc_lift"] = round(lift, 3)
-    floors += f", pr_auc lift {lift:.2f}x late rate {late_rate:.3f} >= {params.min_pr_auc_lift}x"
+    floors += (
+        f", pr_auc lift {lift:.2f}x positive rate {positive_rate:.3f} >= {params.min_pr_auc_lift}x"
+    )
     checks.append(
         Check(
             "floors",

@@ -1,7 +1,8 @@
 """The contract's row and group rules, evaluated on pandas tables.
 
-A row rule (`DateParts`, `ClockDelay`, `NullTogether`) becomes one verdict per row: True
-(holds), False (broken) or None (not judged, e.g. a null the rule does not cover). A group
+A row rule (`DateParts`, `ClockDelay`, `NullTogether`, `ValueTogether`) becomes one
+verdict per row: True (holds), False (broken) or None (not judged, e.g. a null the rule
+does not cover). A group
 rule becomes one value per group (rows, a null fraction or a link's coverage), indexed by
 a readable group label such as `JFK 2013-03-05`; every period between the table's first
 and last is a group, so a missing day is a group with 0 rows rather than no group.
@@ -26,6 +27,7 @@ from loopline.contract import (
     Link,
     NullTogether,
     RowRule,
+    ValueTogether,
 )
 
 MINUTES_PER_DAY = 1440
@@ -70,6 +72,12 @@ def row_verdicts(rule: RowRule, frame: pd.DataFrame) -> pd.Series:
     if isinstance(rule, NullTogether):
         ok = frame[list(rule.then)].isna().all(axis=1)
         return _verdicts(ok, frame[rule.column].isna())
+    if isinstance(rule, ValueTogether):
+        holds = frame[rule.column] == rule.value
+        ok = pd.Series(True, index=frame.index)
+        for column, value in rule.then.items():
+            ok &= holds == (frame[column] == value)
+        return _verdicts(ok, frame[list(rule.columns())].notna().all(axis=1))
     raise TypeError(f"unknown row rule {rule!r}")
 
 

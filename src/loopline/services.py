@@ -36,7 +36,7 @@ SERVICE_ENV = {"OMP_NUM_THREADS": "1"}
 
 def bento_command(host: str, port: int) -> list[str]:
     """`bentoml serve` of the Loopline service (run from the project root)."""
-    return [sys.executable, "-m", "bentoml", "serve", "serving.service:LateArrivalAPI",
+    return [sys.executable, "-m", "bentoml", "serve", "serving.service:PredictionAPI",
             "--host", host, "--port", str(port)]  # fmt: skip
 
 

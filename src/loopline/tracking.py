@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from loopline.config import MlflowParams, Params
+from loopline.config import FractionSplit, MlflowParams, Params, SplitParams
 from loopline.contract import DataContract
 from loopline.datastore import pinned_md5
 from loopline.scoring.registered import SCORER_ARTIFACT
@@ -122,8 +122,15 @@ def lineage_tags(params: Params, sections: list[str], root: Path = Path()) -> di
         "loopline.git_commit": git_commit(root, ("dvc.lock", str(params.paths.metrics))),
         "loopline.data_md5": pinned_md5(root / params.paths.data_dvc) or "unpinned",
         "loopline.params_hash": params_hash(params, sections),
-        **{window_tag(name): str(w) for name, w in params.featurize.split.windows().items()},
+        **split_tags(params.featurize.split),
     }
+
+
+def split_tags(split: SplitParams | FractionSplit) -> dict[str, str]:
+    """The split a model was fitted on: its date windows, or its fractions (and the seed)."""
+    if isinstance(split, FractionSplit):
+        return {window_tag(name): f"{f:g}" for name, f in split.fractions().items()}
+    return {window_tag(name): str(w) for name, w in split.windows().items()}
 
 
 def record_signature(contract: DataContract) -> ModelSignature:

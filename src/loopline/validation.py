@@ -214,6 +214,8 @@ def build_relations_frame(
                             columns[1:])
         for name, columns in shown.items()
     }  # fmt: skip
+    if not verdicts:  # a contract without row rules or clock fields
+        return pd.DataFrame(), examples
     frame = pd.concat(
         [v.reset_index(drop=True).rename(n) for n, v in verdicts.items()], axis=1
     ).astype(object)

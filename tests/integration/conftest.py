@@ -65,7 +65,7 @@ def serving_world(
         root, params, pd.read_parquet(small_features_dir / "examples" / "test.parquet")
     )
     registry = world.registry()
-    data = load_feature_sets(small_features_dir, "late")
+    data = load_feature_sets(small_features_dir)
     examples = pd.read_parquet(small_features_dir / "examples" / "valid.parquet")
     for family in ("logistic", "xgboost"):
         trained = train_family(family, data, fast_params.train, seed=fast_params.seed)

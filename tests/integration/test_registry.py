@@ -64,7 +64,7 @@ def world(
         update={"tracking_uri": tracking_uri, "artifact_root": root / "mlruns"}
     )
     configure_mlflow(mlflow_params)
-    data = load_feature_sets(small_features_dir, "late")
+    data = load_feature_sets(small_features_dir)
     strong = train_family("xgboost", data, fast_params.train, seed=fast_params.seed)
     stunted = {"n_estimators": 3, "max_depth": 2, "early_stopping_rounds": 3}
     weak = xgb.train(data, fast_params.train.xgboost.model_copy(update=stunted), 0)

@@ -12,7 +12,7 @@ from loopline.models.base import FeatureSets, load_feature_sets
 
 @pytest.fixture(scope="module")
 def data(small_features_dir: Path) -> FeatureSets:
-    return load_feature_sets(small_features_dir, "late")
+    return load_feature_sets(small_features_dir)
 
 
 @pytest.fixture(scope="module")

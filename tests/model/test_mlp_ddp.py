@@ -43,7 +43,7 @@ def single(
 
 
 def _valid_metrics(estimator, features_dir: Path) -> dict:
-    return load_feature_sets(features_dir, "late").scores(estimator, "valid")
+    return load_feature_sets(features_dir).scores(estimator, "valid")
 
 
 def test_two_processes_train_the_same_quality_as_one(
@@ -144,7 +144,7 @@ def test_same_seed_repeats_the_cpu_run_exactly(
 def test_the_mlp_beats_chance_and_stays_calibrated(single, small_features_dir: Path) -> None:
     """The logit offset undoes the class weighting: predicted and observed rates agree."""
     estimator, meta = single
-    data = load_feature_sets(small_features_dir, "late")
+    data = load_feature_sets(small_features_dir)
     proba = estimator.predict_proba(data.x["valid"])[:, 1]
     metrics = classification_metrics(data.y["valid"], proba, 0.5)
     assert metrics["roc_auc"] > 0.6

@@ -33,7 +33,7 @@ def test_without_row_sampling_two_workers_grow_the_very_trees_of_one_process(
     with no random sampling the trees are those of the one-process fit (not an ensemble
     of per-worker models): same early-stopping point, same scores. It compiles and
     serves like any local fit."""
-    data = load_feature_sets(small_features_dir, "late")
+    data = load_feature_sets(small_features_dir)
     exact = _without_sampling(fast_params.train)
     local = train_family("xgboost", data, exact, seed=fast_params.seed)
     dask = train_family("xgboost", data, _on_dask(exact), seed=fast_params.seed)
@@ -59,7 +59,7 @@ def test_with_the_project_settings_a_dask_fit_has_the_quality_of_one_process(
     """The real settings (row and column sampling, early stopping) on the full training
     window: each worker draws its own samples, so the trees differ, but the validation
     ROC-AUC is within 0.005 of the one-process fit."""
-    data = load_feature_sets(full_features_dir, "late")
+    data = load_feature_sets(full_features_dir)
     local = train_family("xgboost", data, params.train, seed=params.seed)
     dask = train_family("xgboost", data, _on_dask(params.train), seed=params.seed)
     gap = abs(local.valid_metrics["roc_auc"] - dask.valid_metrics["roc_auc"])

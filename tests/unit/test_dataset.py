@@ -12,8 +12,8 @@ from loopline.datasets.nycflights13 import holiday_distance_days, scheduled_depa
 
 
 def _dataset_params(**changes: object) -> DatasetParams:
-    base = {"name": "nycflights13", "late_threshold_minutes": 15, "unarrived_as_late": True}
-    return DatasetParams(**(base | changes))
+    settings = {"late_threshold_minutes": 15, "unarrived_as_late": True}
+    return DatasetParams(name="nycflights13", settings=settings | changes)
 
 
 def _flights(full_tables: dict[str, pd.DataFrame], arr_delays: list[float]) -> dict:
@@ -35,7 +35,7 @@ def test_late_means_fifteen_minutes_or_more(
 ) -> None:
     tables = _flights(full_tables, [14.0, 15.0, -5.0, 120.0])
     examples = dataset.build_examples(tables, params.dataset)
-    assert params.dataset.late_threshold_minutes == 15
+    assert params.dataset.settings["late_threshold_minutes"] == 15
     assert examples["late"].tolist() == [0, 1, 0, 1]
 
 

@@ -45,12 +45,13 @@ def test_calibration_error_is_small_when_calibrated_and_large_when_shifted() -> 
 
 
 def test_curves_have_the_columns_dvc_plots_reads() -> None:
-    data = curves(LABELS, GOOD, 0.4, points=50)
+    data = curves(LABELS, GOOD, 0.4, ("stayed", "churned"), points=50)
     assert list(data["roc"].columns) == ["fpr", "tpr"]
     assert len(data["roc"]) <= 50
     assert list(data["pr"].columns) == ["recall", "precision"]
     assert {"mean_predicted", "observed_rate"} <= set(data["calibration"].columns)
     assert len(data["confusion"]) == len(LABELS)
+    assert set(data["confusion"]["actual"]) == {"stayed", "churned"}  # the dataset's names
 
 
 def test_paired_bootstrap_interval_brackets_the_difference_and_excludes_zero_for_a_real_gap() -> (

@@ -20,6 +20,7 @@ from loopline.features import (
     fit_featurizer,
     history_feature_name,
     split_by_time,
+    split_examples,
 )
 from tests.strategies import records
 
@@ -30,14 +31,11 @@ CONTRACT = get_dataset("nycflights13").contract
 @pytest.fixture(scope="module")
 def splits(dataset: Dataset, small_tables: dict, params: Params) -> dict[str, pd.DataFrame]:
     examples = dataset.build_examples(small_tables, params.dataset)
-    return split_by_time(examples, dataset.time_column, params.featurize.split.windows())
+    return split_examples(examples, dataset, params)
 
 
 def _fit(dataset: Dataset, tables: dict, params: Params, train: pd.DataFrame) -> FeatureTables:
-    return fit_featurizer(
-        train, dataset=dataset, reference_tables={"planes": tables["planes"]},
-        params=params.featurize,
-    )  # fmt: skip
+    return fit_featurizer(train, dataset=dataset, tables=tables, params=params)
 
 
 @pytest.fixture(scope="module")

@@ -32,5 +32,5 @@ def test_service_requirements_use_the_constraint_versions() -> None:
 
 def test_bentofile_packs_the_service_and_the_library() -> None:
     bentofile = yaml.safe_load((ROOT / "serving" / "bentofile.yaml").read_text())
-    assert bentofile["service"] == "serving.service:LateArrivalAPI"
+    assert bentofile["service"] == "serving.service:PredictionAPI"
     assert {"serving/*.py", "src/loopline/**/*.py", "params.yaml"} <= set(bentofile["include"])

@@ -14,7 +14,7 @@ from loopline.serving.schema import RequestSchema
 from tests.strategies import records
 
 CONTRACT = get_dataset("nycflights13").contract
-REQUEST = RequestSchema.of(CONTRACT, max_records=3)
+REQUEST = RequestSchema.of(CONTRACT, max_records=3, record_name="FlightRecord")
 FlightRecord = REQUEST.record_adapter
 GOOD = {
     "year": 2013, "month": 6, "day": 14, "sched_dep_time": 1730, "sched_arr_time": 2015,

