@@ -43,7 +43,7 @@ def measure(params: Params, root: Path, first_day: dt.date, last_day: dt.date) -
     )  # fmt: skip
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
     workspace, project = open_project(
-        params.monitor.workspace, root, params.monitor.project, columns
+        params.monitor.workspace, root, params.monitor.project, columns, dataset.wording
     )
     workspace.add_run(project.id, measured.snapshot)
     return measured

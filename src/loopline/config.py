@@ -225,7 +225,7 @@ class RegistryParams(Section):
     model_name: str
     primary_metric: Literal["roc_auc", "pr_auc"]
     floors: dict[Literal["roc_auc", "pr_auc"], float]
-    min_pr_auc_lift: float = Field(ge=1)  # PR-AUC at least this times the window's late rate
+    min_pr_auc_lift: float = Field(ge=1)  # PR-AUC at least this times the window's positive rate
     margin: float  # negative: prefer the fresher model unless it is worse by more than this
     min_window_rows: int = Field(ge=1)
     bootstrap_samples: int = Field(ge=50)

@@ -17,7 +17,7 @@ float64 (NaN stands for missing), which the type check accepts.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,6 +45,11 @@ def pandas_dtypes(field: Field_) -> tuple[str, ...]:
     if field.dtype == "int" and field.nullable:
         return PANDAS_DTYPES["int"] + PANDAS_DTYPES["float"]
     return PANDAS_DTYPES[field.dtype]
+
+
+# A calendar date split over three int fields: each field says which part it holds.
+CalendarPart = Literal["year", "month", "day"]
+CALENDAR_PARTS: tuple[CalendarPart, ...] = get_args(CalendarPart)
 
 
 class Role(StrEnum):
@@ -79,8 +84,8 @@ class Field_(_Frozen):  # noqa: N801 - `Field` is pydantic's; the trailing _ avo
     in_record: bool = False
     drift: DriftUse = "share"
     clock: bool = False  # an HHMM clock time: minutes must be 00-59 (hours bound by min/max)
-    date_part: Literal["year", "month", "day"] | None = None  # with its two siblings in the
-    # same record, a calendar date that must exist (no 31 April, no 29 February 2013)
+    date_part: CalendarPart | None = None  # with its two siblings in the same record, a
+    # calendar date that must exist (no 31 April, no 29 February 2013)
 
     @model_validator(mode="after")
     def _consistent(self) -> Field_:
@@ -155,6 +160,7 @@ class Link(_Frozen):
 
 DatePart = Literal["year", "month", "day", "hour", "minute"]
 Period = Literal["day", "month"]
+PERIOD_CODES: dict[Period, str] = dict(zip(get_args(Period), ("D", "M"), strict=True))
 
 
 class DateParts(_Frozen):

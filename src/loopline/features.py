@@ -1,7 +1,7 @@
 """Feature engineering shared by training and serving, and the train/valid/test split.
 
 `fit_featurizer` learns `FeatureTables` from the training window: plane attributes by tail
-number, history rates (late rate per route, carrier...), category vocabularies, clip
+number, history rates (positive rate per route, carrier...), category vocabularies, clip
 bounds, medians and scales. They are plain tables and arrays, saved as one JSON file:
 the featurize stage writes it, every model version carries it, and serving reads it
 without unpickling anything.
@@ -113,7 +113,7 @@ class LookupTable:
 
 @dataclass(frozen=True)
 class HistoryTable:
-    """Smoothed late rate per value of a column group; unseen groups get the prior."""
+    """Smoothed positive rate per value of a column group; unseen groups get the prior."""
 
     group: tuple[str, ...]
     keys: list[str]
@@ -343,7 +343,7 @@ def fit_featurizer(
 
     `tables` are the raw tables; the spec's lookups capture the reference tables they name.
 
-    History rates are m-estimates: each group's late rate pulled toward the overall rate by
+    History rates are m-estimates: each group's positive rate pulled toward the overall rate by
     `history_smoothing` pseudo-rows, so rare routes do not get extreme rates. Categories
     rarer than `min_category_count` share the unknown code. Numeric values are clipped to
     the `clip_quantiles` of training.

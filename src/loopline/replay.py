@@ -73,7 +73,7 @@ def periods(start: dt.date, end: dt.date, step_days: int) -> list[tuple[dt.date,
 
 def quality(labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """Ranking and probability quality of one model on one period."""
-    out = {"late_rate": float(labels.mean()), "mean_probability": float(proba.mean()),
+    out = {"positive_rate": float(labels.mean()), "mean_probability": float(proba.mean()),
            "brier": float(metrics.brier_score_loss(labels, proba))}  # fmt: skip
     if labels.min() != labels.max():
         out |= {"roc_auc": float(metrics.roc_auc_score(labels, proba)),
@@ -312,7 +312,7 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
     )  # fmt: skip
     fig.suptitle("Replay of 2013: ROC-AUC per period, served by the loop vs frozen", fontsize=11)
     bottom.plot(
-        ends, frame["served"].apply(lambda m: m["late_rate"]), "k-", label="observed late rate"
+        ends, frame["served"].apply(lambda m: m["positive_rate"]), "k-", label="observed late rate"
     )
     bottom.plot(
         ends,
@@ -343,7 +343,7 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
         f"<tr><td>{r.first_day}..{r.last_day}</td><td>{r.flights}</td>"
         f"<td>{', '.join(f'v{k}: {v}' for k, v in r.served_versions.items())}</td>"
         f"<td>{r.served.get('roc_auc', '')}</td><td>{r.frozen.get('roc_auc', '')}</td>"
-        f"<td>{r.served['late_rate']}</td><td>{r.drift_share}</td>"
+        f"<td>{r.served['positive_rate']}</td><td>{r.drift_share}</td>"
         f"<td>{', '.join(r.drifted_columns)}</td><td>{'; '.join(r.flagged_because)}</td>"
         f"<td>{'RETRAIN' if r.triggered else ''}</td>"
         f"<td>{_retrain_cell(r.retrain)}</td><td>{r.decision}</td></tr>"

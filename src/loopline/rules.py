@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.contract import (
+    PERIOD_CODES,
     ClockDelay,
     DataContract,
     DateParts,
@@ -31,7 +32,6 @@ from loopline.contract import (
 )
 
 MINUTES_PER_DAY = 1440
-PERIOD_CODES = {"day": "D", "month": "M"}
 
 
 def local_time(utc: pd.Series, timezone: str) -> pd.Series:

@@ -101,8 +101,12 @@ def test_the_monitor_pushes_to_the_evidently_service(team: dict) -> None:
     params = load_params(team["root"] / "params.team.yaml")
     dataset = get_dataset(params.dataset.name)
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
-    _, project = open_project(params.monitor.workspace, team["root"], "team-test", columns)
-    _, again = open_project(params.monitor.workspace, team["root"], "team-test", columns)
+    _, project = open_project(
+        params.monitor.workspace, team["root"], "team-test", columns, dataset.wording
+    )
+    _, again = open_project(
+        params.monitor.workspace, team["root"], "team-test", columns, dataset.wording
+    )
     assert again.id == project.id  # found, not created twice
     dashboard = httpx.get(f"{params.monitor.workspace}/api/v2/dashboards/{project.id}").json()
     (tab,) = dashboard["tabs"]

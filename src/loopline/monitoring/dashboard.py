@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from loopline.datasets.base import Wording
 from loopline.monitoring.drift import PROBABILITY, MonitoredColumns
 
 DRIFT_TAB, QUALITY_TAB, DATA_TAB = "Drift", "Quality", "Data quality"
 
 
-def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
+def _panels(columns: MonitoredColumns, wording: Wording) -> list[tuple[str, Any]]:
     from evidently.sdk.models import PanelMetric  # noqa: PLC0415 - heavy import
     from evidently.sdk.panels import line_plot_panel  # noqa: PLC0415
 
@@ -33,9 +34,9 @@ def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
         PanelMetric(legend="precision", metric="Precision"),
         PanelMetric(legend="recall", metric="Recall"),
     ]
-    late_rates = [
+    positive_rates = [
         PanelMetric(
-            legend="observed late rate",
+            legend=f"observed {wording.positive} rate",
             metric="MeanValue",
             metric_labels={"column": columns.target},
         ),
@@ -49,18 +50,19 @@ def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
         (DRIFT_TAB, line_plot_panel(
             "Traffic drift share",
             [drift_share],
-            "Share of schedule/carrier/airport/distance features whose distribution moved away "
-            "from the champion's training data; a retrain is considered above the limit.",
+            "Share of the counted features (the contract's drift='share' fields) whose "
+            "distribution moved away from the champion's training data; a retrain is "
+            "considered above the limit.",
         )),
         (DRIFT_TAB, line_plot_panel(
-            "Traffic features: drift score",
+            "Counted features: drift score",
             value_drift(columns.share),
             "Distance from the training distribution (threshold 0.1).",
         )),
         (DRIFT_TAB, line_plot_panel(
-            "Weather features: drift score",
+            "Reported features: drift score",
             value_drift(columns.report),
-            "Shown, not counted: a week of weather always differs from months of it.",
+            "Shown, not counted (drift='report' in the contract, which says why).",
         )),
         (QUALITY_TAB, line_plot_panel(
             "Ranking quality (once labels arrive)",
@@ -70,13 +72,15 @@ def _panels(columns: MonitoredColumns) -> list[tuple[str, Any]]:
         (QUALITY_TAB, line_plot_panel(
             "Precision and recall at the model's threshold", precision_recall
         )),
-        (QUALITY_TAB, line_plot_panel("Late rate: observed vs predicted", late_rates)),
+        (QUALITY_TAB, line_plot_panel(
+            f"{wording.positive.capitalize()} rate: observed vs predicted", positive_rates
+        )),
         (DATA_TAB, line_plot_panel(
             "Missing values: share of the batch",
             [PanelMetric(legend=n, metric="MissingValueCount",
                          metric_labels={"column": n, "value_type": "share"})
              for n in columns.rarely_missing],
-            "Fields the contract says are rarely missing. A day of a dead feed shows here; "
+            "Fields the contract says are rarely missing. A dead feed shows here; "
             "the monitor reports it as an incident and does not count the batch as drift.",
         )),
         (DATA_TAB, line_plot_panel(
@@ -93,7 +97,7 @@ def is_remote(workspace: str) -> bool:
 
 
 def open_project(
-    workspace: str, root: Path, name: str, columns: MonitoredColumns
+    workspace: str, root: Path, name: str, columns: MonitoredColumns, wording: Wording
 ) -> tuple[Any, Any]:
     """The workspace and its project `name`, created with its panels if missing.
 
@@ -113,9 +117,9 @@ def open_project(
     if found:
         return ws, found[0]
     project = ws.create_project(
-        name, description="Loopline: drift and quality of production traffic"
+        name, description=f"Loopline: {wording.target} model, drift and quality of its traffic"
     )
-    for tab, panel in _panels(columns):
+    for tab, panel in _panels(columns, wording):
         # Evidently's OSS UI service keeps one tab per dashboard: a project there gets
         # every panel, in the same order, in one tab.
         project.dashboard.add_panel(panel, tab=None if is_remote(workspace) else tab)

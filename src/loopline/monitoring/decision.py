@@ -34,8 +34,8 @@ class BatchOutcome:
     mean_probability: float
     quality: float | None = None  # the monitored metric, when labels are in
     baseline: float | None = None  # the champion's value on its test window
-    late_rate: float | None = None
-    reference_late_rate: float | None = None
+    positive_rate: float | None = None
+    reference_positive_rate: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     incidents: list[str] = field(default_factory=list)  # data-quality problems found first
 

@@ -81,7 +81,7 @@ def run_report(
     The dashboard plots snapshots by their timestamp: pass the batch's data time.
 
     Both frames carry the tested columns plus `probability` and `label`; when `labeled`,
-    also the target, and the snapshot adds classification quality and the late rate.
+    also the target, and the snapshot adds classification quality and the positive rate.
     """
     evidently = _evidently()
     from evidently.metrics import (  # noqa: PLC0415

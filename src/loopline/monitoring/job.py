@@ -123,8 +123,8 @@ def measure_batch(
         mean_probability=round(float(batch[PROBABILITY].mean()), 4),
         quality=round(quality[metric], 4) if metric in quality else None,
         baseline=float(baseline) if baseline is not None else None,
-        late_rate=round(float(batch[target].mean()), 4) if labeled else None,
-        reference_late_rate=round(float(reference[target].mean()), 4),
+        positive_rate=round(float(batch[target].mean()), 4) if labeled else None,
+        reference_positive_rate=round(float(reference[target].mean()), 4),
         metrics={name: round(value, 4) for name, value in scores.items()}, incidents=problems,
     )  # fmt: skip
     report_path = root / params.monitor.reports / f"{batch_id}.html"

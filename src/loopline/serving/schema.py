@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from loopline.contract import DataContract, Field_
+from loopline.contract import CALENDAR_PARTS, DataContract, Field_
 
 MAX_STRING_LENGTH = 64
 STRICT = ConfigDict(strict=True, extra="forbid")
@@ -32,7 +32,7 @@ def _real_calendar_and_clock(date_parts: dict[str, str], clocks: tuple[str, ...]
     `date_parts` maps "year", "month" and "day" to the record fields holding them (the
     contract's `date_part` kind); without all three there is no date to check.
     """
-    parts = [date_parts.get(part) for part in ("year", "month", "day")]
+    parts = [date_parts.get(part) for part in CALENDAR_PARTS]
     date_fields = parts if all(parts) else None
 
     def check(values: dict[str, Any]) -> dict[str, Any]:
