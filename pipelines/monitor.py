@@ -59,6 +59,7 @@ def monitor(
     logger = get_run_logger()
     root = params_path.resolve().parent
     params = load_params(params_path)
+    get_dataset(params.dataset.name).require_time("the monitor flow")
     configure_mlflow(params.mlflow, root=root)
     log_store = open_prediction_log(params, root)
     last_day = last_day or log_store.latest_event_day()

@@ -22,6 +22,7 @@ import mlflow
 from prefect import flow, get_run_logger, task
 
 from loopline.config import Params, load_params
+from loopline.datasets import get_dataset
 from loopline.errors import LooplineError
 from loopline.monitoring.store import MonitorStore
 from loopline.orchestration import run_stage, tool_environment
@@ -71,6 +72,7 @@ def retrain(
     logger = get_run_logger()
     root = params_path.resolve().parent
     params = load_params(params_path)
+    get_dataset(params.dataset.name).require_time("the retrain flow")
     log_store = open_prediction_log(params, root)
     until = (
         dt.date.fromisoformat(labeled_until)

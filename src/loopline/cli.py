@@ -291,6 +291,7 @@ def replay(
 
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
+    from loopline.datasets import get_dataset  # noqa: PLC0415
     from loopline.replay import Replay, write_report  # noqa: PLC0415
     from loopline.services import bento_service, deployment_runner  # noqa: PLC0415
 
@@ -299,6 +300,7 @@ def replay(
     settings = load_params(params)
     logs = settings.paths.replay / "logs"
     try:
+        get_dataset(settings.dataset.name).require_time("the replay")  # before any server
         with (
             _prefect_api(settings, port) as api_url,
             temporary_settings(updates={PREFECT_API_URL: api_url}),

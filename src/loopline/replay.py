@@ -157,7 +157,7 @@ class Replay:
         frozen = load_version(self.registry, frozen_version).scorer
         tables = read_tables(self.root / self.params.paths.data, self.dataset.contract)
         examples = self.dataset.build_examples(tables, self.params.dataset)
-        days = examples[self.dataset.time_column].dt.date
+        days = examples[self.dataset.require_time("the replay")].dt.date
         target, columns = self.dataset.target_column, self.dataset.record_columns()
         results = []
         for first, last in periods(start, end, step_days):

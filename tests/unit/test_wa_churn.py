@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -249,3 +251,16 @@ def test_saved_feature_tables_rebuild_the_same_features(
     loaded = FeatureTables.from_json(json.loads(json.dumps(featurizer.to_json())))
     test = splits["test"]
     pd.testing.assert_frame_equal(loaded.transform(test), featurizer.transform(test))
+
+
+def test_the_loop_refuses_a_dataset_without_time_in_one_line() -> None:
+    """Monitoring, retraining and the replay cut traffic by the time column: for wa_churn
+    they stop at once with what is missing, before any server starts."""
+    command = ["replay", "--params", str(ROOT / "params.wa_churn.yaml")]
+    result = subprocess.run(
+        [sys.executable, "-m", "loopline.cli", *command],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "dataset 'wa_churn' has none" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

@@ -109,6 +109,17 @@ class Dataset(ABC):
         """True when examples carry an event time (time-window splits and batches)."""
         return self.time_column is not None
 
+    def require_time(self, what: str) -> str:
+        """The time column, or a ConfigError saying `what` needs one (not built without)."""
+        if self.time_column is None:
+            raise ConfigError(
+                f"{what} cuts production traffic into periods of the time column, and dataset "
+                f"{self.name!r} has none. Batches cut by arrival (the prediction log's "
+                "logged_at) are not built yet: train, evaluate, register and serve work "
+                "without a time column; monitoring, retraining and the replay do not."
+            )
+        return self.time_column
+
     def context_columns(self) -> list[str]:
         """The columns examples carry besides the record: the time (if any) and the target."""
         return [c for c in (self.time_column, self.target_column) if c is not None]

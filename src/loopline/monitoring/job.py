@@ -51,7 +51,7 @@ def reference_frame(
         )
     tables = read_tables(root / params.paths.data, dataset.contract)
     examples = dataset.build_examples(tables, params.dataset)
-    days = examples[dataset.time_column].dt.date
+    days = examples[dataset.require_time("monitoring")].dt.date
     inside = examples[(days >= window.start) & (days <= window.end)]
     sample = inside.sample(
         min(params.monitor.reference_rows, len(inside)), random_state=params.seed
