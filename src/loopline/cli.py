@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -113,6 +114,11 @@ def run(
         raise typer.Exit(code=returncode)
     where = "`dvc metrics show`" if tracked else f"{settings.paths.metrics}/"
     typer.echo(f"done: {where} for numbers, `make ui` for the Prefect UI.")
+
+
+def _day(text: str | None) -> dt.date | None:
+    """An ISO date option, or None."""
+    return dt.date.fromisoformat(text) if text else None
 
 
 def _run_stages(dvc_yaml: Path, last: str | None, env: dict[str, str]) -> int:
@@ -253,19 +259,16 @@ def mlp_node(
 @app.command()
 def monitor(
     params: ParamsOption = Path("params.yaml"),
-    first_day: Annotated[str | None, typer.Option(help="First flight date (ISO).")] = None,
-    last_day: Annotated[str | None, typer.Option(help="Last flight date (ISO).")] = None,
+    first_day: Annotated[str | None, typer.Option(help="First event date (ISO).")] = None,
+    last_day: Annotated[str | None, typer.Option(help="Last event date (ISO).")] = None,
 ) -> None:
     """Monitor one batch of logged traffic now (default: the last 7 logged days)."""
-    import datetime as dt  # noqa: PLC0415
-
     from pipelines.monitor import monitor as monitor_flow  # noqa: PLC0415
 
-    def day(text: str | None) -> dt.date | None:
-        return dt.date.fromisoformat(text) if text else None
-
     try:
-        result = monitor_flow(first_day=day(first_day), last_day=day(last_day), params_path=params)
+        result = monitor_flow(
+            first_day=_day(first_day), last_day=_day(last_day), params_path=params
+        )
     except LooplineError as error:
         raise _fail(error) from None
     verdict = "RETRAIN" if result["trigger"] else "no retrain"
@@ -276,19 +279,21 @@ def monitor(
 @app.command()
 def replay(
     params: ParamsOption = Path("params.yaml"),
-    start: Annotated[str, typer.Option(help="First flight date played (ISO).")] = "2013-07-01",
-    end: Annotated[str, typer.Option(help="Last flight date played (ISO).")] = "2013-12-31",
+    start: Annotated[
+        str | None, typer.Option(help="First day played (ISO); default: after the test window.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day played (ISO); default: the data's last day.")
+    ] = None,
     step: Annotated[str, typer.Option(help="Period length, in days: 7d, 14d ...")] = "7d",
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
 ) -> None:
-    """Play 2013 through the live service and the monitoring loop; write the report.
+    """Play the data after the test window through the live service and the loop; report.
 
     Starts what is not already running (Prefect server, BentoML service, the deployments
     runner) and stops what it started. With `prefect.work_pool` set (team mode), the
     deployments are deployed to the pool, whose workers run the retrains.
     """
-    import datetime as dt  # noqa: PLC0415
-
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
     from loopline.datasets import get_dataset  # noqa: PLC0415
@@ -313,7 +318,7 @@ def replay(
         ):
             story = Replay(
                 params, url, api_url, os.environ.get(settings.serve.api_key_env, "")
-            ).run(dt.date.fromisoformat(start), dt.date.fromisoformat(end), int(step[:-1]))
+            ).run(_day(start), _day(end), int(step[:-1]))
     except LooplineError as error:
         raise _fail(error) from None
     paths = write_report(story, settings.paths.replay)

