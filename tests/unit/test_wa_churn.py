@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from loopline import columns as cols
 from loopline.config import DatasetParams, Params, load_params
@@ -18,6 +19,7 @@ from loopline.contract import DataContract, GroupRule, Role
 from loopline.datasets.wa_churn import CONTRACT, WaChurn, derive_churn_features
 from loopline.errors import ConfigError, DataContractError
 from loopline.features import FeatureTables, fit_featurizer, split_examples
+from loopline.serving.schema import RequestSchema
 from loopline.validation import ValidationReport, validate_tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,3 +266,17 @@ def test_the_loop_refuses_a_dataset_without_time_in_one_line() -> None:
     assert result.returncode != 0
     assert "dataset 'wa_churn' has none" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_request_schema_holds_the_row_rules_over_record_fields(tables: dict) -> None:
+    """The service refuses a customer without internet who streams TV, as validation does."""
+    request = RequestSchema.of(CONTRACT, max_records=3, record_name="CustomerRecord")
+    columns = WaChurn().record_columns()
+    offline = tables["customers"]
+    record = json.loads(
+        offline.loc[offline["internet_service"] == "No", columns].head(1).to_json(orient="records")
+    )[0]
+    assert request.records(json.dumps({"records": [record]}).encode())  # the real row passes
+    broken = json.dumps({"records": [record | {"streaming_tv": "Yes"}]}).encode()
+    with pytest.raises(ValidationError, match="breaks the contract's rule customers: internet"):
+        request.records(broken)

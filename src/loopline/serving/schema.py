@@ -4,7 +4,8 @@ Every record field is declared once, in the contract; here it becomes a strict p
 field: integers must be JSON integers, floats must be finite, categories must be allowed,
 codes must match their pattern, unknown keys are rejected, and the contract's field kinds
 are checked: the date-part fields of a record must form a real date, HHMM clocks must
-have minutes 00-59. Nullable fields may be omitted or null. Errors name the field.
+have minutes 00-59, and the contract's `ValueTogether` rules over record fields hold.
+Nullable fields may be omitted or null. Errors name the field.
 
 A record is a `TypedDict`, so validation (in pydantic's Rust core, straight from the
 request bytes) yields plain dicts: no model objects to build and dump again per record.
@@ -20,17 +21,20 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from loopline.contract import CALENDAR_PARTS, DataContract, Field_
+from loopline.contract import CALENDAR_PARTS, DataContract, Field_, ValueTogether
 
 MAX_STRING_LENGTH = 64
 STRICT = ConfigDict(strict=True, extra="forbid")
 
 
-def _real_calendar_and_clock(date_parts: dict[str, str], clocks: tuple[str, ...]) -> Any:
-    """A validator rejecting dates that do not exist and HHMM `clocks` past minute 59.
+def _across_fields(
+    date_parts: dict[str, str], clocks: tuple[str, ...], rules: tuple[ValueTogether, ...]
+) -> Any:
+    """A validator of a whole record: dates that exist, HHMM `clocks` to minute 59, `rules`.
 
     `date_parts` maps "year", "month" and "day" to the record fields holding them (the
-    contract's `date_part` kind); without all three there is no date to check.
+    contract's `date_part` kind); without all three there is no date to check. `rules` are
+    the contract's `ValueTogether` rules over record fields only.
     """
     parts = [date_parts.get(part) for part in CALENDAR_PARTS]
     date_fields = parts if all(parts) else None
@@ -44,6 +48,12 @@ def _real_calendar_and_clock(date_parts: dict[str, str], clocks: tuple[str, ...]
         for name in clocks:
             if values.get(name) is not None and values[name] % 100 > 59:
                 raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
+        for rule in rules:
+            if any(values.get(name) is None for name in rule.columns()):
+                continue
+            holds = values[rule.column] == rule.value
+            if any(holds != (values[name] == value) for name, value in rule.then.items()):
+                raise ValueError(f"breaks the contract's rule {rule.name}")
         return values
 
     return AfterValidator(check)
@@ -83,7 +93,13 @@ def record_type(contract: DataContract, name: str) -> Any:
     record.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
     clocks = tuple(field.name for field in record_fields if field.clock)
     date_parts = {field.date_part: field.name for field in record_fields if field.date_part}
-    return Annotated[record, _real_calendar_and_clock(date_parts, clocks)]
+    names = {field.name for field in record_fields}
+    rules = tuple(
+        rule
+        for rule in contract.row_rules
+        if isinstance(rule, ValueTogether) and set(rule.columns()) <= names
+    )
+    return Annotated[record, _across_fields(date_parts, clocks, rules)]
 
 
 @dataclass(frozen=True)
