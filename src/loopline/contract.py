@@ -228,20 +228,26 @@ class ValueTogether(_Frozen):
     """Across columns: `column` holds `value` exactly when each of `then` holds its value.
 
     Categories that encode "not applicable" must agree: a customer without internet has
-    "No internet service" in every add-on, and nobody else has it in any. Rows where any
-    of the columns is null are not judged.
+    "No internet service" in every add-on, and nobody else has it in any. A `then` value
+    of None means "is null": a customer in the first month (tenure 0) has no total charge
+    yet, and every other customer has one. Rows where a column compared with a value is
+    null are not judged.
     """
 
     table: str
     column: str
     value: str | int
-    then: dict[str, str | int]
+    then: dict[str, str | int | None]
 
     @property
     def name(self) -> str:
         """e.g. `customers: internet_service=No <-> online_security=No internet service`."""
-        sides = ", ".join(f"{c}={v}" for c, v in self.then.items())
+        sides = ", ".join(f"{c}={'null' if v is None else v}" for c, v in self.then.items())
         return f"{self.table}: {self.column}={self.value} <-> {sides}"
+
+    def judged_columns(self) -> tuple[str, ...]:
+        """The columns that must be known for a row to be judged (not the null checks)."""
+        return (self.column, *(c for c, v in self.then.items() if v is not None))
 
     def columns(self) -> tuple[str, ...]:
         """Every column the rule reads."""

@@ -76,8 +76,8 @@ def row_verdicts(rule: RowRule, frame: pd.DataFrame) -> pd.Series:
         holds = frame[rule.column] == rule.value
         ok = pd.Series(True, index=frame.index)
         for column, value in rule.then.items():
-            ok &= holds == (frame[column] == value)
-        return _verdicts(ok, frame[list(rule.columns())].notna().all(axis=1))
+            ok &= holds == (frame[column].isna() if value is None else frame[column] == value)
+        return _verdicts(ok, frame[list(rule.judged_columns())].notna().all(axis=1))
     raise TypeError(f"unknown row rule {rule!r}")
 
 

@@ -49,10 +49,10 @@ def _across_fields(
             if values.get(name) is not None and values[name] % 100 > 59:
                 raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
         for rule in rules:
-            if any(values.get(name) is None for name in rule.columns()):
+            if any(values.get(name) is None for name in rule.judged_columns()):
                 continue
             holds = values[rule.column] == rule.value
-            if any(holds != (values[name] == value) for name, value in rule.then.items()):
+            if any(holds != (values.get(name) == value) for name, value in rule.then.items()):
                 raise ValueError(f"breaks the contract's rule {rule.name}")
         return values
 
