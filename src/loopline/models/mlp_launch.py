@@ -78,7 +78,8 @@ def train_mlp(
     shape = shape_from_dict(checkpoint["shape"])
     state = load_file(out_dir / WEIGHTS_FILE)
     estimator = MLPClassifier(shape, state, logit_offset=checkpoint["logit_offset"])
-    meta = {k: checkpoint[k] for k in ("best_epoch", "epochs_run", "history", "throughput")}
+    kept = ("best_epoch", "epochs_run", "history", "throughput", "saved_by_rank")
+    meta = {k: checkpoint[k] for k in kept}
     return estimator, meta
 
 

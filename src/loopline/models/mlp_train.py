@@ -257,10 +257,10 @@ def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on p
             "logit_offset": logit_offset,
             "best_epoch": best["epoch"],
             "epochs_run": len(history),
+            "saved_by_rank": rank,  # this node's leader: global rank 0 only if it came first
             "history": history,
             "throughput": {
                 "world_size": world,
-                "global_rank": rank,  # this node's leader; 0 only if it arrived first
                 "device": str(device),
                 "amp": str(autocast_dtype) if autocast_dtype else "off",
                 "train_rows_per_s": timing["rows"] * world / total_s,
