@@ -102,22 +102,31 @@ def post_records(
 
 
 def wait_for_retrain(api_url: str, decision_id: str, timeout_s: float) -> dict[str, Any]:
-    """The retrain flow run started for `decision_id`, once it has finished."""
+    """The retrain flow run started for `decision_id`, once it has finished.
+
+    An answer other than 200 from the Prefect API (a server busy migrating or restarting)
+    is asked again until the deadline, and named if it is the last one.
+    """
     deadline = time.monotonic() + timeout_s
     query = {
         "flows": {"name": {"any_": ["retrain"]}},
         "sort": "EXPECTED_START_TIME_DESC",
         "limit": 20,
     }
+    last_answer = "none"
     while time.monotonic() < deadline:
-        runs = httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=10).json()
-        mine = [r for r in runs if r["parameters"].get("decision_id") == decision_id]
-        if mine and mine[0]["state_type"] in TERMINAL:
-            return {"flow_run": mine[0]["name"], "state": mine[0]["state_type"]}
+        response = httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=10)
+        if response.status_code == 200:
+            mine = [r for r in response.json() if r["parameters"].get("decision_id") == decision_id]
+            if mine and mine[0]["state_type"] in TERMINAL:
+                return {"flow_run": mine[0]["name"], "state": mine[0]["state_type"]}
+            last_answer = mine[0]["state_type"] if mine else "no run yet"
+        else:
+            last_answer = f"HTTP {response.status_code}: {response.text[:200]}"
         time.sleep(3)
     raise LooplineError(
-        f"no finished retrain for decision {decision_id} within {timeout_s:.0f} s; "
-        "is `loopline deploy` running?"
+        f"no finished retrain for decision {decision_id} within {timeout_s:.0f} s (last "
+        f"answer: {last_answer}); is `loopline deploy` running?"
     )
 
 

@@ -142,31 +142,34 @@ def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
     triggers fired at once (the weekly schedule and a manual run, say)."""
     tmp = tmp_path_factory.mktemp("loop-run")
     params_file, api_url = setup.params_file, setup.api_url
-    with (
-        temporary_settings(updates={PREFECT_API_URL: api_url}),
-        bento_service(
-            params_file, "127.0.0.1", free_port(), tmp / "service.log",
-            BENTOML_HOME=str(tmp / "bento"),
-        ) as url,
-        deployment_runner(params_file, api_url, tmp / "deployments.log", setup.work_pool),
-    ):  # fmt: skip
-        story = Replay(params_file, url, api_url).run(DRIFT_FROM, dt.date(2013, 7, 28), 14)
-        runs = [
-            run_deployment(
-                "retrain/loopline-retrain",
-                timeout=0,
-                parameters={
-                    "labeled_until": "2013-07-28",
-                    "reason": reason,
-                    "params_path": str(params_file),
-                },
-            )
-            for reason in ("schedule", "manual")
-        ]
-        finished = [_wait_until_final(run.id) for run in runs]
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: api_url}),
+            bento_service(
+                params_file, "127.0.0.1", free_port(), tmp / "service.log",
+                BENTOML_HOME=str(tmp / "bento"),
+            ) as url,
+            deployment_runner(params_file, api_url, tmp / "deployments.log", setup.work_pool),
+        ):  # fmt: skip
+            story = Replay(params_file, url, api_url).run(DRIFT_FROM, dt.date(2013, 7, 28), 14)
+            runs = [
+                run_deployment(
+                    "retrain/loopline-retrain",
+                    timeout=0,
+                    parameters={
+                        "labeled_until": "2013-07-28",
+                        "reason": reason,
+                        "params_path": str(params_file),
+                    },
+                )
+                for reason in ("schedule", "manual")
+            ]
+            finished = [_wait_until_final(run.id) for run in runs]
+    finally:
         # Prefect's event and log workers are one per process, bound to the API they first
-        # sent to: flush them to this profile's server and let the next profile start new
-        # ones (else its monitor's retrain event goes to the other server, and never fires).
+        # sent to: flush them to this profile's server (it is still up) and let the next
+        # profile start new ones, else its monitor's retrain event goes to this server and
+        # never fires. Also after a failure, so that it stays this profile's own.
         EventsWorker.drain_all(timeout=30)
         APILogWorker.drain_all(timeout=30)
     return {"story": story, "triggered_at_once": finished, "tmp": tmp}
