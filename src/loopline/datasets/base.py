@@ -87,7 +87,9 @@ class Dataset(ABC):
     """A tabular dataset: contract, offline source, joins, target, time and features.
 
     `time_column` is None for a dataset without event time: its examples are split at
-    random (seeded, stratified by target) and production batches are cut by arrival.
+    random (seeded, stratified by target). Monitoring, retraining and the replay cut
+    traffic by time, so they refuse such a dataset (`require_time`) until batches by
+    arrival exist.
     """
 
     name: ClassVar[str]
@@ -155,7 +157,7 @@ class Dataset(ABC):
     def event_days(self, columns: Columns) -> np.ndarray:
         """Each record's date (ISO `YYYY-MM-DD`, from the time column); None if impossible.
 
-        A dataset without a time column has no dates: all None (batches go by arrival).
+        A dataset without a time column has no dates: all None.
         """
         if self.time_column is None:
             return np.full(len(next(iter(columns.values()))), None, dtype=object)
