@@ -416,21 +416,18 @@ def fitted_until(registry: Registry, version: str | None) -> dt.date | None:
 
 def fresh_window(
     test: pd.DataFrame,
-    time_column: str | None,
-    challenger: dt.date | None,
-    champion: dt.date | None,
+    time_column: str,
+    challenger_until: dt.date | None,
+    champion_until: dt.date | None,
 ) -> tuple[pd.DataFrame, str]:
     """The test rows after the last day either model was fitted or chosen on, described.
 
     The challenger's test window is already after its own validation window; a champion
     fitted on later days (a retrain promoted since this checkout's windows were set) cuts
-    the window to the days it has not seen. Without a time column the window is the
-    held-out test split: the seeded split keeps it out of fitting and choosing alike.
+    the window to the days it has not seen.
     """
-    if time_column is None:
-        return test, f"held-out test split, {len(test):,} rows"
     days = test[time_column].dt.date
-    newest_used = max((d for d in (challenger, champion) if d), default=None)
+    newest_used = max((d for d in (challenger_until, champion_until) if d), default=None)
     window = test[days > newest_used] if newest_used else test
     if window.empty:
         return window, f"none: both models were fitted or chosen on days up to {newest_used}"
@@ -451,13 +448,13 @@ def judge_on_recent_window(
     test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
     for _ in range(REJUDGE_ATTEMPTS):
         champion = registry.alias_version(CHAMPION)
-        used_until = {"challenger": None, "champion": None}  # no time: nothing to cut
-        if dataset.has_time:
-            used_until["challenger"] = fitted_until(registry, version)
-            used_until["champion"] = fitted_until(
-                registry, None if champion == version else champion
-            )
-        window, described = fresh_window(test, dataset.time_column, **used_until)
+        if dataset.time_column is None:  # the seeded split kept it from fitting and choosing
+            window, described = test, f"held-out test split, {len(test):,} rows"
+        else:
+            window, described = fresh_window(
+                test, dataset.time_column, fitted_until(registry, version),
+                fitted_until(registry, None if champion == version else champion),
+            )  # fmt: skip
         min_rows = registry.params.min_window_rows
         try:
             if len(window) < min_rows or window[dataset.target_column].nunique() < 2:

@@ -209,6 +209,7 @@ class Replay:
             results.append(result)
         return {"frozen_version": frozen_version, "periods": [asdict(r) for r in results],
                 "final_champion": self.registry.alias_version(CHAMPION),
+                "replayed": f"{start}..{end}",
                 "record": self.dataset.wording.record,
                 "positive": self.dataset.wording.positive}  # fmt: skip
 
@@ -258,7 +259,7 @@ def write_report(story: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     frame = pd.DataFrame(story["periods"])
     write_json(story | {"summary": summarize(frame)}, out_dir / "report.json")
     plot = out_dir / "quality.png"
-    draw(frame, plot, story["positive"])
+    draw(frame, plot, story["positive"], story["replayed"])
     html = out_dir / "report.html"
     with atomic_path(html) as tmp:
         tmp.write_text(render_html(story, frame, plot))
@@ -282,7 +283,7 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def draw(frame: pd.DataFrame, path: Path, positive: str) -> None:
+def draw(frame: pd.DataFrame, path: Path, positive: str, replayed: str) -> None:
     """ROC-AUC per period (served vs frozen) and `positive` rates, with the loop's events."""
     import matplotlib  # noqa: PLC0415
 
@@ -327,7 +328,6 @@ def draw(frame: pd.DataFrame, path: Path, positive: str) -> None:
         handles=top.get_legend_handles_labels()[0] + key,
         loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False,
     )  # fmt: skip
-    replayed = f"{frame['first_day'].iloc[0]}..{frame['last_day'].iloc[-1]}"
     fig.suptitle(
         f"Replay of {replayed}: ROC-AUC per period, served by the loop vs frozen", fontsize=11
     )
@@ -376,7 +376,7 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Loopline replay</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head><body>
-<h1>Loopline: replay of {frame["first_day"].iloc[0]}..{frame["last_day"].iloc[-1]}</h1>
+<h1>Loopline: replay of {story["replayed"]}</h1>
 <p>Frozen model: version {story["frozen_version"]};
 champion at the end: version {story["final_champion"]}.</p>
 <ul>{items}</ul>

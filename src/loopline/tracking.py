@@ -127,7 +127,7 @@ def lineage_tags(params: Params, sections: list[str], root: Path = Path()) -> di
 
 
 def split_tags(split: SplitParams | FractionSplit) -> dict[str, str]:
-    """The split a model was fitted on: its date windows, or its fractions (and the seed)."""
+    """The split a model was fitted on: its date windows, or its fractions."""
     if isinstance(split, FractionSplit):
         return {window_tag(name): f"{f:g}" for name, f in split.fractions().items()}
     return {window_tag(name): str(w) for name, w in split.windows().items()}
