@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +101,16 @@ def _even_rows(features_dir: Path, copy: Path) -> Path:
     return copy
 
 
+def _wait_for_rendezvous_host(port: int, node: Future, timeout_s: float = 120) -> None:
+    """Until the first node to arrive hosts the c10d store on `port` (it listens there)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not node.done():
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no rendezvous on port {port} (node done: {node.done()})")
+
+
 def test_two_nodes_train_the_same_model_as_one_process(
     small_features_dir: Path, tmp_path: Path, mlp_params: MLPParams, fast_params: Params
 ) -> None:
@@ -111,12 +123,13 @@ def test_two_nodes_train_the_same_model_as_one_process(
     features = _even_rows(small_features_dir, tmp_path / "features")
     plain = mlp_params.model_copy(update={"dropout": 0.0, "max_epochs": 4, "patience": 2})
     one, one_meta = _train(features, tmp_path / "one", plain, fast_params.seed)
-    nodes = plain.model_copy(update={"nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}"})
+    port = free_port()
+    nodes = plain.model_copy(update={"nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{port}"})
     with ThreadPoolExecutor(1) as other_machine:
         node_1 = other_machine.submit(
             join_training, features, nodes, fast_params.seed, 1, {"OMP_NUM_THREADS": "1"}
         )
-        time.sleep(5)  # the other machine is at the rendezvous first
+        _wait_for_rendezvous_host(port, node_1)  # the other machine is there first
         two, two_meta = _train(features, tmp_path / "two", nodes, fast_params.seed)
         node_1.result(timeout=300)
     assert two_meta["throughput"]["world_size"] == 2
