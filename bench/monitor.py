@@ -39,15 +39,16 @@ import datetime as dt, sys
 from pathlib import Path
 from loopline.config import load_params
 from loopline.datasets import get_dataset
-from loopline.monitoring.job import measure_batch
+from loopline.monitoring.job import batch_by_event_days, measure_batch
 from loopline.registry import Registry
 from loopline.serving.prediction_log import PredictionLog
 from loopline.tracking import configure_mlflow
 params_file = Path(sys.argv[1]); p = load_params(params_file); d = get_dataset(p.dataset.name)
 configure_mlflow(p.mlflow, root=params_file.parent)
 log = PredictionLog(Path(sys.argv[2]), d.contract, d.key_columns, d.target_column)
-m = measure_batch(dataset=d, params=p, registry=Registry(p.registry), log_store=log,
-                  first_day=dt.date(2013, 7, 1), last_day=dt.date(2013, 12, 31), root=ROOT_DIR)
+batch = batch_by_event_days(log, dt.date(2013, 7, 1), dt.date(2013, 12, 31))
+m = measure_batch(dataset=d, params=p, registry=Registry(p.registry), measured=batch,
+                  root=ROOT_DIR)
 print(m.outcome.rows, m.outcome.drift_share, m.report_path.stat().st_size)
 """
 

@@ -47,7 +47,7 @@ def evaluate(params_path: Path | None = None) -> None:
     table = comparison_table(results, params.registry.primary_metric)
     with atomic_path(params.paths.evaluation / "comparison.md") as tmp:
         tmp.write_text(table + "\n")
-    get_run_logger().info("test split %s\n%s", params.featurize.split.test, table)
+    get_run_logger().info("test split, %s rows\n%s", f"{len(test):,}", table)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ are then scored, through MLflow, on the test window, the newest labeled days tha
 was fitted or chosen on, and the promotion rule (registry section of params.yaml) decides.
 Every decision goes to the ledger, the version's tags and a model card; `metrics/register.json`
 (tracked by DVC) keeps only what a rerun repeats, the decision file and card in
-`paths.registration` also keep the measured latency.
+`paths.registration` also keep the measured latency. For a dataset without a time column,
+a sample of the training split is logged with the version's run: the monitor's drift
+reference (`loopline.monitoring.reference`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from loopline.config import Params, load_params, params_file
@@ -22,6 +25,7 @@ from loopline.datasets import get_dataset
 from loopline.errors import LooplineError
 from loopline.io import atomic_path, read_json, write_json
 from loopline.model_card import CardFacts, render_card
+from loopline.monitoring.reference import log_reference
 from loopline.orchestration import run_stage
 from loopline.registry import TEST_METRIC_TAG, Registry, judge_on_recent_window
 from loopline.scoring.scorer import SCORER_DIR, scorer_digest
@@ -67,6 +71,12 @@ def register_best(params: Params, registry: Registry) -> tuple[str, str, dict]:
     family = best_on_validation(params)
     run = training_run(family, params)
     test_metrics = read_json(params.paths.metrics / "evaluate.json")[family]
+    if not get_dataset(params.dataset.name).has_time:
+        train = pd.read_parquet(params.paths.features / "examples" / "train.parquet")
+        log_reference(
+            mlflow.MlflowClient(), run.info.run_id, train, params.monitor.reference_rows,
+            params.seed,
+        )  # fmt: skip
     tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"]) | {
         "loopline.family": family,
         **{f"{TEST_METRIC_TAG}{k}": str(v) for k, v in test_metrics.items()},

@@ -214,6 +214,9 @@ def churn_params_dict() -> dict:
     raw["validate"]["min_rows"]["customers"] = 3000
     raw["registry"]["min_window_rows"] = 300  # the slice's test split has 528 customers
     raw["registry"]["slice_min_rows"] = 100
+    raw["retrain"]["test_arrivals"] = 300  # ... and 704 left out to arrive
+    raw["monitor"].update({"min_batch_rows": 100, "cooldown_batches": 3})
+    raw["serve"]["poll_seconds"] = 1
     return _fast(raw)
 
 

@@ -23,6 +23,7 @@ from loopline.orchestration import (
     configure_logging,
     prefect_server,
     quiet_environment,
+    stage_commands,
     stop_process,
     tool_environment,
 )
@@ -122,27 +123,12 @@ def _day(text: str | None) -> dt.date | None:
 
 
 def _run_stages(dvc_yaml: Path, last: str | None, env: dict[str, str]) -> int:
-    """Run dvc.yaml's stage commands in file order (foreach expanded), up to `last`.
-
-    The order in dvc.yaml is already one that DVC's graph allows. Returns the first
-    non-zero exit status, or 0.
-    """
-    import yaml  # noqa: PLC0415
-
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    names = list(stages)
-    if last is not None and last not in names:
-        raise _fail(LooplineError(f"no stage {last!r} in {dvc_yaml}; stages: {names}"))
-    for name in names[: names.index(last) + 1 if last else None]:
-        definition = stages[name]
-        items = definition.get("foreach", [None])
-        command = definition["do"]["cmd"] if "foreach" in definition else definition["cmd"]
-        for item in items:
-            line = command.replace("${item}", str(item)) if item is not None else command
-            typer.echo(f"$ {line}  (stage {name})")
-            returncode = subprocess.run(shlex.split(line), env=env, check=False).returncode
-            if returncode != 0:
-                return returncode
+    """Run dvc.yaml's stage commands in order, up to `last`; the first non-zero exit, or 0."""
+    for name, line in stage_commands(dvc_yaml, last):
+        typer.echo(f"$ {line}  (stage {name})")
+        returncode = subprocess.run(shlex.split(line), env=env, check=False).returncode
+        if returncode != 0:
+            return returncode
     return 0
 
 
@@ -262,7 +248,11 @@ def monitor(
     first_day: Annotated[str | None, typer.Option(help="First event date (ISO).")] = None,
     last_day: Annotated[str | None, typer.Option(help="Last event date (ISO).")] = None,
 ) -> None:
-    """Monitor one batch of logged traffic now (default: the last 7 logged days)."""
+    """Monitor one batch of logged traffic now.
+
+    A dataset with a time column: the examples of the given days (default: the last 7
+    logged). Without one: everything logged since the last batch.
+    """
     from pipelines.monitor import monitor as monitor_flow  # noqa: PLC0415
 
     try:
@@ -271,13 +261,16 @@ def monitor(
         )
     except LooplineError as error:
         raise _fail(error) from None
+    if not result["measured"]:
+        typer.echo(result["reason"])
+        return
     verdict = "RETRAIN" if result["trigger"] else "no retrain"
     typer.echo(f"{result['outcome']['batch_id']}: {verdict} ({result['reason']})")
     typer.echo(f"report: {result['report']}")
 
 
 @app.command()
-def replay(
+def replay(  # noqa: PLR0917 - typer: every option is a parameter
     params: ParamsOption = Path("params.yaml"),
     start: Annotated[
         str | None, typer.Option(help="First day played (ISO); default: after the test window.")
@@ -285,27 +278,60 @@ def replay(
     end: Annotated[
         str | None, typer.Option(help="Last day played (ISO); default: the data's last day.")
     ] = None,
-    step: Annotated[str, typer.Option(help="Period length, in days: 7d, 14d ...")] = "7d",
+    step: Annotated[
+        str | None,
+        typer.Option(
+            help="Period length: days (7d, 14d ...) for a dataset with a time column; "
+            "arrivals per batch (200, 500 ...) for one without. Default: 7d or 200."
+        ),
+    ] = None,
+    arrive_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Without a time column: the left-out examples arrive sorted by this "
+            "record field (a shift scenario) instead of in a seeded random order."
+        ),
+    ] = None,
+    descending: Annotated[
+        bool, typer.Option("--descending", help="With --arrive-by: largest first.")
+    ] = False,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
 ) -> None:
-    """Play the data after the test window through the live service and the loop; report.
+    """Play data no model has seen through the live service and the loop; report.
 
-    Starts what is not already running (Prefect server, BentoML service, the deployments
-    runner) and stops what it started. With `prefect.work_pool` set (team mode), the
-    deployments are deployed to the pool, whose workers run the retrains.
+    A dataset with a time column plays the days after the test window; one without, the
+    examples its split left out, as arrivals. Starts what is not already running
+    (Prefect server, BentoML service, the deployments runner) and stops what it started.
+    With `prefect.work_pool` set (team mode), the deployments are deployed to the pool,
+    whose workers run the retrains.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
     from loopline.datasets import get_dataset  # noqa: PLC0415
-    from loopline.replay import Replay, write_report  # noqa: PLC0415
+    from loopline.replay import Replay, check_arrival_field, write_report  # noqa: PLC0415
     from loopline.services import bento_service, deployment_runner  # noqa: PLC0415
 
-    if not step.endswith("d") or not step[:-1].isdigit():
-        raise _fail(LooplineError(f"--step {step!r}: give a number of days such as 7d"))
     settings = load_params(params)
+    has_time = get_dataset(settings.dataset.name).has_time
+    step = step or ("7d" if has_time else "200")
+    if has_time and (not step.endswith("d") or not step[:-1].isdigit()):
+        raise _fail(LooplineError(f"--step {step!r}: give a number of days such as 7d"))
+    if not has_time and not step.isdigit():
+        raise _fail(
+            LooplineError(
+                f"--step {step!r}: dataset {settings.dataset.name!r} has no time column; "
+                "give a number of arrivals per batch such as 200"
+            )
+        )
+    if has_time and arrive_by:
+        raise _fail(LooplineError("--arrive-by: a dataset with a time column plays its days"))
+    if arrive_by:
+        try:
+            check_arrival_field(get_dataset(settings.dataset.name), arrive_by)
+        except LooplineError as error:
+            raise _fail(error) from None
     logs = settings.paths.replay / "logs"
     try:
-        get_dataset(settings.dataset.name).require_time("the replay")  # before any server
         with (
             _prefect_api(settings, port) as api_url,
             temporary_settings(updates={PREFECT_API_URL: api_url}),
@@ -316,9 +342,11 @@ def replay(
                 params, api_url, logs / "deployments.log", settings.prefect.work_pool
             ),
         ):
-            story = Replay(
-                params, url, api_url, os.environ.get(settings.serve.api_key_env, "")
-            ).run(_day(start), _day(end), int(step[:-1]))
+            replay = Replay(params, url, api_url, os.environ.get(settings.serve.api_key_env, ""))
+            if has_time:
+                story = replay.run(_day(start), _day(end), int(step[:-1]))
+            else:
+                story = replay.run_arrivals(int(step), arrive_by, descending)
     except LooplineError as error:
         raise _fail(error) from None
     paths = write_report(story, settings.paths.replay)

@@ -122,10 +122,26 @@ class FractionSplit(Section):
         return {"train": self.train, "valid": self.valid, "test": self.test}
 
 
+class KeyedSplit(Section):
+    """Each example's split named by its key, in a file: what a retrain by arrival writes.
+
+    `keys_file` is a parquet file of the dataset's key columns and a `split` column
+    (`train`, `valid` or `test`); examples it does not list are left out. (Not `keys`: a
+    model with an attribute of that name passes for a mapping with Prefect, which walks
+    task parameters.) `judged_arrivals` is the
+    arrival-time span (`first..last`, ISO) of the test rows, the newest labeled arrivals,
+    tagged on the version as its test window.
+    """
+
+    keys_file: Path
+    judged_arrivals: str
+
+
 class FeaturizeParams(Section):
     """Knobs of the featurize stage."""
 
-    split: SplitParams | FractionSplit  # date windows, or fractions (no time column)
+    # date windows; fractions (a dataset without time); or a retrain's split by key
+    split: SplitParams | FractionSplit | KeyedSplit
     history_smoothing: float = Field(ge=0.0)
     min_category_count: int = Field(ge=1)
     clip_quantiles: tuple[float, float]
@@ -287,7 +303,10 @@ class MonitorParams(Section):
     quality_drop_limit: float = Field(gt=0)
     k: int = Field(ge=1)
     n: int = Field(ge=1)
-    cooldown_days: int = Field(ge=0)
+    # No new trigger within this long after one: days of data for batches cut by event day
+    # (a dataset with a time column), batches for batches cut by arrival (one without).
+    cooldown_days: int | None = Field(default=None, ge=0)
+    cooldown_batches: int | None = Field(default=None, ge=0)
     interval_minutes: int = Field(ge=1)
     traffic: TrafficChecks
 
@@ -299,12 +318,24 @@ class MonitorParams(Section):
 
 
 class RetrainParams(Section):
-    """How a retrain moves the windows, and its weekly schedule."""
+    """How a retrain moves the windows, and its weekly schedule.
+
+    A dataset with a time column moves date windows (`valid_days`, `test_days`); one
+    without judges on its newest `test_arrivals` labeled arrivals.
+    """
 
     cron: str
-    valid_days: int = Field(ge=1)
-    test_days: int = Field(ge=1)
+    valid_days: int | None = Field(default=None, ge=1)
+    test_days: int | None = Field(default=None, ge=1)
+    test_arrivals: int | None = Field(default=None, ge=1)
     timeout_minutes: int = Field(ge=1)
+
+
+def required(value: int | None, key: str, why: str) -> int:
+    """`value`, or a ConfigError naming the missing `key` and why it is needed."""
+    if value is None:
+        raise ConfigError(f"{key} is not set; it is needed {why}")
+    return value
 
 
 class PrefectParams(Section):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from loopline import columns as cols
-from loopline.config import DatasetParams, DateWindow, FeaturizeParams, FractionSplit, Params
+from loopline.config import (
+    DatasetParams,
+    DateWindow,
+    FeaturizeParams,
+    FractionSplit,
+    KeyedSplit,
+    Params,
+)
 from loopline.datasets.base import Dataset, FeatureSpec, Lookup
 from loopline.errors import ConfigError, DataContractError
 from loopline.io import atomic_path, write_parquet
@@ -426,11 +433,13 @@ def split_examples(
     """Train, valid and test examples, as `featurize.split` says.
 
     Date windows need a dataset with a time column; fractions work for any dataset and are
-    what a dataset without one gets.
+    what a dataset without one gets; a split by key is what a retrain by arrival writes.
     """
     split = params.featurize.split
     if isinstance(split, FractionSplit):
         return split_at_random(examples, dataset.target_column, split, params.seed)
+    if isinstance(split, KeyedSplit):
+        return split_by_key(examples, dataset.key_columns, split.keys_file)
     if dataset.time_column is None:
         raise ConfigError(
             f"featurize.split gives date windows, but dataset {dataset.name!r} has no time "
@@ -439,17 +448,14 @@ def split_examples(
     return split_by_time(examples, dataset.time_column, split.windows())
 
 
-def split_at_random(
-    examples: pd.DataFrame, target_column: str, split: FractionSplit, seed: int
-) -> dict[str, pd.DataFrame]:
-    """A seeded split stratified by the target: each split keeps the positive rate.
+def stratified_parts(
+    examples: pd.DataFrame, target_column: str, fractions: Mapping[str, float], seed: int
+) -> np.ndarray:
+    """Each row's part name (None: in no part), seeded and stratified by the target.
 
     Within each class the rows are shuffled once with `seed` and cut at the cumulative
-    fractions, so the same seed and data always give the same sets; every row lands in at
-    most one (none: the rest, when the fractions add up to less than 1), and each split
-    keeps the rows' original order.
+    fractions, so the same seed and data always give the same parts.
     """
-    fractions = split.fractions()
     labels = examples[target_column].to_numpy()
     generator = np.random.default_rng(seed)
     assigned = np.full(len(examples), None, dtype=object)
@@ -458,6 +464,19 @@ def split_at_random(
         edges = np.round(np.cumsum(list(fractions.values())) * len(rows)).astype(int)
         for name, part in zip(fractions, np.split(rows, edges)[:-1], strict=True):
             assigned[part] = name
+    return assigned
+
+
+def split_at_random(
+    examples: pd.DataFrame, target_column: str, split: FractionSplit, seed: int
+) -> dict[str, pd.DataFrame]:
+    """A seeded split stratified by the target: each split keeps the positive rate.
+
+    Every row lands in at most one split (none: the rest, when the fractions add up to
+    less than 1), and each split keeps the rows' original order.
+    """
+    fractions = split.fractions()
+    assigned = stratified_parts(examples, target_column, fractions, seed)
     splits = {name: examples[assigned == name].reset_index(drop=True) for name in fractions}
     for name, frame in splits.items():
         if frame[target_column].nunique() < 2:
@@ -465,6 +484,35 @@ def split_at_random(
                 f"split {name!r} ({fractions[name]:g} of {len(examples)} examples) does not "
                 "hold both classes: raise its fraction in featurize.split"
             )
+    return splits
+
+
+def left_out(
+    examples: pd.DataFrame, target_column: str, split: FractionSplit, seed: int
+) -> pd.DataFrame:
+    """The examples a split by fractions keeps out of all three: future traffic."""
+    assigned = stratified_parts(examples, target_column, split.fractions(), seed)
+    return examples[pd.isna(assigned)].reset_index(drop=True)
+
+
+def split_by_key(
+    examples: pd.DataFrame, key_columns: Sequence[str], keys_file: Path
+) -> dict[str, pd.DataFrame]:
+    """Train, valid and test examples as a file of keys assigns them (others left out)."""
+    if not keys_file.is_file():
+        raise ConfigError(f"featurize.split.keys_file: {keys_file} not found")
+    keys = pd.read_parquet(keys_file)
+    missing = [c for c in (*key_columns, "split") if c not in keys]
+    if missing:
+        raise ConfigError(f"featurize.split.keys_file: {keys_file} lacks the columns {missing}")
+    if keys.duplicated(list(key_columns)).any():
+        raise ConfigError(f"featurize.split.keys_file: {keys_file} names a key twice")
+    placed = examples.merge(keys[[*key_columns, "split"]], on=list(key_columns), how="left")
+    splits = {}
+    for name in ("train", "valid", "test"):
+        splits[name] = placed[placed["split"] == name].drop(columns="split").reset_index(drop=True)
+        if splits[name].empty:
+            raise ConfigError(f"featurize.split.keys_file: {keys_file} puts no example in {name!r}")
     return splits
 
 

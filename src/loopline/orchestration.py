@@ -218,3 +218,25 @@ def run_stage(flow: Callable[[], object]) -> None:
             traceback.print_exception(error, file=trace)
         log.error("%s\n(traceback in %s)", error, STAGE_LOG)
         raise SystemExit(1) from None
+
+
+def stage_commands(dvc_yaml: Path, last: str | None = None) -> list[tuple[str, str]]:
+    """(stage name, command line) of dvc.yaml's stages in file order, foreach expanded.
+
+    The order in dvc.yaml is already one that DVC's graph allows; `last` stops after that
+    stage. This is how a dataset that DVC does not track runs the same pipeline.
+    """
+    import yaml  # noqa: PLC0415
+
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    names = list(stages)
+    if last is not None and last not in names:
+        raise LooplineError(f"no stage {last!r} in {dvc_yaml}; stages: {names}")
+    commands = []
+    for name in names[: names.index(last) + 1 if last else None]:
+        definition = stages[name]
+        command = definition["do"]["cmd"] if "foreach" in definition else definition["cmd"]
+        for item in definition.get("foreach", [None]):
+            line = command.replace("${item}", str(item)) if item is not None else command
+            commands.append((name, line))
+    return commands

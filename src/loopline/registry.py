@@ -39,14 +39,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import URL
 
-from loopline.config import DateWindow, Params, RegistryParams
+from loopline.config import DateWindow, KeyedSplit, Params, RegistryParams
 from loopline.database import create_engine, database_url
 from loopline.datasets.base import Dataset
 from loopline.errors import LooplineError
 from loopline.promotion import Evidence, GateResult, decide, no_fresh_window
 from loopline.scoring.registered import TEST_METRIC_TAG, load_version
 from loopline.scoring.scorer import CompiledScorer
-from loopline.tracking import window_tag
+from loopline.tracking import ARRIVALS, window_tag
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -249,6 +249,18 @@ class Registry:
         window = self.window(version, "test") if version is not None else None
         return window.end if window else None
 
+    def newest_judged_arrival(self) -> str | None:
+        """The newest arrival time (ISO) the latest registered version was judged on.
+
+        For a dataset without time: labeled arrivals up to then have been used. None
+        before any retrain by arrival (the first version is judged on its held-out split).
+        """
+        version = self.alias_version(CHALLENGER)
+        if version is None:
+            return None
+        tag = self.client.get_model_version(self.name, version).tags.get(window_tag("test"), "")
+        return tag.removeprefix(ARRIVALS).split("..")[-1] if tag.startswith(ARRIVALS) else None
+
     def model_uri(self, version: str) -> str:
         """MLflow URI of a version (`loopline.scoring.registered` loads it)."""
         return f"models:/{self.name}/{version}"
@@ -408,6 +420,14 @@ def collect_evidence(
     )
 
 
+def held_out_described(params: Params, rows: int) -> str:
+    """The test split of a dataset without time, as the ledger and the card name it."""
+    split = params.featurize.split
+    if isinstance(split, KeyedSplit):
+        return f"newest labeled arrivals {split.judged_arrivals}, {rows:,} rows"
+    return f"held-out test split, {rows:,} rows"
+
+
 def fitted_until(registry: Registry, version: str | None) -> dt.date | None:
     """The last day `version` was fitted or chosen on (its validation window's end)."""
     window = registry.window(version, "valid") if version is not None else None
@@ -448,8 +468,8 @@ def judge_on_recent_window(
     test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
     for _ in range(REJUDGE_ATTEMPTS):
         champion = registry.alias_version(CHAMPION)
-        if dataset.time_column is None:  # the seeded split kept it from fitting and choosing
-            window, described = test, f"held-out test split, {len(test):,} rows"
+        if dataset.time_column is None:  # the split kept it from fitting and choosing
+            window, described = test, held_out_described(params, len(test))
         else:
             window, described = fresh_window(
                 test, dataset.time_column, fitted_until(registry, version),

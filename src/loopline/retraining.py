@@ -1,4 +1,6 @@
-"""Retraining: move the time windows to the newest labels and re-run the DVC pipeline.
+"""Retraining: learn from the newest labels and re-run the pipeline.
+
+**A dataset with a time column** moves its date windows and re-runs the DVC pipeline.
 
 The new windows end at the latest labeled day: test on the last `test_days`, validate on
 the `valid_days` before, train on everything from the original training start up to
@@ -9,25 +11,55 @@ never touched, `dvc exp show` lists every retrain with its windows and metrics, 
 register stage decides on promotion exactly as a manual run would. The shared state (the
 MLflow store, the ledger, the model cards) is pointed at the checkout's by absolute paths,
 so the experiment's runs and decision land where the service and the monitor look.
+
+**A dataset without one** learns from its labeled arrivals: the prediction log says which
+examples have arrived and had their label delivered, and when. The newest
+`retrain.test_arrivals` of them are the test split, the window the promotion gate judges
+on; everything before (the examples the first split used, and the older arrivals) is
+split into train and valid by the seeded, stratified fractions of `featurize.split`. The
+split goes to the pipeline as a file of keys (`featurize.split.keys_file`), and the stages of
+dvc.yaml run in order under a params file written for the retrain in a scratch folder:
+stage outputs go there, the shared state (MLflow, ledger, cards) stays the checkout's.
+Since the test arrivals are always the newest, neither the champion nor the challenger
+was fitted or chosen on them (with `test_arrivals` unchanged between retrains).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from loopline.config import DateWindow, Params, RetrainParams, SplitParams
-from loopline.errors import LooplineError
+import pandas as pd
+import yaml
+
+from loopline.config import (
+    PARAMS_ENV,
+    DateWindow,
+    FractionSplit,
+    Params,
+    RetrainParams,
+    SplitParams,
+    required,
+)
+from loopline.errors import ConfigError, LooplineError
+from loopline.features import split_at_random, stratified_parts
+from loopline.orchestration import stage_commands
 from loopline.tracking import tracking_uri_at
 
 
 def moved_split(current: SplitParams, labeled_until: dt.date, params: RetrainParams) -> SplitParams:
     """Windows ending at `labeled_until`; training keeps its start and grows."""
-    test_start = labeled_until - dt.timedelta(days=params.test_days - 1)
-    valid_start = test_start - dt.timedelta(days=params.valid_days)
+    why = "to move the date windows of a retrain"
+    test_days = required(params.test_days, "retrain.test_days", why)
+    valid_days = required(params.valid_days, "retrain.valid_days", why)
+    test_start = labeled_until - dt.timedelta(days=test_days - 1)
+    valid_start = test_start - dt.timedelta(days=valid_days)
     if valid_start <= current.train.start:
         raise LooplineError(
             f"labels up to {labeled_until} leave no training days before {valid_start}"
@@ -85,3 +117,101 @@ def run_experiment(
         tail = (result.stdout + result.stderr)[-4000:]
         raise LooplineError(f"dvc exp run {name} failed (exit {result.returncode}):\n{tail}")
     return result.stdout
+
+
+# -- a dataset without time: retrain on labeled arrivals ---------------------------------------
+
+SPLIT_COLUMN = "split"
+
+
+def arrival_split(
+    examples: pd.DataFrame,
+    arrivals: pd.DataFrame,
+    *,
+    key_columns: Sequence[str],
+    target_column: str,
+    params: Params,
+) -> tuple[pd.DataFrame, str]:
+    """Every key's split for a retrain on `arrivals`, and the judged arrivals' time span.
+
+    `arrivals` holds the key columns and `logged_at` of the labeled arrivals, oldest
+    first (`PredictionLog.labeled_arrivals`); their records and outcomes are the rows of
+    `examples` with those keys. Returns a frame of key columns and `split`.
+    """
+    split = params.featurize.split
+    if not isinstance(split, FractionSplit):
+        raise ConfigError("a retrain by arrival starts from a featurize.split of fractions")
+    test_rows = required(
+        params.retrain.test_arrivals, "retrain.test_arrivals",
+        "to retrain a dataset without a time column",
+    )  # fmt: skip
+    keys = list(key_columns)
+    arrived = arrivals.merge(examples, on=keys, how="inner", validate="one_to_one")
+    if len(arrived) < test_rows:
+        raise LooplineError(
+            f"{len(arrived)} labeled arrivals found in the data; a retrain judges on the "
+            f"newest {test_rows} (retrain.test_arrivals)"
+        )
+    test, older = arrived.iloc[-test_rows:], arrived.iloc[:-test_rows]
+    first_split = split_at_random(examples, target_column, split, params.seed)
+    pool = pd.concat([*first_split.values(), older[examples.columns]], ignore_index=True)
+    pool = pool.drop_duplicates(keys)
+    pool = pool[~pool.set_index(keys).index.isin(test.set_index(keys).index)]
+    share = split.train + split.valid
+    fractions = {"train": split.train / share, "valid": split.valid / share}
+    parts = stratified_parts(pool.reset_index(drop=True), target_column, fractions, params.seed)
+    assigned = pd.concat(
+        [pool[keys].assign(**{SPLIT_COLUMN: parts}), test[keys].assign(**{SPLIT_COLUMN: "test"})],
+        ignore_index=True,
+    )
+    span = f"{test['logged_at'].iloc[0]}..{test['logged_at'].iloc[-1]}"
+    return assigned, span
+
+
+def retrain_params_file(
+    params_path: Path, params: Params, workspace: Path, keys_file: Path, judged: str
+) -> Path:
+    """A params file for a retrain by arrival: `params_path`'s, split by `keys_file`.
+
+    Stage outputs go to `workspace`; the data, the shared state (`shared_state`) and the
+    monitor's and service's stores stay where `params_path` puts them (made absolute).
+    """
+    root = params_path.resolve().parent
+    raw = yaml.safe_load(params_path.read_text())
+    scratch = {"validation", "features", "models", "evaluation", "registration", "metrics",
+               "replay"}  # fmt: skip
+    for name, location in params.paths.model_dump().items():
+        raw["paths"][name] = str(workspace / name if name in scratch else root / location)
+    raw["featurize"]["split"] = {"keys_file": str(keys_file), "judged_arrivals": judged}
+    for key, value in shared_state(params, root).items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    for section, name in (("serve", "prediction_log"), ("monitor", "state"),
+                          ("monitor", "workspace"), ("monitor", "reports")):  # fmt: skip
+        value = str(raw[section][name])
+        if "://" not in value:
+            raw[section][name] = str(root / value)
+    out = workspace / "params.yaml"
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def run_stages(params_file: Path, root: Path, env: dict[str, str], timeout_s: float) -> list[str]:
+    """Run dvc.yaml's stage commands in `root` under `params_file`; the commands run.
+
+    All of them within `timeout_s`. Raises LooplineError with the failed stage's last
+    output.
+    """
+    run_env = env | {PARAMS_ENV: str(params_file)}
+    deadline = time.monotonic() + timeout_s
+    done = []
+    for name, line in stage_commands(root / "dvc.yaml"):
+        result = subprocess.run(
+            shlex.split(line), cwd=root, env=run_env, capture_output=True, text=True,
+            timeout=max(deadline - time.monotonic(), 1), check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr)[-4000:]
+            raise LooplineError(f"stage {name} ({line}) failed (exit {result.returncode}):\n{tail}")
+        done.append(line)
+    return done

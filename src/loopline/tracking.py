@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from loopline.config import FractionSplit, MlflowParams, Params, SplitParams
+from loopline.config import FractionSplit, KeyedSplit, MlflowParams, Params, SplitParams
 from loopline.contract import DataContract
 from loopline.datastore import pinned_md5
 from loopline.scoring.registered import SCORER_ARTIFACT
@@ -126,10 +126,16 @@ def lineage_tags(params: Params, sections: list[str], root: Path = Path()) -> di
     }
 
 
-def split_tags(split: SplitParams | FractionSplit) -> dict[str, str]:
-    """The split a model was fitted on: its date windows, or its fractions."""
+ARRIVALS = "arrivals "  # a test window of labeled arrivals: "arrivals <first>..<last>"
+
+
+def split_tags(split: SplitParams | FractionSplit | KeyedSplit) -> dict[str, str]:
+    """The split a model was fitted on: its date windows, fractions, or judged arrivals."""
     if isinstance(split, FractionSplit):
         return {window_tag(name): f"{f:g}" for name, f in split.fractions().items()}
+    if isinstance(split, KeyedSplit):
+        return {window_tag("train"): "by key", window_tag("valid"): "by key",
+                window_tag("test"): f"{ARRIVALS}{split.judged_arrivals}"}  # fmt: skip
     return {window_tag(name): str(w) for name, w in split.windows().items()}
 
 

@@ -1,24 +1,35 @@
 """The second dataset end to end, on a slice: wa_churn through the whole DAG as the README
-runs it (`loopline run --params params.wa_churn.yaml`), then served by the same service."""
+runs it (`loopline run --params params.wa_churn.yaml`), then through the loop by arrival
+(no time column): the left-out customers arrive sorted by tenure, longest first (a shift
+scenario), the monitor cuts batches by arrival time, drift asks for a retrain, and the
+retrain is judged on the newest labeled arrivals. Then the service's schema and answers."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
 from loopline.io import read_json
 from loopline.registry import CHAMPION, Registry
+from loopline.replay import Replay, write_report
 from loopline.scoring.registered import load_version
+from loopline.services import deployment_runner
 from loopline.tracking import configure_mlflow
+from pipelines.retrain import retrain
 from tests.conftest import churn_params_dict, churn_slice, make_project, run_in_project
 from tests.integration.conftest import bento_server
 
@@ -84,6 +95,97 @@ def test_the_flights_pipeline_is_left_as_it_was(project: Path) -> None:
     assert status == ""
 
 
+ARRIVALS_PER_BATCH = 175  # the slice leaves 705 customers out: 4 batches and 5 left over
+
+
+@pytest.fixture(scope="module")
+def loop(
+    project: Path, params: Params, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    """The replay by arrival with the service and the deployments up; then a retrain asked
+    again for labels the first retrain already judged on."""
+    tmp = tmp_path_factory.mktemp("churn-loop")
+    params_file = project / PARAMS
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: prefect_api}),
+            bento_server(params_file, tmp) as url,
+            deployment_runner(params_file, prefect_api, tmp / "deployments.log", None),
+        ):  # fmt: skip
+            story = Replay(params_file, url, prefect_api).run_arrivals(
+                ARRIVALS_PER_BATCH, arrive_by="tenure", descending=True
+            )
+            judged = _registry(project, params).newest_judged_arrival()
+            again = retrain(labeled_until=judged, reason="manual", params_path=params_file)
+    finally:
+        EventsWorker.drain_all(timeout=30)  # as in test_loop: leave no worker bound here
+        APILogWorker.drain_all(timeout=30)
+    return {"story": story, "again": again, "judged": judged, "tmp": tmp}
+
+
+def test_drift_in_arrivals_asks_for_a_retrain_judged_on_the_newest_arrivals(
+    project: Path, params: Params, loop: dict
+) -> None:
+    first, second, third, fourth, leftover = loop["story"]["periods"]
+    assert [p["rows"] for p in loop["story"]["periods"]] == [175, 175, 175, 175, 5]
+    assert first["flagged_because"][0].startswith("traffic drift"), first
+    assert "tenure" in first["drifted_columns"]
+    assert not first["triggered"]  # k = 2: one flagged batch is a blip
+    assert second["triggered"], second
+    retrain = second["retrain"]
+    assert retrain["state"] == "COMPLETED", retrain
+    assert retrain["registered_version"] == "2"
+    decision = next(e for e in _registry(project, params).ledger.entries() if e["version"] == "2")
+    assert decision["faced"] == "1"
+    assert decision["action"] in {"promote", "reject"}
+    tags = _registry(project, params).client.get_model_version("loopline-churn", "2").tags
+    span = tags["loopline.test_window"].removeprefix("arrivals ")  # first..last arrival
+    assert decision["window"] == f"newest labeled arrivals {span}, 300 rows"
+    assert span.split("..")[1] == loop["judged"]
+    assert any(c.startswith("PASS window") for c in decision["checks"]), decision["checks"]
+    for since, period in ((1, third), (2, fourth)):  # cooldown_batches = 3
+        assert not period["triggered"], period
+        if period["flagged_because"]:  # with the second, k of n: only the cooldown holds it
+            assert period["decision"].startswith(
+                f"cooldown: last retrain was asked {since} batches ago (< 3)"
+            ), period
+    assert not leftover["triggered"]  # 5 rows: too few to judge, were its data sound
+    served = "2" if retrain["promoted"] else "1"
+    assert third["served_versions"] == {served: 175}  # a promotion is served at once
+
+
+def test_the_retrain_learned_from_the_older_arrivals_and_the_first_split(
+    project: Path, params: Params, loop: dict
+) -> None:
+    configure_mlflow(params.mlflow, root=project)
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`loopline.retrain.outcome` != ''"
+    )
+    assert len(runs) == 1
+    windows = runs.iloc[0]["tags.loopline.retrain.windows"]
+    # 2,817 of the first split plus the 50 oldest arrivals; the 300 newest are the test
+    assert "test the newest 300 labeled arrivals" in windows, windows
+    train, valid = (
+        int(n.replace(",", "")) for n in re.findall(r"(?:train|valid) ([\d,]+)", windows)
+    )
+    assert train + valid == 1761 + 528 + 528 + 50
+    assert "traffic drift" in runs.iloc[0]["tags.loopline.retrain.reason"]
+
+
+def test_a_retrain_asked_again_for_the_same_labels_says_why_it_does_not_run(loop: dict) -> None:
+    assert loop["again"] == {
+        "retrained": False,
+        "reason": f"no labeled arrivals after {loop['judged']}, the newest a version was judged on",
+    }
+
+
+def test_the_replay_report_names_the_arrival_order(loop: dict) -> None:
+    paths = write_report(loop["story"], loop["tmp"] / "report")
+    html = paths["html"].read_text()
+    assert "705 customers by tenure descending, 175 per batch" in html
+    assert paths["png"].stat().st_size > 10_000
+
+
 @pytest.fixture(scope="module")
 def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with bento_server(project / PARAMS, tmp_path_factory.mktemp("bento")) as url:
@@ -101,7 +203,9 @@ def test_the_service_answers_churn_records_with_the_schema_of_their_contract(
     assert response.status_code == 200, response.text
     served = response.json()["predictions"]
     assert {p["model_name"] for p in served} == {"loopline-churn"}
-    offline = load_version(_registry(project, params), "1").scorer.score_frame(test.head(50))
+    registry = _registry(project, params)  # the loop above may have promoted a retrain
+    champion = registry.alias_version(CHAMPION)
+    offline = load_version(registry, champion).scorer.score_frame(test.head(50))
     np.testing.assert_allclose([p["probability"] for p in served], offline["probability"])
 
     schema = httpx.get(f"{server}/metadata").json()["input_schema"]

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from loopline.config import MonitorParams, load_params
-from loopline.monitoring.decision import BatchOutcome, decide
+from loopline.monitoring.decision import BatchOutcome, Cooldown, decide
 from tests.conftest import ROOT
 
 
@@ -61,9 +61,18 @@ def test_no_duplicate_trigger_while_a_retrain_runs(rule: MonitorParams) -> None:
 def test_cooldown_after_a_trigger(rule: MonitorParams) -> None:
     history = [batch(0, quality=0.65), batch(1, quality=0.66)]
     last_trigger = history[0].last_day
-    assert not decide(history, rule, last_trigger, retrain_running=False).trigger
+    held = decide(history, rule, Cooldown.in_days(history[-1], last_trigger, 14), False)
+    assert not held.trigger
+    assert held.reason == "cooldown: last retrain was asked 7 days of data ago (< 14)"
     later = [batch(2, quality=0.65), batch(3, quality=0.66)]
-    assert decide(later, rule, last_trigger, retrain_running=False).trigger
+    assert decide(later, rule, Cooldown.in_days(later[-1], last_trigger, 14), False).trigger
+
+
+def test_cooldown_in_batches_for_batches_cut_by_arrival(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.65), batch(1, quality=0.66)]
+    held = decide(history, rule, Cooldown(elapsed=1, required=2, unit="batches"), False)
+    assert held.reason == "cooldown: last retrain was asked 1 batches ago (< 2)"
+    assert decide(history, rule, Cooldown(elapsed=2, required=2, unit="batches"), False).trigger
 
 
 def test_small_batches_are_never_judged(rule: MonitorParams) -> None:

@@ -34,12 +34,31 @@ def test_batches_are_kept_by_data_time_and_a_remeasured_batch_replaces_its_row(
 def test_decisions_append_and_the_latest_trigger_day_is_found(store_url: str) -> None:
     store = MonitorStore(store_url)
     assert store.last_trigger_day() is None
-    first = store.save_decision(
-        Decision(True, "drift", "w0", ["w0"], {"k": 1}), dt.date(2013, 7, 7)
-    )
-    store.save_decision(Decision(False, "cooldown", "w1", [], {}), dt.date(2013, 7, 14))
+    first = store.save_decision(Decision(True, "drift", "w0", ["w0"], {"k": 1}), "2013-07-07")
+    store.save_decision(Decision(False, "cooldown", "w1", [], {}), "2013-07-14")
     assert store.last_trigger_day() == dt.date(2013, 7, 7)
     decisions = store.decisions()
     assert [d["reason"] for d in decisions] == ["drift", "cooldown"]
     assert decisions[0]["decision_id"] == first
     assert decisions[0]["detail"] == {"flagged": ["w0"], "numbers": {"k": 1}}
+
+
+def test_batches_by_arrival_keep_a_cursor_and_count_batches_since_a_trigger(
+    store_url: str,
+) -> None:
+    store = MonitorStore(store_url)
+    assert store.cursor() is None
+    assert store.batches_since_trigger() is None
+    ends = [f"2026-11-28T10:0{minute}:00.5+00:00" for minute in range(4)]
+    arrivals = [
+        BatchOutcome(**{**_batch(i).__dict__, "batch_id": f"a{i}", "last_arrival": end})
+        for i, end in enumerate(ends)
+    ]
+    store.save_batch(arrivals[0])
+    store.save_decision(Decision(True, "drift", "a0", ["a0"], {}), arrivals[0].ends_at)
+    assert store.batches_since_trigger() == 0
+    for outcome in arrivals[1:]:
+        store.save_batch(outcome)
+    assert store.batches_since_trigger() == 3
+    assert store.cursor() == ends[-1]  # the next batch starts after the newest arrival
+    assert store.history(limit=1)[0] == arrivals[-1]

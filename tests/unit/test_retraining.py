@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loopline.config import Params
-from loopline.errors import LooplineError
+from loopline.errors import ConfigError, LooplineError
 from loopline.retraining import dvc_overrides, moved_split, shared_state
 
 
@@ -52,3 +52,11 @@ def test_a_temporary_workspace_is_pointed_at_the_checkouts_shared_state(
     assert team["registry.ledger"] == "postgresql://db.internal/loopline"
     arguments = dvc_overrides(params.featurize.split, shared)
     assert f'mlflow.tracking_uri="sqlite:///{tmp_path}/mlflow.db"' in arguments
+
+
+def test_moving_windows_without_their_sizes_names_the_missing_key(params: Params) -> None:
+    """A params file for a table without time leaves the day windows out; a retrain by days
+    under it says which key is missing instead of failing on None arithmetic."""
+    arrivals_only = params.retrain.model_copy(update={"test_days": None})
+    with pytest.raises(ConfigError, match=r"retrain.test_days is not set; it is needed to move"):
+        moved_split(params.featurize.split, dt.date(2013, 8, 18), arrivals_only)

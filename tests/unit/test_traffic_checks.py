@@ -47,7 +47,7 @@ def test_weather_missing_for_a_whole_day_is_a_feed_outage(traffic: tuple) -> Non
     found = _check(broken, reference)
     assert len(found) == 1
     assert found[0].startswith("feed outage on 2013-07-09: temp, dewp, humid, wind_speed")
-    assert f"of its {int(day.sum())} flights" in found[0]
+    assert f"of its {int(day.sum())} records" in found[0]
 
 
 def test_a_carrier_missing_for_the_batch_is_reported(traffic: tuple) -> None:

@@ -268,16 +268,25 @@ def test_saved_feature_tables_rebuild_the_same_features(
     pd.testing.assert_frame_equal(loaded.transform(test), featurizer.transform(test))
 
 
-def test_the_loop_refuses_a_dataset_without_time_in_one_line() -> None:
-    """Monitoring, retraining and the replay cut traffic by the time column: for wa_churn
-    they stop at once with what is missing, before any server starts."""
-    command = ["replay", "--params", str(ROOT / "params.wa_churn.yaml")]
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--step", "7d"], "has no time column; give a number of arrivals per batch"),
+        (["--arrive-by", "weather"], "--arrive-by 'weather' is not a record field of wa_churn"),
+    ],
+)
+def test_a_replay_by_arrival_refuses_days_and_unknown_fields_in_one_line(
+    options: list[str], says: str
+) -> None:
+    """wa_churn replays arrivals: days, or an order by a field it lacks, stop at once with
+    what is wrong, before any server starts."""
+    command = ["replay", "--params", str(ROOT / "params.wa_churn.yaml"), *options]
     result = subprocess.run(
         [sys.executable, "-m", "loopline.cli", *command],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "dataset 'wa_churn' has none" in result.stderr + result.stdout
+    assert says in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
 

@@ -87,9 +87,8 @@ class Dataset(ABC):
     """A tabular dataset: contract, offline source, joins, target, time and features.
 
     `time_column` is None for a dataset without event time: its examples are split at
-    random (seeded, stratified by target). Monitoring, retraining and the replay cut
-    traffic by time, so they refuse such a dataset (`require_time`) until batches by
-    arrival exist.
+    random (seeded, stratified by target), production batches are cut by arrival time
+    (the prediction log's `logged_at`), and a retrain learns from the labeled arrivals.
     """
 
     name: ClassVar[str]
@@ -112,13 +111,11 @@ class Dataset(ABC):
         return self.time_column is not None
 
     def require_time(self, what: str) -> str:
-        """The time column, or a ConfigError saying `what` needs one (not built without)."""
+        """The time column, or a ConfigError saying `what` needs one."""
         if self.time_column is None:
             raise ConfigError(
-                f"{what} cuts production traffic into periods of the time column, and dataset "
-                f"{self.name!r} has none. Batches cut by arrival (the prediction log's "
-                "logged_at) are not built yet: train, evaluate, register and serve work "
-                "without a time column; monitoring, retraining and the replay do not."
+                f"{what} cuts examples into periods of the time column, and dataset "
+                f"{self.name!r} has none: it goes by arrival instead"
             )
         return self.time_column
 

@@ -7,7 +7,9 @@ Otherwise a batch is *flagged* when its traffic drift share is above `drift_shar
 labeled, its quality metric is more than `quality_drop_limit` below the champion's
 test-window value. A retrain is asked for when the latest batch is flagged and at least
 `k` of the last `n` batches are (no retrain for a one-off blip), no retrain is already
-running, and the last trigger is at least `cooldown_days` of data ago.
+running, and the last trigger is far enough back: `cooldown_days` of data for batches cut
+by event day, `cooldown_batches` batches for batches cut by arrival (a dataset without
+a time column).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class BatchOutcome:
     reference_positive_rate: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     incidents: list[str] = field(default_factory=list)  # data-quality problems found first
+    last_arrival: str | None = None  # a batch by arrival: its newest logged time (ISO)
+
+    @property
+    def ends_at(self) -> str:
+        """Where the batch ends in data time: its last arrival, else its last day (ISO)."""
+        return self.last_arrival or self.last_day.isoformat()
 
     @property
     def quality_drop(self) -> float | None:
@@ -70,6 +78,27 @@ class BatchOutcome:
 
 
 @dataclass(frozen=True)
+class Cooldown:
+    """How long ago the last retrain was asked, against how long the rule waits after one."""
+
+    elapsed: int | None  # None: never asked
+    required: int
+    unit: str  # "days of data" or "batches"
+
+    @classmethod
+    def in_days(
+        cls, latest: BatchOutcome, last_trigger_day: dt.date | None, required: int
+    ) -> Cooldown:
+        """Days of data from the last triggering batch's end to the end of `latest`."""
+        elapsed = (latest.last_day - last_trigger_day).days if last_trigger_day else None
+        return cls(elapsed, required, "days of data")
+
+    def holds(self) -> bool:
+        """True while a new trigger must wait."""
+        return self.elapsed is not None and self.elapsed < self.required
+
+
+@dataclass(frozen=True)
 class Decision:
     """Whether to retrain after a batch, and why."""
 
@@ -83,17 +112,20 @@ class Decision:
 def decide(
     history: list[BatchOutcome],
     params: MonitorParams,
-    last_trigger_day: dt.date | None,
+    cooldown: Cooldown | None,
     retrain_running: bool,
 ) -> Decision:
-    """Apply the retrain rule to the batches so far (oldest first, latest last)."""
+    """Apply the retrain rule to the batches so far (oldest first, latest last).
+
+    `cooldown` None: no retrain was ever asked.
+    """
     latest = history[-1]
     window = history[-params.n :]
     flagged = [b for b in window if b.reasons(params) and b.rows >= params.min_batch_rows]
     flagged_ids = [b.batch_id for b in flagged]
     blocker = _blocker(
         latest, flagged=len(flagged), window=len(window), params=params,
-        last_trigger_day=last_trigger_day, retrain_running=retrain_running,
+        cooldown=cooldown, retrain_running=retrain_running,
     )  # fmt: skip
     if blocker is not None:
         return Decision(False, blocker, latest.batch_id, flagged_ids, latest.as_dict())
@@ -109,11 +141,10 @@ def _blocker(
     flagged: int,
     window: int,
     params: MonitorParams,
-    last_trigger_day: dt.date | None,
+    cooldown: Cooldown | None,
     retrain_running: bool,
 ) -> str | None:
     """The first reason not to retrain after `latest`, in the rule's order; None: retrain."""
-    since = (latest.last_day - last_trigger_day).days if last_trigger_day else None
     more = len(latest.incidents) - 1
     gates = [
         (bool(latest.incidents), lambda: "data-quality incident, drift not judged: "
@@ -124,8 +155,8 @@ def _blocker(
         (flagged < params.k,
          lambda: f"only {flagged} of the last {window} batches flagged; need {params.k}"),
         (retrain_running, lambda: "a retrain is already running"),
-        (since is not None and since < params.cooldown_days,
-         lambda: f"cooldown: last retrain was asked {since} days of data ago "
-         f"(< {params.cooldown_days})"),
+        (cooldown is not None and cooldown.holds(),
+         lambda: f"cooldown: last retrain was asked {cooldown.elapsed} {cooldown.unit} ago "
+         f"(< {cooldown.required})"),
     ]  # fmt: skip
     return next((message() for blocked, message in gates if blocked), None)

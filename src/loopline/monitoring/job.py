@@ -1,4 +1,9 @@
-"""Measuring one batch: drift against the champion's training data, quality once labeled."""
+"""Measuring one batch: drift against the champion's training data, quality once labeled.
+
+A batch is the traffic of a range of event days (a dataset with a time column: the
+flights of a week), or of a range of arrival times in the prediction log (a dataset
+without one: every record logged since the previous batch).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,50 @@ from loopline.io import atomic_path
 from loopline.monitoring import traffic
 from loopline.monitoring.decision import BatchOutcome
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_result, run_report
+from loopline.monitoring.reference import logged_reference
 from loopline.registry import Registry
 from loopline.scoring.registered import TEST_METRIC_TAG, load_version
 from loopline.serving.prediction_log import PredictionLog
 from loopline.tracking import window_tag
 
 log = logging.getLogger(__name__)
+ARRIVAL_DAY = "arrival_day"  # a batch by arrival: each row's logged day, for per-day checks
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Logged predictions (with the labels in so far) and what names them."""
+
+    rows: pd.DataFrame
+    batch_id: str
+    first_day: dt.date
+    last_day: dt.date
+    day_column: str  # each row's day, for the per-day checks: event day, or arrival day
+    last_arrival: str | None = None  # batches by arrival: the next batch starts after it
+
+
+def batch_by_event_days(log_store: PredictionLog, first_day: dt.date, last_day: dt.date) -> Batch:
+    """The predictions for examples dated first_day..last_day."""
+    rows = log_store.read_batch(first_day.isoformat(), last_day.isoformat())
+    if rows.empty:
+        raise LooplineError(f"no predictions logged for examples dated {first_day}..{last_day}")
+    return Batch(rows, f"{first_day}..{last_day}", first_day, last_day, traffic.EVENT_DAY)
+
+
+def batch_by_arrival(log_store: PredictionLog, after: str | None, until: str) -> Batch | None:
+    """The predictions logged after `after` up to `until` (None: nothing arrived)."""
+    rows = log_store.read_arrivals(after, until)
+    if rows.empty:
+        return None
+    rows = rows.assign(**{ARRIVAL_DAY: rows["logged_at"].str.slice(0, 10)})
+    first, last = (dt.datetime.fromisoformat(rows["logged_at"].iloc[i]) for i in (0, -1))
+    named = "..".join(
+        t.replace(tzinfo=None).isoformat(timespec="milliseconds") for t in (first, last)
+    )
+    return Batch(
+        rows, named, first.date(), last.date(), ARRIVAL_DAY,
+        last_arrival=rows["logged_at"].iloc[-1],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,10 +82,29 @@ class Measured:
 def reference_frame(
     dataset: Dataset, params: Params, registry: Registry, version: str, root: Path
 ) -> pd.DataFrame:
-    """A sample of the version's own training window, scored by that version (cached)."""
+    """A sample of the version's own training data, scored by that version (cached).
+
+    With a time column, the examples of its training window; without, the sample of its
+    training split that the register stage logged with it.
+    """
     cache = root / params.monitor.reports.parent / "reference" / f"v{version}.parquet"
     if cache.is_file():
         return pd.read_parquet(cache)
+    if dataset.has_time:
+        sample = _training_window_sample(dataset, params, registry, version, root)
+    else:
+        sample = logged_reference(registry, version)
+    scored = load_version(registry, version).scorer.score_frame(sample)
+    reference = sample.assign(**{PROBABILITY: scored["probability"], LABEL: scored["label"]})
+    with atomic_path(cache) as tmp:
+        reference.to_parquet(tmp, index=False)
+    log.info("reference for version %s: %d training rows", version, len(reference))
+    return reference.reset_index(drop=True)
+
+
+def _training_window_sample(
+    dataset: Dataset, params: Params, registry: Registry, version: str, root: Path
+) -> pd.DataFrame:
     window = registry.window(version, "train")
     if window is None:
         raise LooplineError(
@@ -51,17 +113,9 @@ def reference_frame(
         )
     tables = read_tables(root / params.paths.data, dataset.contract)
     examples = dataset.build_examples(tables, params.dataset)
-    days = examples[dataset.require_time("monitoring")].dt.date
+    days = examples[dataset.time_column].dt.date
     inside = examples[(days >= window.start) & (days <= window.end)]
-    sample = inside.sample(
-        min(params.monitor.reference_rows, len(inside)), random_state=params.seed
-    )
-    scored = load_version(registry, version).scorer.score_frame(sample)
-    reference = sample.assign(**{PROBABILITY: scored["probability"], LABEL: scored["label"]})
-    with atomic_path(cache) as tmp:
-        reference.to_parquet(tmp, index=False)
-    log.info("reference for version %s: %d rows of %s", version, len(reference), window)
-    return reference.reset_index(drop=True)
+    return inside.sample(min(params.monitor.reference_rows, len(inside)), random_state=params.seed)
 
 
 def _quality(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -81,31 +135,32 @@ def measure_batch(
     dataset: Dataset,
     params: Params,
     registry: Registry,
-    log_store: PredictionLog,
-    first_day: dt.date,
-    last_day: dt.date,
+    measured: Batch,
     root: Path,
 ) -> Measured:
     """Data-quality incidents, drift and (once every prediction has its label) quality."""
-    batch = log_store.read_batch(first_day.isoformat(), last_day.isoformat())
-    if batch.empty:
-        raise LooplineError(f"no predictions logged for flights of {first_day}..{last_day}")
+    batch, batch_id = measured.rows, measured.batch_id
+    first_day, last_day = measured.first_day, measured.last_day
     target = dataset.target_column
     version = str(batch["model_version"].mode().iloc[0])  # the version that served most of it
     reference = reference_frame(dataset, params, registry, version, root)
     columns = MonitoredColumns.from_contract(dataset.contract, target)
     problems = traffic.incidents(
-        batch, reference, dataset.contract, dataset.key_columns, params.monitor.traffic
-    )
+        batch, reference, dataset.contract, dataset.key_columns, params.monitor.traffic,
+        day_column=measured.day_column,
+    )  # fmt: skip
     for problem in problems:
-        log.warning("batch %s..%s: %s", first_day, last_day, problem)
+        log.warning("batch %s: %s", batch_id, problem)
     labeled_rows = int(batch[target].notna().sum())
     labeled = labeled_rows == len(batch)
-    batch_id = f"{first_day}..{last_day}"
+    ended = (
+        dt.datetime.fromisoformat(measured.last_arrival).replace(tzinfo=None)
+        if measured.last_arrival
+        else dt.datetime.combine(last_day, dt.time(23, 59))
+    )
     snapshot = run_report(
-        reference, batch, columns, labeled=labeled, name=batch_id,
-        timestamp=dt.datetime.combine(last_day, dt.time(23, 59)),
-    )  # fmt: skip
+        reference, batch, columns, labeled=labeled, name=batch_id, timestamp=ended
+    )
     drift = drift_result(snapshot, columns)
     tags = registry.client.get_model_version(registry.name, version).tags
     metric = params.monitor.quality_metric
@@ -126,8 +181,9 @@ def measure_batch(
         positive_rate=round(float(batch[target].mean()), 4) if labeled else None,
         reference_positive_rate=round(float(reference[target].mean()), 4),
         metrics={name: round(value, 4) for name, value in scores.items()}, incidents=problems,
+        last_arrival=measured.last_arrival,
     )  # fmt: skip
-    report_path = root / params.monitor.reports / f"{batch_id}.html"
+    report_path = root / params.monitor.reports / f"{batch_id.replace(':', '')}.html"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(report_path) as tmp:
         snapshot.save_html(str(tmp))

@@ -17,14 +17,14 @@ METADATA = sa.MetaData()
 BATCHES = sa.Table(
     "batches", METADATA,
     sa.Column("batch_id", sa.Text, primary_key=True),
-    sa.Column("last_day", sa.Text, nullable=False),
+    sa.Column("last_day", sa.Text, nullable=False),  # where it ends: a day, or an arrival time
     sa.Column("outcome", sa.Text, nullable=False),  # BatchOutcome as JSON
 )  # fmt: skip
 DECISIONS = sa.Table(
     "decisions", METADATA,
     sa.Column("decision_id", sa.Text, primary_key=True),
     sa.Column("batch_id", sa.Text, nullable=False),
-    sa.Column("last_day", sa.Text, nullable=False),
+    sa.Column("last_day", sa.Text, nullable=False),  # where its batch ends (as in batches)
     sa.Column("decided_at", sa.Text, nullable=False),
     sa.Column("trigger", sa.Integer, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
@@ -47,7 +47,7 @@ class MonitorStore:
 
     def save_batch(self, outcome: BatchOutcome) -> None:
         """Store (or replace) a batch's outcome."""
-        row = {"batch_id": outcome.batch_id, "last_day": outcome.last_day.isoformat(),
+        row = {"batch_id": outcome.batch_id, "last_day": outcome.ends_at,
                "outcome": json.dumps(outcome.as_dict(), default=str)}  # fmt: skip
         with self.engine.begin() as db:
             upsert(db, BATCHES, [row])
@@ -59,26 +59,43 @@ class MonitorStore:
             rows = db.scalars(query).all()
         return [_outcome(json.loads(row)) for row in reversed(rows)]
 
-    def save_decision(self, decision: Decision, last_day: dt.date) -> str:
-        """Append a decision; returns its id."""
+    def save_decision(self, decision: Decision, ends_at: str) -> str:
+        """Append a decision on the batch ending at `ends_at` (`BatchOutcome.ends_at`); its id."""
         decision_id = uuid.uuid4().hex
         detail = json.dumps({"flagged": decision.flagged, "numbers": decision.numbers}, default=str)
         with self.engine.begin() as db:
             db.execute(
                 DECISIONS.insert(),
                 {"decision_id": decision_id, "batch_id": decision.batch_id,
-                 "last_day": last_day.isoformat(),
+                 "last_day": ends_at,
                  "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                  "trigger": int(decision.trigger), "reason": decision.reason, "detail": detail},
             )  # fmt: skip
         return decision_id
 
     def last_trigger_day(self) -> dt.date | None:
-        """Data date of the latest batch that triggered a retrain."""
+        """Data date of the latest batch that triggered a retrain (batches by event day)."""
         query = sa.select(sa.func.max(DECISIONS.c.last_day)).where(DECISIONS.c.trigger == 1)
         with self.engine.connect() as db:
             day = db.scalar(query)
         return dt.date.fromisoformat(day) if day else None
+
+    def batches_since_trigger(self) -> int | None:
+        """Batches stored after the latest one that triggered a retrain (None: none did)."""
+        triggered = sa.select(sa.func.max(DECISIONS.c.last_day)).where(DECISIONS.c.trigger == 1)
+        with self.engine.connect() as db:
+            last = db.scalar(triggered)
+            if last is None:
+                return None
+            later = sa.select(sa.func.count()).where(BATCHES.c.last_day > last)
+            return int(db.scalar(later))
+
+    def cursor(self) -> str | None:
+        """The newest arrival time measured so far: the next batch by arrival starts after it."""
+        query = sa.select(BATCHES.c.outcome).order_by(BATCHES.c.last_day.desc()).limit(1)
+        with self.engine.connect() as db:
+            newest = db.scalar(query)
+        return json.loads(newest).get("last_arrival") if newest else None
 
     def decisions(self) -> list[dict]:
         """Every decision, oldest first."""

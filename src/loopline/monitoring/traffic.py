@@ -25,7 +25,7 @@ import pandas as pd
 from loopline.config import TrafficChecks
 from loopline.contract import RARELY_MISSING, DataContract
 
-EVENT_DAY = "event_day"  # the prediction log's column holding each flight's date
+EVENT_DAY = "event_day"  # the prediction log's column holding each example's date
 
 
 def incidents(
@@ -34,30 +34,38 @@ def incidents(
     contract: DataContract,
     key_columns: Sequence[str],
     checks: TrafficChecks,
+    *,
+    day_column: str = EVENT_DAY,
 ) -> list[str]:
-    """Every data-quality incident in `batch`, one readable line each (empty: clean)."""
+    """Every data-quality incident in `batch`, one readable line each (empty: clean).
+
+    Outages are judged per day of `day_column`: the example's own day, or (a dataset
+    without time) the day it arrived.
+    """
     return [
-        *_outages(batch, contract, checks),
+        *_outages(batch, contract, checks, day_column),
         *_categories_gone(batch, reference, contract, checks),
         *_repeats(batch, key_columns, checks),
     ]
 
 
-def _outages(batch: pd.DataFrame, contract: DataContract, checks: TrafficChecks) -> list[str]:
+def _outages(
+    batch: pd.DataFrame, contract: DataContract, checks: TrafficChecks, day_column: str
+) -> list[str]:
     fields = [f.name for f in contract.rarely_missing_fields() if f.name in batch]
     if not fields:
         return []
-    days = batch[EVENT_DAY]
+    days = batch[day_column]
     missing = batch[fields].isna().groupby(days).mean()
-    flights = days.value_counts()
+    records = days.value_counts()
     lines = []
     for day, shares in missing.iterrows():
         out = shares[shares >= checks.outage_null_fraction]
-        if len(out) and flights[day] >= checks.min_day_rows:
+        if len(out) and records[day] >= checks.min_day_rows:
             share = f"{out.min():.0%}" + (f"-{out.max():.0%}" if out.max() > out.min() else "")
             lines.append(
                 f"feed outage on {day}: {', '.join(out.index)} missing for {share} of its "
-                f"{flights[day]} flights (the contract allows {RARELY_MISSING:.0%} or less)"
+                f"{records[day]} records (the contract allows {RARELY_MISSING:.0%} or less)"
             )
     return lines
 
@@ -92,7 +100,7 @@ def _repeats(batch: pd.DataFrame, key_columns: Sequence[str], checks: TrafficChe
     top = batch.loc[repeated, keys].value_counts().head(1)
     example = " ".join(f"{k}={v}" for k, v in zip(keys, top.index[0], strict=True))
     return [
-        f"repeated records: {share:.1%} of the batch repeats a flight already in it "
+        f"repeated records: {share:.1%} of the batch repeats a record already in it "
         f"(limit {checks.duplicate_share:.0%}); most repeated: {example} "
         f"({int(top.iloc[0]) + 1} times)"
     ]

@@ -16,8 +16,9 @@ fewer fsyncs under load, a little more latency each.
 Several processes (the service's API workers, label delivery) write one log; on SQLite
 they take turns through `cross_process_lock`.
 
-Labels (did the flight arrive late?) arrive later, into their own table keyed by the
-example's key fields; `read_batch` joins them onto the predictions of a date range.
+Labels (the true outcome) arrive later, into their own table keyed by the example's key
+fields; `read_batch` joins them onto the predictions of a range of event days, and
+`read_arrivals` onto those logged in a range of arrival times (a dataset without time).
 """
 
 from __future__ import annotations
@@ -215,6 +216,48 @@ class PredictionLog:
         with self.engine.connect() as db:
             day = db.scalar(sa.select(sa.func.max(labeled.c.event_day)))
         return dt.date.fromisoformat(day) if day else None
+
+    def read_arrivals(self, after: str | None, until: str) -> pd.DataFrame:
+        """Predictions logged after `after` (None: from the first) up to `until`, with labels.
+
+        ISO times, `after` exclusive and `until` inclusive: consecutive calls that pass the
+        previous `until` as `after` see every prediction exactly once.
+        """
+        logged_at = self.predictions.c.logged_at
+        query = self._labeled().where(logged_at <= until).order_by(logged_at)
+        if after is not None:
+            query = query.where(logged_at > after)
+        with self.engine.connect() as db:
+            return pd.read_sql_query(query, db)
+
+    def latest_logged_at(self) -> str | None:
+        """When the newest prediction was logged (ISO), or None for an empty log."""
+        with self.engine.connect() as db:
+            return db.scalar(sa.select(sa.func.max(self.predictions.c.logged_at)))
+
+    def labeled_arrivals(self, until: str) -> pd.DataFrame:
+        """Key columns and first arrival time (`logged_at`) of every labeled example.
+
+        One row per key, for the predictions logged up to `until` whose label has arrived,
+        oldest arrival first (the records of one request share a time: then by key, so the
+        order is always the same): what a retrain of a dataset without time learns from.
+        """
+        labeled = self._labeled(join="inner").where(self.predictions.c.logged_at <= until)
+        rows = labeled.subquery()
+        query = (
+            sa.select(*(rows.c[k] for k in self.key_columns),
+                      sa.func.min(rows.c.logged_at).label("logged_at"))
+            .group_by(*(rows.c[k] for k in self.key_columns))
+            .order_by("logged_at", *(rows.c[k] for k in self.key_columns))
+        )  # fmt: skip
+        with self.engine.connect() as db:
+            return pd.read_sql_query(query, db)
+
+    def latest_labeled_arrival(self) -> str | None:
+        """When the newest prediction whose label has arrived was logged (ISO), or None."""
+        labeled = self._labeled(join="inner").subquery()
+        with self.engine.connect() as db:
+            return db.scalar(sa.select(sa.func.max(labeled.c.logged_at)))
 
     def count(self) -> int:
         """Number of logged predictions."""
