@@ -8,6 +8,8 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 # The params file run, serve and replay read; team mode: PARAMS=params.team.yaml (make team)
 PARAMS ?= params.yaml
+# More options for `loopline replay`, e.g. REPLAY_ARGS="--arrive-by tenure --descending"
+REPLAY_ARGS ?=
 
 # Everything runs offline: no tool of the stack may phone home.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -64,10 +66,10 @@ serve: setup  ## serve the champion with BentoML on http://127.0.0.1:3000 (OpenA
 	$(BIN)/loopline serve --params $(PARAMS)
 
 deploy: setup  ## serve the monitor + retrain deployments (needs a Prefect server: make ui)
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/loopline deploy
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/loopline deploy --params $(PARAMS)
 
-replay: setup  ## play Jul-Dec 2013 through the service and the loop; report in replay/
-	$(BIN)/loopline replay --params $(PARAMS)
+replay: setup  ## play unseen data (flights: Jul-Dec 2013) through the service and the loop
+	$(BIN)/loopline replay --params $(PARAMS) $(REPLAY_ARGS)
 
 clean:  ## remove pipeline outputs (not data/, not the venv)
 	rm -rf artifacts .prefect
