@@ -24,6 +24,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from loopline.config import Params, load_params
 from loopline.datasets import get_dataset
 from loopline.io import read_json
+from loopline.monitoring.store import MonitorStore
 from loopline.registry import CHAMPION, Registry
 from loopline.replay import Replay, write_report
 from loopline.scoring.registered import load_version
@@ -150,6 +151,8 @@ def test_drift_in_arrivals_asks_for_a_retrain_judged_on_the_newest_arrivals(
                 f"cooldown: last retrain was asked {since} batches ago (< 3)"
             ), period
     assert not leftover["triggered"]  # 5 rows: too few to judge, were its data sound
+    measured = MonitorStore(params.monitor.state, project).history(limit=100)
+    assert sum(b.rows for b in measured) == 705  # by arrival: every customer measured once
     served = "2" if retrain["promoted"] else "1"
     assert third["served_versions"] == {served: 175}  # a promotion is served at once
 
