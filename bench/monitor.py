@@ -47,7 +47,7 @@ params_file = Path(sys.argv[1]); p = load_params(params_file); d = get_dataset(p
 configure_mlflow(p.mlflow, root=params_file.parent)
 log = PredictionLog(Path(sys.argv[2]), d.contract, d.key_columns, d.target_column)
 batch = batch_by_event_days(log, dt.date(2013, 7, 1), dt.date(2013, 12, 31))
-m = measure_batch(dataset=d, params=p, registry=Registry(p.registry), measured=batch,
+m = measure_batch(dataset=d, params=p, registry=Registry(p.registry), batch=batch,
                   root=ROOT_DIR)
 print(m.outcome.rows, m.outcome.drift_share, m.report_path.stat().st_size)
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 
 from loopline.config import Params, load_params, required
 from loopline.datasets import get_dataset
@@ -46,7 +47,7 @@ def measure(params: Params, root: Path, batch: Batch) -> Measured:
     dataset = get_dataset(params.dataset.name)
     registry = Registry.rooted(params.registry, root)
     measured = measure_batch(
-        dataset=dataset, params=params, registry=registry, measured=batch, root=root
+        dataset=dataset, params=params, registry=registry, batch=batch, root=root
     )
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
     workspace, project = open_project(
@@ -56,7 +57,12 @@ def measure(params: Params, root: Path, batch: Batch) -> Measured:
     return measured
 
 
-@flow(name="monitor", flow_run_name="monitor-{last_day}")
+def _run_name() -> str:
+    """`monitor-<last day>`, or `monitor-latest` for the newest batch (by days or arrival)."""
+    return f"monitor-{flow_run.parameters.get('last_day') or 'latest'}"
+
+
+@flow(name="monitor", flow_run_name=_run_name)
 def monitor(
     first_day: dt.date | None = None,
     last_day: dt.date | None = None,

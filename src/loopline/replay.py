@@ -159,7 +159,7 @@ def check_arrival_field(dataset: Dataset, field_name: str) -> None:
 
 
 class Replay:
-    """Plays periods of real flights through the service and the monitoring loop."""
+    """Plays unseen real data through the service and the monitoring loop, a batch at a time."""
 
     def __init__(self, params_file: Path, url: str, api_url: str, api_key: str = "") -> None:
         self.params_file = params_file.resolve()

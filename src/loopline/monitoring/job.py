@@ -135,53 +135,50 @@ def measure_batch(
     dataset: Dataset,
     params: Params,
     registry: Registry,
-    measured: Batch,
+    batch: Batch,
     root: Path,
 ) -> Measured:
     """Data-quality incidents, drift and (once every prediction has its label) quality."""
-    batch, batch_id = measured.rows, measured.batch_id
-    first_day, last_day = measured.first_day, measured.last_day
+    rows, batch_id = batch.rows, batch.batch_id
     target = dataset.target_column
-    version = str(batch["model_version"].mode().iloc[0])  # the version that served most of it
+    version = str(rows["model_version"].mode().iloc[0])  # the version that served most of it
     reference = reference_frame(dataset, params, registry, version, root)
     columns = MonitoredColumns.from_contract(dataset.contract, target)
     problems = traffic.incidents(
-        batch, reference, dataset.contract, dataset.key_columns, params.monitor.traffic,
-        day_column=measured.day_column,
+        rows, reference, dataset.contract, dataset.key_columns, params.monitor.traffic,
+        day_column=batch.day_column,
     )  # fmt: skip
     for problem in problems:
         log.warning("batch %s: %s", batch_id, problem)
-    labeled_rows = int(batch[target].notna().sum())
-    labeled = labeled_rows == len(batch)
+    labeled_rows = int(rows[target].notna().sum())
+    labeled = labeled_rows == len(rows)
     ended = (
-        dt.datetime.fromisoformat(measured.last_arrival).replace(tzinfo=None)
-        if measured.last_arrival
-        else dt.datetime.combine(last_day, dt.time(23, 59))
+        dt.datetime.fromisoformat(batch.last_arrival).replace(tzinfo=None)
+        if batch.last_arrival
+        else dt.datetime.combine(batch.last_day, dt.time(23, 59))
     )
-    snapshot = run_report(
-        reference, batch, columns, labeled=labeled, name=batch_id, timestamp=ended
-    )
+    snapshot = run_report(reference, rows, columns, labeled=labeled, name=batch_id, timestamp=ended)
     drift = drift_result(snapshot, columns)
     tags = registry.client.get_model_version(registry.name, version).tags
     metric = params.monitor.quality_metric
     quality = {}
     if labeled:
         quality = _quality(
-            batch[target].to_numpy(int), batch[PROBABILITY].to_numpy(), batch[LABEL].to_numpy(int)
+            rows[target].to_numpy(int), rows[PROBABILITY].to_numpy(), rows[LABEL].to_numpy(int)
         )
     baseline = tags.get(f"{TEST_METRIC_TAG}{metric}")
     scores = quality | {f"drift_{name}": score for name, score in drift.scores.items()}
     outcome = BatchOutcome(
-        batch_id=batch_id, first_day=first_day, last_day=last_day, rows=len(batch),
+        batch_id=batch_id, first_day=batch.first_day, last_day=batch.last_day, rows=len(rows),
         labeled_rows=labeled_rows, model_version=version, drift_share=round(drift.share, 4),
         drifted_columns=drift.drifted, reported_drifted_columns=drift.reported_drifted,
-        mean_probability=round(float(batch[PROBABILITY].mean()), 4),
+        mean_probability=round(float(rows[PROBABILITY].mean()), 4),
         quality=round(quality[metric], 4) if metric in quality else None,
         baseline=float(baseline) if baseline is not None else None,
-        positive_rate=round(float(batch[target].mean()), 4) if labeled else None,
+        positive_rate=round(float(rows[target].mean()), 4) if labeled else None,
         reference_positive_rate=round(float(reference[target].mean()), 4),
         metrics={name: round(value, 4) for name, value in scores.items()}, incidents=problems,
-        last_arrival=measured.last_arrival,
+        last_arrival=batch.last_arrival,
     )  # fmt: skip
     report_path = root / params.monitor.reports / f"{batch_id.replace(':', '')}.html"
     report_path.parent.mkdir(parents=True, exist_ok=True)
