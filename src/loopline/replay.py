@@ -186,7 +186,7 @@ class Replay:
             ((first, last), examples[(days >= first) & (days <= last)].reset_index(drop=True))
             for first, last in periods(start, end, step_days)
         ]
-        return self._play(batches, f"{start}..{end}")
+        return self._play(batches, f"{start}..{end}", by="days")
 
     def run_arrivals(
         self, batch_rows: int, arrive_by: str | None = None, descending: bool = False
@@ -220,14 +220,19 @@ class Replay:
             (None, future.iloc[i : i + batch_rows].reset_index(drop=True))
             for i in range(0, len(future), batch_rows)
         ]
-        return self._play(batches, f"{len(future):,} {self.dataset.wording.record}s {order}")
+        return self._play(
+            batches, f"{len(future):,} {self.dataset.wording.record}s {order}", by="arrival"
+        )
 
     def _examples(self) -> pd.DataFrame:
         tables = read_tables(self.root / self.params.paths.data, self.dataset.contract)
         return self.dataset.build_examples(tables, self.params.dataset)
 
     def _play(
-        self, batches: list[tuple[tuple[dt.date, dt.date] | None, pd.DataFrame]], replayed: str
+        self,
+        batches: list[tuple[tuple[dt.date, dt.date] | None, pd.DataFrame]],
+        replayed: str,
+        by: str,
     ) -> dict[str, Any]:
         """Send each batch, deliver its labels, monitor it and follow any retrain.
 
@@ -281,7 +286,7 @@ class Replay:
             results.append(result)
         return {"frozen_version": frozen_version, "periods": [asdict(r) for r in results],
                 "final_champion": self.registry.alias_version(CHAMPION),
-                "replayed": replayed,
+                "replayed": replayed, "by": by,
                 "record": self.dataset.wording.record,
                 "positive": self.dataset.wording.positive}  # fmt: skip
 
@@ -341,7 +346,7 @@ def write_report(story: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     frame = pd.DataFrame(story["periods"])
     write_json(story | {"summary": summarize(frame)}, out_dir / "report.json")
     plot = out_dir / "quality.png"
-    draw(frame, plot, story["positive"], story["replayed"])
+    draw(frame, plot, story["positive"], story["replayed"], by_arrival=story.get("by") == "arrival")
     html = out_dir / "report.html"
     with atomic_path(html) as tmp:
         tmp.write_text(render_html(story, frame, plot))
@@ -365,8 +370,14 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def draw(frame: pd.DataFrame, path: Path, positive: str, replayed: str) -> None:
-    """ROC-AUC per period (served vs frozen) and `positive` rates, with the loop's events."""
+def draw(
+    frame: pd.DataFrame, path: Path, positive: str, replayed: str, *, by_arrival: bool = False
+) -> None:
+    """ROC-AUC per period (served vs frozen) and `positive` rates, with the loop's events.
+
+    Periods of days are placed on a date axis; batches of arrivals by their number (their
+    arrival times are seconds apart, with the waits for retrains between).
+    """
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -374,7 +385,11 @@ def draw(frame: pd.DataFrame, path: Path, positive: str, replayed: str) -> None:
     from matplotlib.lines import Line2D  # noqa: PLC0415
     from matplotlib.patches import Patch  # noqa: PLC0415
 
-    starts, ends = pd.to_datetime(frame["first_day"]), pd.to_datetime(frame["last_day"])
+    if by_arrival:
+        number = pd.Series(range(1, len(frame) + 1), dtype=float)
+        starts, ends = number - 0.9, number  # as for days: the point closes its period
+    else:
+        starts, ends = pd.to_datetime(frame["first_day"]), pd.to_datetime(frame["last_day"])
     served_auc = frame["served"].apply(lambda m: m.get("roc_auc"))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, height_ratios=[3, 2])
     top.plot(ends, served_auc, "o-", label="served (retrained by the loop)")
@@ -433,6 +448,9 @@ def draw(frame: pd.DataFrame, path: Path, positive: str, replayed: str) -> None:
         label="mean predicted (frozen)",
     )
     bottom.set_ylabel(f"{positive} rate")
+    if by_arrival:
+        bottom.set_xticks(ends, [str(int(n)) for n in ends])
+        bottom.set_xlabel("batch, in arrival order")
     bottom.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
