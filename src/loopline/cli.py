@@ -312,7 +312,8 @@ def replay(  # noqa: PLR0917 - typer: every option is a parameter
     from loopline.services import bento_service, deployment_runner  # noqa: PLC0415
 
     settings = load_params(params)
-    has_time = get_dataset(settings.dataset.name).has_time
+    dataset = get_dataset(settings.dataset.name)
+    has_time = dataset.has_time
     step = step or ("7d" if has_time else "200")
     if has_time and (not step.endswith("d") or not step[:-1].isdigit()):
         raise _fail(LooplineError(f"--step {step!r}: give a number of days such as 7d"))
@@ -327,7 +328,7 @@ def replay(  # noqa: PLR0917 - typer: every option is a parameter
         raise _fail(LooplineError("--arrive-by: a dataset with a time column plays its days"))
     if arrive_by:
         try:
-            check_arrival_field(get_dataset(settings.dataset.name), arrive_by)
+            check_arrival_field(dataset, arrive_by)
         except LooplineError as error:
             raise _fail(error) from None
     logs = settings.paths.replay / "logs"

@@ -128,9 +128,8 @@ class KeyedSplit(Section):
     `keys_file` is a parquet file of the dataset's key columns and a `split` column
     (`train`, `valid` or `test`); examples it does not list are left out. (Not `keys`: a
     model with an attribute of that name passes for a mapping with Prefect, which walks
-    task parameters.) `judged_arrivals` is the
-    arrival-time span (`first..last`, ISO) of the test rows, the newest labeled arrivals,
-    tagged on the version as its test window.
+    task parameters.) `judged_arrivals` is the arrival-time span (`first..last`, ISO) of
+    the test rows, the newest labeled arrivals, tagged on the version as its test window.
     """
 
     keys_file: Path

@@ -263,10 +263,10 @@ class Replay:
             if not checked["measured"]:  # the monitor's own schedule measured it first
                 checked = self._last_measured()
             outcome = checked["outcome"]
+            first, last = (str(d) for d in days) if days else outcome["batch_id"].split("..")
             result = PeriodResult(
-                first_day=str(days[0]) if days else outcome["batch_id"].split("..")[0],
-                last_day=str(days[1]) if days else outcome["batch_id"].split("..")[1],
-                rows=len(batch), served_versions={str(k): int(v) for k, v in versions.items()},
+                first_day=first, last_day=last, rows=len(batch),
+                served_versions={str(k): int(v) for k, v in versions.items()},
                 served=quality(labels, proba), frozen=quality(labels, frozen_proba),
                 drift_share=outcome["drift_share"], drifted_columns=outcome["drifted_columns"],
                 flagged_because=checked["flagged_because"], decision=checked["reason"],

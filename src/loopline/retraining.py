@@ -84,8 +84,13 @@ def shared_state(params: Params, root: Path) -> dict[str, str]:
         ("registry.ledger", params.registry.ledger),
         ("registry.cards", params.registry.cards),
     ):
-        overrides[key] = str(location) if "://" in str(location) else str(root / location)
+        overrides[key] = _rooted(location, root)
     return overrides
+
+
+def _rooted(location: str | Path, root: Path) -> str:
+    """A URL as it is; a path resolved against `root` (an absolute one stays as it is)."""
+    return str(location) if "://" in str(location) else str(root / location)
 
 
 def dvc_overrides(split: SplitParams, shared: dict[str, str]) -> list[str]:
@@ -178,33 +183,28 @@ def retrain_params_file(
     """
     root = params_path.resolve().parent
     raw = yaml.safe_load(params_path.read_text())
-    scratch = {"validation", "features", "models", "evaluation", "registration", "metrics",
-               "replay"}  # fmt: skip
+    inputs = {"data", "data_dvc"}  # every other path is a stage output: to the scratch folder
     for name, location in params.paths.model_dump().items():
-        raw["paths"][name] = str(workspace / name if name in scratch else root / location)
+        raw["paths"][name] = str(root / location if name in inputs else workspace / name)
     raw["featurize"]["split"] = {"keys_file": str(keys_file), "judged_arrivals": judged}
     for key, value in shared_state(params, root).items():
         section, name = key.split(".")
         raw[section][name] = value
     for section, name in (("serve", "prediction_log"), ("monitor", "state"),
                           ("monitor", "workspace"), ("monitor", "reports")):  # fmt: skip
-        value = str(raw[section][name])
-        if "://" not in value:
-            raw[section][name] = str(root / value)
+        raw[section][name] = _rooted(raw[section][name], root)
     out = workspace / "params.yaml"
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
 
 
-def run_stages(params_file: Path, root: Path, env: dict[str, str], timeout_s: float) -> list[str]:
-    """Run dvc.yaml's stage commands in `root` under `params_file`; the commands run.
+def run_stages(params_file: Path, root: Path, env: dict[str, str], timeout_s: float) -> None:
+    """Run dvc.yaml's stage commands in `root` under `params_file`, all within `timeout_s`.
 
-    All of them within `timeout_s`. Raises LooplineError with the failed stage's last
-    output.
+    Raises LooplineError with the failed stage's last output.
     """
     run_env = env | {PARAMS_ENV: str(params_file)}
     deadline = time.monotonic() + timeout_s
-    done = []
     for name, line in stage_commands(root / "dvc.yaml"):
         result = subprocess.run(
             shlex.split(line), cwd=root, env=run_env, capture_output=True, text=True,
@@ -213,5 +213,3 @@ def run_stages(params_file: Path, root: Path, env: dict[str, str], timeout_s: fl
         if result.returncode != 0:
             tail = (result.stdout + result.stderr)[-4000:]
             raise LooplineError(f"stage {name} ({line}) failed (exit {result.returncode}):\n{tail}")
-        done.append(line)
-    return done
