@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from loopline import columns as cols
-from loopline.config import load_params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
-from loopline.orchestration import tool_environment
-from loopline.registry import CHAMPION, Registry
+from loopline.core.params import load_params
+from loopline.data import columns as cols
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import read_tables
+from loopline.infra.orchestration import tool_environment
+from loopline.registry.versions import CHAMPION, Registry
 from loopline.scoring.registered import load_version
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 
 ROOT = Path(__file__).resolve().parents[1]
 

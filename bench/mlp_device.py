@@ -1,7 +1,7 @@
 """Benchmark: the MLP's training on GPU (NCCL, bf16 autocast) vs CPU (gloo), in one run.
 
 The MLP is trained exactly as the train stage does it (torchrun over
-`loopline.models.mlp_train`, params.yaml's settings, the same seed) on the featurize
+`loopline.training.families.mlp.ddp`, params.yaml's settings, the same seed) on the featurize
 outputs of `make run`, three times on one machine: on every visible GPU with NCCL, the
 same again (how far GPU runs repeat), and on CPU with `--cpu-procs` gloo processes. Each
 run reports its wall time, the training loop's own throughput, the epochs, and the
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from loopline.config import Params, load_params
-from loopline.models.base import FeatureSets, load_feature_sets
-from loopline.models.mlp_launch import train_mlp
+from loopline.core.params import Params, load_params
+from loopline.training.families.mlp.launch import train_mlp
+from loopline.training.feature_sets import FeatureSets, load_feature_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("roc_auc", "pr_auc", "log_loss")

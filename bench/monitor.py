@@ -23,26 +23,26 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from loopline import columns as cols
-from loopline.config import load_params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import Dataset, read_tables
-from loopline.registry import CHAMPION, Registry
+from loopline.core.params import load_params
+from loopline.data import columns as cols
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import Dataset, read_tables
+from loopline.infra.prediction_log import PredictionLog
+from loopline.registry.versions import CHAMPION, Registry
 from loopline.scoring.registered import load_version
-from loopline.serving.prediction_log import PredictionLog
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 
 SIZES = (10_000, 100_000, 1_000_000)
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = """
 import datetime as dt, sys
 from pathlib import Path
-from loopline.config import load_params
-from loopline.datasets import get_dataset
+from loopline.core.params import load_params
+from loopline.data.datasets import get_dataset
 from loopline.monitoring.job import batch_by_event_days, measure_batch
-from loopline.registry import Registry
-from loopline.serving.prediction_log import PredictionLog
-from loopline.tracking import configure_mlflow
+from loopline.registry.versions import Registry
+from loopline.infra.prediction_log import PredictionLog
+from loopline.training.tracking import configure_mlflow
 params_file = Path(sys.argv[1]); p = load_params(params_file); d = get_dataset(p.dataset.name)
 configure_mlflow(p.mlflow, root=params_file.parent)
 log = PredictionLog(Path(sys.argv[2]), d.contract, d.key_columns, d.target_column)

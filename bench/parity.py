@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loopline.config import load_params
-from loopline.models.base import load_feature_sets
-from loopline.models.mlp_launch import train_mlp
+from loopline.core.params import load_params
 from loopline.scoring.scorer import PARITY_TOLERANCE, SCORER_DIR, load_scorer
-from loopline.training import train_family
+from loopline.training.families.mlp.launch import train_mlp
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.train import train_family
 
 ROOT = Path(__file__).resolve().parents[1]
 

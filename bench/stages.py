@@ -16,23 +16,23 @@ import sys
 import time
 from pathlib import Path
 
-from loopline.orchestration import QUIET_ENV, free_port, prefect_server
+from loopline.infra.orchestration import QUIET_ENV, free_port, prefect_server
 
 CORE = {
     "validate": """
-from loopline.config import load_params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
-from loopline.validation import validate_tables
+from loopline.core.params import load_params
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import read_tables
+from loopline.data.validation import validate_tables
 p = load_params(); d = get_dataset(p.dataset.name)
 r = validate_tables(read_tables(p.paths.data, d.contract), d.contract, p.validate_.min_rows)
 assert r.success
 """,
     "featurize": """
-from loopline.config import load_params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
-from loopline.features import build_feature_sets
+from loopline.core.params import load_params
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import read_tables
+from loopline.scoring.features import build_feature_sets
 p = load_params(); d = get_dataset(p.dataset.name)
 t = read_tables(p.paths.data, d.contract)
 s, f = build_feature_sets(t, d, p)

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loopline.config import load_params
-from loopline.features import TABLES_FILE
-from loopline.models.base import load_feature_sets
-from loopline.models.mlp_launch import train_mlp
-from loopline.training import CLASSIC, train_family
+from loopline.core.params import load_params
+from loopline.scoring.features import TABLES_FILE
+from loopline.training.families.mlp.launch import train_mlp
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.train import CLASSIC, train_family
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 

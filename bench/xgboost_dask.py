@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loopline.config import load_params
-from loopline.features import TABLES_FILE, FeatureTables
-from loopline.models.base import load_feature_sets
-from loopline.training import train_family
+from loopline.core.params import load_params
+from loopline.scoring.features import TABLES_FILE, FeatureTables
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.train import train_family
 
 NOISE = 0.05  # noise std as a share of each numeric feature's std in the real window
 

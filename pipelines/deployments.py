@@ -24,7 +24,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-from loopline.config import load_params
+from loopline.core.params import load_params
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from pipelines.retrain import retrain
 from pipelines.score import score

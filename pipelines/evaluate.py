@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params, params_file
-from loopline.datasets import get_dataset
-from loopline.evaluation import classification_metrics, comparison_table, curves
-from loopline.io import atomic_path, write_json
-from loopline.orchestration import run_stage
+from loopline.core.io import atomic_path, write_json
+from loopline.core.params import Params, load_params, params_file
+from loopline.data.datasets import get_dataset
+from loopline.infra.orchestration import run_stage
 from loopline.scoring.scorer import SCORER_DIR, load_scorer
+from loopline.training.metrics import classification_metrics, comparison_table, curves
 
 
 @task(task_run_name="score-{family}")

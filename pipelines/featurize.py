@@ -14,18 +14,18 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params, params_file
-from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
-from loopline.features import (
+from loopline.core.io import write_json
+from loopline.core.params import Params, load_params, params_file
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import read_tables
+from loopline.infra.orchestration import run_stage
+from loopline.scoring.features import (
     FeatureTables,
     fit_featurizer,
     split_examples,
     split_summary,
     write_feature_sets,
 )
-from loopline.io import write_json
-from loopline.orchestration import run_stage
 
 
 @task

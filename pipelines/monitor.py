@@ -19,9 +19,12 @@ from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from loopline.config import Params, load_params, required
-from loopline.datasets import get_dataset
-from loopline.errors import LooplineError
+from loopline.core.errors import LooplineError
+from loopline.core.params import Params, load_params, required
+from loopline.data.datasets import get_dataset
+from loopline.infra.monitor_state import MonitorStore
+from loopline.infra.orchestration import run_stage, runs_in_progress
+from loopline.infra.prediction_log import open_prediction_log
 from loopline.monitoring.dashboard import open_project
 from loopline.monitoring.decision import Cooldown, decide
 from loopline.monitoring.drift import MonitoredColumns
@@ -32,11 +35,8 @@ from loopline.monitoring.job import (
     batch_by_event_days,
     measure_batch,
 )
-from loopline.monitoring.store import MonitorStore
-from loopline.orchestration import run_stage, runs_in_progress
-from loopline.registry import Registry
-from loopline.serving.prediction_log import open_prediction_log
-from loopline.tracking import configure_mlflow
+from loopline.registry.versions import Registry
+from loopline.training.tracking import configure_mlflow
 
 RETRAIN_EVENT = "loopline.retrain.requested"
 

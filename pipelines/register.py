@@ -8,7 +8,7 @@ Every decision goes to the ledger, the version's tags and a model card; `metrics
 (tracked by DVC) keeps only what a rerun repeats, the decision file and card in
 `paths.registration` also keep the measured latency. For a dataset without a time column,
 a sample of the training split is logged with the version's run: the monitor's drift
-reference (`loopline.monitoring.reference`).
+reference (`loopline.registry.reference`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params, params_file
-from loopline.datasets import get_dataset
-from loopline.errors import LooplineError
-from loopline.io import atomic_path, read_json, write_json
-from loopline.model_card import CardFacts, render_card
-from loopline.monitoring.reference import log_reference
-from loopline.orchestration import run_stage
-from loopline.registry import TEST_METRIC_TAG, Registry, judge_on_recent_window
+from loopline.core.errors import LooplineError
+from loopline.core.io import atomic_path, read_json, write_json
+from loopline.core.params import Params, load_params, params_file
+from loopline.data.datasets import get_dataset
+from loopline.infra.orchestration import run_stage
+from loopline.promotion.card import CardFacts, render_card
+from loopline.registry.reference import log_reference
+from loopline.registry.versions import TEST_METRIC_TAG, Registry, judge_on_recent_window
 from loopline.scoring.scorer import SCORER_DIR, scorer_digest
-from loopline.tracking import (
+from loopline.training.tracking import (
     MODEL_URI_TAG,
     PARENT_RUN_ENV,
     RETRAIN_OUTCOME_TAGS,

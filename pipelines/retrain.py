@@ -2,7 +2,7 @@
 
 A dataset with a time column moves its date windows to the newest labeled day and runs
 the DVC pipeline as an experiment; one without splits by its labeled arrivals (the newest
-are the test split) and runs the same stages in a scratch folder (`loopline.retraining`).
+are the test split) and runs the same stages in a scratch folder (`loopline.loop.retraining`).
 
 Started by the retrain deployment: weekly by cron, or by the automation that listens for
 the monitor's `loopline.retrain.requested` event (its payload gives the reason and the
@@ -28,14 +28,14 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from loopline.config import Params, load_params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
-from loopline.errors import LooplineError
-from loopline.monitoring.store import MonitorStore
-from loopline.orchestration import run_stage, tool_environment
-from loopline.registry import Registry
-from loopline.retraining import (
+from loopline.core.errors import LooplineError
+from loopline.core.params import Params, load_params
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import read_tables
+from loopline.infra.monitor_state import MonitorStore
+from loopline.infra.orchestration import run_stage, tool_environment
+from loopline.infra.prediction_log import open_prediction_log
+from loopline.loop.retraining import (
     SPLIT_COLUMN,
     arrival_split,
     dvc_overrides,
@@ -45,8 +45,8 @@ from loopline.retraining import (
     run_stages,
     shared_state,
 )
-from loopline.serving.prediction_log import open_prediction_log
-from loopline.tracking import (
+from loopline.registry.versions import Registry
+from loopline.training.tracking import (
     PARENT_RUN_ENV,
     RETRAIN_OUTCOME_TAGS,
     configure_mlflow,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from loopline.batch_scoring import score_registered
-from loopline.config import load_params
+from loopline.core.params import load_params
 from loopline.scoring.batch import BatchResult
+from loopline.serving.batch import score_registered
 
 
 @flow(name="score", flow_run_name="score-{source.name}")

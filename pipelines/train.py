@@ -23,15 +23,15 @@ import mlflow
 import pandas as pd
 from prefect import flow, task
 
-from loopline.config import MLPParams, Params, load_params, params_file
-from loopline.datasets import get_dataset
-from loopline.io import write_json
-from loopline.models.base import load_feature_sets
-from loopline.models.mlp_launch import train_mlp
-from loopline.orchestration import run_stage
+from loopline.core.io import write_json
+from loopline.core.params import MLPParams, Params, load_params, params_file
+from loopline.core.seeds import seed_everything
+from loopline.data.datasets import get_dataset
+from loopline.infra.orchestration import run_stage
 from loopline.scoring.scorer import SCORER_DIR, scorer_digest
-from loopline.seeds import seed_everything
-from loopline.tracking import (
+from loopline.training.families.mlp.launch import train_mlp
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.tracking import (
     MODEL_URI_TAG,
     PARENT_RUN_ENV,
     SCORER_DIGEST_TAG,
@@ -40,7 +40,7 @@ from loopline.tracking import (
     lineage_tags,
     log_model,
 )
-from loopline.training import FAMILIES, TrainedFamily, is_timing, train_family
+from loopline.training.train import FAMILIES, TrainedFamily, is_timing, train_family
 
 
 @task(task_run_name="fit-{family}")

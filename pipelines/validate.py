@@ -19,13 +19,13 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from loopline.config import Params, load_params, params_file
-from loopline.contract import DataContract
-from loopline.datasets import get_dataset
-from loopline.datasets.base import read_tables
-from loopline.io import swap_dir, write_json
-from loopline.orchestration import expected_failures, run_stage
-from loopline.validation import ValidationReport, validate_tables
+from loopline.core.io import swap_dir, write_json
+from loopline.core.params import Params, load_params, params_file
+from loopline.data.contract import DataContract
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import read_tables
+from loopline.data.validation import ValidationReport, validate_tables
+from loopline.infra.orchestration import expected_failures, run_stage
 
 FAILED_DIR = "failed"
 

@@ -41,11 +41,12 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 
-from loopline import columns as cols
-from loopline.config import load_params, params_file
-from loopline.datasets import get_dataset
-from loopline.orchestration import configure_logging, quiet_environment
-from loopline.registry import Registry
+from loopline.core.params import load_params, params_file
+from loopline.data import columns as cols
+from loopline.data.datasets import get_dataset
+from loopline.infra.orchestration import configure_logging, quiet_environment
+from loopline.infra.prediction_log import open_prediction_log
+from loopline.registry.versions import Registry
 from loopline.serving.champion import ChampionHolder, NoChampionError
 from loopline.serving.guards import (
     ApiKeyMiddleware,
@@ -53,9 +54,8 @@ from loopline.serving.guards import (
     JsonOnlyMiddleware,
     LoadShedMiddleware,
 )
-from loopline.serving.prediction_log import open_prediction_log
 from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 
 # BentoML reads batching, workers and limits from the decorators, so settings load at import.
 PARAMS_FILE = params_file().resolve()

@@ -8,10 +8,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from loopline.datasets.base import Dataset
-from loopline.models.base import FeatureSets
+from loopline.data.datasets.base import Dataset
 from loopline.scoring.scorer import CompiledScorer, compile_scorer
-from loopline.tracking import log_model
+from loopline.training.feature_sets import FeatureSets
+from loopline.training.tracking import log_model
 
 
 @dataclass(frozen=True)

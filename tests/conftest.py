@@ -17,11 +17,11 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from sqlalchemy.engine import URL
 
-from loopline.config import Params, load_params, parse_params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import Dataset, write_tables
-from loopline.orchestration import QUIET_ENV, free_port, prefect_server
-from loopline.postgres import ensure_databases, postgres_server
+from loopline.core.params import Params, load_params, parse_params
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import Dataset, write_tables
+from loopline.infra.orchestration import QUIET_ENV, free_port, prefect_server
+from loopline.infra.postgres import ensure_databases, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE_EVERY = 25  # keep every 25th flight: ~13k rows covering the whole year
@@ -239,7 +239,7 @@ def small_features_dir(
 
 def write_features(tables: dict, params: Params, dataset: Dataset, out: Path) -> Path:
     """The featurize stage's outputs for `tables` into `out`: split, fit, transform, write."""
-    from loopline.features import build_feature_sets, write_feature_sets  # noqa: PLC0415
+    from loopline.scoring.features import build_feature_sets, write_feature_sets  # noqa: PLC0415
 
     splits, featurizer = build_feature_sets(tables, dataset, params)
     write_feature_sets(out, splits, featurizer, dataset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from hypothesis import strategies as st
 
-from loopline.contract import DataContract, Field_
+from loopline.data.contract import DataContract, Field_
 
 
 def field_values(field: Field_) -> st.SearchStrategy:

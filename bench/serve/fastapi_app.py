@@ -15,10 +15,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from loopline.config import load_params
-from loopline.registry import CHAMPION, Registry
+from loopline.core.params import load_params
+from loopline.registry.versions import CHAMPION, Registry
 from loopline.scoring.registered import load_version
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 
 params_file = Path(os.environ.get("LOOPLINE_PARAMS", "params.yaml")).resolve()
 settings = load_params(params_file)

@@ -43,13 +43,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from loopline import columns as cols
-from loopline.config import load_params
-from loopline.orchestration import free_port, tool_environment
-from loopline.registry import CHAMPION, Registry
+from loopline.core.params import load_params
+from loopline.data import columns as cols
+from loopline.infra.orchestration import free_port, tool_environment
+from loopline.infra.services import SERVICE_ENV, bento_command, running_server
+from loopline.registry.versions import CHAMPION, Registry
 from loopline.scoring.scorer import SCORER_DIR, load_scorer
-from loopline.services import SERVICE_ENV, bento_command, running_server
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2

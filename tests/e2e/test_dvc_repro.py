@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loopline.config import load_params
-from loopline.datastore import directory_md5
-from loopline.registry import CHAMPION, Registry
-from loopline.tracking import configure_mlflow
+from loopline.core.params import load_params
+from loopline.data.datastore import directory_md5
+from loopline.registry.versions import CHAMPION, Registry
+from loopline.training.tracking import configure_mlflow
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 pytestmark = pytest.mark.slow

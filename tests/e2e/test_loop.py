@@ -24,13 +24,13 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from loopline.config import load_params
-from loopline.orchestration import free_port
-from loopline.registry import Registry
-from loopline.replay import Replay, write_report
-from loopline.services import bento_service, deployment_runner
-from loopline.team import team_servers
-from loopline.tracking import configure_mlflow
+from loopline.cli.team import team_servers
+from loopline.core.params import load_params
+from loopline.infra.orchestration import free_port
+from loopline.infra.services import bento_service, deployment_runner
+from loopline.loop.replay import Replay, write_report
+from loopline.registry.versions import Registry
+from loopline.training.tracking import configure_mlflow
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 # The first test of each profile sets up a project, runs dvc repro, replays four weeks and

@@ -21,15 +21,15 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from loopline.config import Params, load_params
-from loopline.datasets import get_dataset
-from loopline.io import read_json
-from loopline.monitoring.store import MonitorStore
-from loopline.registry import CHAMPION, Registry
-from loopline.replay import Replay, write_report
+from loopline.core.io import read_json
+from loopline.core.params import Params, load_params
+from loopline.data.datasets import get_dataset
+from loopline.infra.monitor_state import MonitorStore
+from loopline.infra.services import deployment_runner
+from loopline.loop.replay import Replay, write_report
+from loopline.registry.versions import CHAMPION, Registry
 from loopline.scoring.registered import load_version
-from loopline.services import deployment_runner
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 from pipelines.retrain import retrain
 from tests.conftest import churn_params_dict, churn_slice, make_project, run_in_project
 from tests.integration.conftest import bento_server

@@ -12,14 +12,14 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from loopline.config import Params, load_params
-from loopline.datasets.base import Dataset
-from loopline.models.base import load_feature_sets
-from loopline.orchestration import free_port
-from loopline.registry import TEST_METRIC_TAG, Registry
-from loopline.services import bento_service
-from loopline.tracking import configure_mlflow, lineage_tags
-from loopline.training import train_family
+from loopline.core.params import Params, load_params
+from loopline.data.datasets.base import Dataset
+from loopline.infra.orchestration import free_port
+from loopline.infra.services import bento_service
+from loopline.registry.versions import TEST_METRIC_TAG, Registry
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.tracking import configure_mlflow, lineage_tags
+from loopline.training.train import train_family
 from tests.builders import log_compiled
 from tests.conftest import fast_params_dict
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.batch_scoring import score_registered
-from loopline.errors import DataContractError
-from loopline.registry import CHAMPION
+from loopline.core.errors import DataContractError
+from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
+from loopline.serving.batch import score_registered
 from tests.conftest import tool_env
 from tests.integration.conftest import ServingWorld
 

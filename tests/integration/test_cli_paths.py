@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loopline.cli import ui_servers
-from loopline.config import Params
-from loopline.registry import CHAMPION
+from loopline.cli.app import ui_servers
+from loopline.core.params import Params
+from loopline.registry.versions import CHAMPION
 from tests.conftest import make_project, small_params_dict, tool_env
 from tests.integration.conftest import ServingWorld
 

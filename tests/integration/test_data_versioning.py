@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from loopline.datasets.base import Dataset
-from loopline.datastore import directory_md5, ensure_data, pinned_md5
+from loopline.data.datasets.base import Dataset
+from loopline.data.datastore import directory_md5, ensure_data, pinned_md5
 from tests.conftest import make_project, small_params_dict, tool_env
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from loopline.serving.prediction_log import read_predictions
+from loopline.infra.prediction_log import read_predictions
 from tests.integration.conftest import ServingWorld, bento_server
 
 pytestmark = pytest.mark.slow

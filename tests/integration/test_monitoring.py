@@ -13,13 +13,13 @@ import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from loopline import columns as cols
-from loopline.config import load_params
-from loopline.datasets.base import Dataset, write_tables
-from loopline.monitoring.store import MonitorStore
-from loopline.registry import CHAMPION
+from loopline.core.params import load_params
+from loopline.data import columns as cols
+from loopline.data.datasets.base import Dataset, write_tables
+from loopline.infra.monitor_state import MonitorStore
+from loopline.infra.prediction_log import PredictionLog
+from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
-from loopline.serving.prediction_log import PredictionLog
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from tests.integration.conftest import ServingWorld
 

@@ -16,13 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import Params, RegistryParams
-from loopline.datasets import get_dataset
-from loopline.datasets.base import Dataset
-from loopline.errors import LooplineError
-from loopline.models import logistic, xgb
-from loopline.models.base import FeatureSets, load_feature_sets
-from loopline.registry import (
+from loopline.core.errors import LooplineError
+from loopline.core.params import Params, RegistryParams
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import Dataset
+from loopline.registry.versions import (
     CHALLENGER,
     CHAMPION,
     ChampionMovedError,
@@ -32,8 +30,11 @@ from loopline.registry import (
     collect_evidence,
     judge_on_recent_window,
 )
-from loopline.tracking import configure_mlflow
-from loopline.training import train_family
+from loopline.training.families import logistic
+from loopline.training.families import xgboost as xgb
+from loopline.training.feature_sets import FeatureSets, load_feature_sets
+from loopline.training.tracking import configure_mlflow
+from loopline.training.train import train_family
 from tests.builders import log_compiled
 
 pytestmark = pytest.mark.slow

@@ -14,12 +14,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from loopline.columns import from_records
-from loopline.registry import Registry
-from loopline.scoring.estimators import ScorerError
+from loopline.data.columns import from_records
+from loopline.registry.versions import Registry
+from loopline.scoring.formats import ScorerError
 from loopline.scoring.registered import load_version
 from loopline.serving.champion import ChampionHolder, NoChampionError
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 from tests.conftest import tool_env
 
 pytestmark = pytest.mark.slow

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import columns as cols
-from loopline.features import UNKNOWN_CODE
-from loopline.registry import CHAMPION
+from loopline.data import columns as cols
+from loopline.infra.prediction_log import read_predictions
+from loopline.registry.versions import CHAMPION
+from loopline.scoring.features import UNKNOWN_CODE
 from loopline.scoring.registered import load_version
-from loopline.serving.prediction_log import read_predictions
 from tests.conftest import ROOT, tool_env
 from tests.integration.conftest import ServingWorld, bento_server
 

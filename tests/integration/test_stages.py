@@ -10,9 +10,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from loopline.datasets.base import write_tables
-from loopline.features import FeatureTables
-from loopline.io import read_json
+from loopline.core.io import read_json
+from loopline.data.datasets.base import write_tables
+from loopline.scoring.features import FeatureTables
 from tests.conftest import make_project, small_params_dict, tool_env
 
 pytestmark = pytest.mark.slow

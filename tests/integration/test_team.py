@@ -15,13 +15,13 @@ import psycopg
 import pytest
 import yaml
 
-from loopline.config import load_params
-from loopline.database import database_url
-from loopline.datasets import get_dataset
+from loopline.core.params import load_params
+from loopline.data.datasets import get_dataset
+from loopline.infra.database import database_url
+from loopline.infra.postgres import libpq
 from loopline.monitoring.dashboard import open_project
 from loopline.monitoring.drift import MonitoredColumns
-from loopline.postgres import libpq
-from loopline.tracking import configure_mlflow
+from loopline.training.tracking import configure_mlflow
 from tests.conftest import ROOT, tool_env
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loopline.models.base import FeatureSets, load_feature_sets
+from loopline.training.feature_sets import FeatureSets, load_feature_sets
 
 
 @pytest.fixture(scope="module")

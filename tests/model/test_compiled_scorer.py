@@ -11,11 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from loopline.config import Params
-from loopline.models.base import FeatureSets
-from loopline.models.mlp import MLPClassifier, MLPShape, TabularMLP
+from loopline.core.params import Params
 from loopline.scoring import scorer as scorer_module
-from loopline.scoring.estimators import ScorerError
+from loopline.scoring.formats import ScorerError
 from loopline.scoring.scorer import (
     MANIFEST_FILE,
     PARITY_TOLERANCE,
@@ -23,7 +21,9 @@ from loopline.scoring.scorer import (
     compile_scorer,
     load_scorer,
 )
-from loopline.training import CLASSIC, train_family
+from loopline.training.families.mlp.network import MLPClassifier, MLPShape, TabularMLP
+from loopline.training.feature_sets import FeatureSets
+from loopline.training.train import CLASSIC, train_family
 
 
 def _random_mlp(data: FeatureSets) -> MLPClassifier:

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from loopline.config import MLPParams, Params
-from loopline.evaluation import classification_metrics
-from loopline.models.base import load_feature_sets
-from loopline.models.mlp_launch import join_training, train_mlp
-from loopline.models.mlp_train import lr_lambda
-from loopline.orchestration import free_port
+from loopline.core.params import MLPParams, Params
+from loopline.infra.orchestration import free_port
+from loopline.training.families.mlp.ddp import lr_lambda
+from loopline.training.families.mlp.launch import join_training, train_mlp
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.metrics import classification_metrics
 
 pytestmark = pytest.mark.slow
 

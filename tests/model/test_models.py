@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import Params
-from loopline.evaluation import classification_metrics
-from loopline.models.base import FeatureSets
+from loopline.core.params import Params
 from loopline.scoring.scorer import PARITY_TOLERANCE, CompiledScorer
-from loopline.training import CLASSIC, TrainedFamily, train_family
+from loopline.training.feature_sets import FeatureSets
+from loopline.training.metrics import classification_metrics
+from loopline.training.train import CLASSIC, TrainedFamily, train_family
 
 
 @pytest.fixture(scope="module")

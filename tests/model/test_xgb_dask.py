@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import xgboost
 
-from loopline.config import Params, TrainParams, parse_params
-from loopline.datasets.base import Dataset
-from loopline.models.base import load_feature_sets
-from loopline.training import train_family
+from loopline.core.params import Params, TrainParams, parse_params
+from loopline.data.datasets.base import Dataset
+from loopline.training.feature_sets import load_feature_sets
+from loopline.training.train import train_family
 from tests.conftest import small_params_dict, write_features
 
 pytestmark = pytest.mark.slow

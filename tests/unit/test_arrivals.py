@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from loopline.config import KeyedSplit, Params, load_params
-from loopline.datasets.wa_churn import WaChurn
-from loopline.errors import ConfigError, LooplineError
-from loopline.features import left_out, split_at_random, split_by_key, split_examples
+from loopline.core.errors import ConfigError, LooplineError
+from loopline.core.params import KeyedSplit, Params, load_params
+from loopline.data.datasets.wa_churn import WaChurn
+from loopline.infra.prediction_log import PredictionLog
+from loopline.loop.retraining import SPLIT_COLUMN, arrival_split, retrain_params_file
 from loopline.monitoring.job import batch_by_arrival
-from loopline.retraining import SPLIT_COLUMN, arrival_split, retrain_params_file
-from loopline.serving.prediction_log import PredictionLog
+from loopline.scoring.features import left_out, split_at_random, split_by_key, split_examples
 from tests.conftest import ROOT
 
 DATASET = WaChurn()

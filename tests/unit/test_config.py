@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loopline.config import Params, load_params, parse_params
-from loopline.errors import ConfigError
+from loopline.core.errors import ConfigError
+from loopline.core.params import Params, load_params, parse_params
 from tests.conftest import ROOT, small_params_dict
 
 

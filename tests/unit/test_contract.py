@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from loopline.contract import DataContract, Field_, Link, Role, Table
-from loopline.datasets.base import Dataset
+from loopline.data.contract import DataContract, Field_, Link, Role, Table
+from loopline.data.datasets.base import Dataset
 
 
 def test_record_fields_exclude_outcomes_and_target(dataset: Dataset) -> None:

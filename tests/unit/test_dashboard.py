@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loopline.datasets.base import Dataset
+from loopline.data.datasets.base import Dataset
 from loopline.monitoring.dashboard import DATA_TAB, DRIFT_TAB, QUALITY_TAB, open_project
 from loopline.monitoring.drift import MonitoredColumns
 

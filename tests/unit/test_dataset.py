@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import DatasetParams, Params
-from loopline.datasets.base import Dataset
-from loopline.datasets.nycflights13 import holiday_distance_days, scheduled_departure
+from loopline.core.params import DatasetParams, Params
+from loopline.data.datasets.base import Dataset
+from loopline.data.datasets.nycflights13 import holiday_distance_days, scheduled_departure
 
 
 def _dataset_params(**changes: object) -> DatasetParams:

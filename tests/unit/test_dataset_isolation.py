@@ -1,4 +1,4 @@
-"""Nothing outside `loopline.datasets` names a column of a dataset: the shared code gets
+"""Nothing outside `loopline.data.datasets` names a column of a dataset: the shared code gets
 every name (fields, target, time, keys) from the dataset module."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.datasets import get_dataset
+from loopline.data.datasets import get_dataset
 
 ROOT = Path(__file__).parents[2]
 SHARED_CODE = ("src/loopline", "pipelines", "serving")  # all the code a dataset plugs into

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from loopline.datasets.base import Dataset, write_tables
-from loopline.datastore import directory_md5, ensure_data, pinned_md5
-from loopline.errors import DataVersionError
+from loopline.core.errors import DataVersionError
+from loopline.data.datasets.base import Dataset, write_tables
+from loopline.data.datastore import directory_md5, ensure_data, pinned_md5
 from tests.conftest import ROOT
 
 

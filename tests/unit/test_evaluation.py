@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from loopline.evaluation import (
+from loopline.training.metrics import (
     choose_threshold,
     classification_metrics,
     comparison_table,

@@ -9,12 +9,12 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from loopline import columns as cols
-from loopline.config import Params
-from loopline.datasets import get_dataset
-from loopline.datasets.base import Dataset
-from loopline.errors import DataContractError
-from loopline.features import (
+from loopline.core.errors import DataContractError
+from loopline.core.params import Params
+from loopline.data import columns as cols
+from loopline.data.datasets import get_dataset
+from loopline.data.datasets.base import Dataset
+from loopline.scoring.features import (
     UNKNOWN_CODE,
     FeatureTables,
     fit_featurizer,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loopline.io import atomic_dir, atomic_path, read_json, write_json, write_parquet
+from loopline.core.io import atomic_dir, atomic_path, read_json, write_json, write_parquet
 
 
 class SimulatedCrashError(RuntimeError):

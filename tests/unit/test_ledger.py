@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.registry import Ledger, TableLedger, open_ledger
+from loopline.registry.versions import Ledger, TableLedger, open_ledger
 from tests.conftest import fresh_database
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from loopline.config import MonitorParams, load_params
+from loopline.core.params import MonitorParams, load_params
 from loopline.monitoring.decision import BatchOutcome, Cooldown, decide
 from tests.conftest import ROOT
 

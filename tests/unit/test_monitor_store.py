@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from loopline.infra.monitor_state import MonitorStore
 from loopline.monitoring.decision import BatchOutcome, Decision
-from loopline.monitoring.store import MonitorStore
 
 
 def _batch(week: int, drift: float = 0.0) -> BatchOutcome:

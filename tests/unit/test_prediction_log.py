@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from loopline.datasets import get_dataset
-from loopline.serving.prediction_log import PredictionLog, read_predictions
+from loopline.data.datasets import get_dataset
+from loopline.infra.prediction_log import PredictionLog, read_predictions
 
 DATASET = get_dataset("nycflights13")
 CONTRACT = DATASET.contract
@@ -92,8 +92,8 @@ def test_writers_queue_on_the_shared_lock_file_and_go_on_when_it_is_released(
 
 WRITER = """
 import sys
-from loopline.datasets import get_dataset
-from loopline.serving.prediction_log import PredictionLog
+from loopline.data.datasets import get_dataset
+from loopline.infra.prediction_log import PredictionLog
 log = PredictionLog(sys.argv[1], get_dataset("nycflights13").contract)
 print("ready", flush=True)
 for request in range(100000):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import load_params
-from loopline.promotion import Evidence, decide, no_fresh_window
-from loopline.registry import fresh_window
+from loopline.core.params import load_params
+from loopline.promotion.rule import Evidence, decide, no_fresh_window
+from loopline.registry.versions import fresh_window
 from tests.conftest import ROOT
 
 RNG = np.random.default_rng(3)

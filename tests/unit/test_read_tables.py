@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loopline.datasets.base import read_tables, write_tables
-from loopline.errors import DataContractError
+from loopline.core.errors import DataContractError
+from loopline.data.datasets.base import read_tables, write_tables
 
 TABLES = {
     "flights": pd.DataFrame({"carrier": ["UA", "AA"] * 500, "distance": range(1000)}),

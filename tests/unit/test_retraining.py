@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from loopline.config import Params
-from loopline.errors import ConfigError, LooplineError
-from loopline.retraining import dvc_overrides, moved_split, shared_state
+from loopline.core.errors import ConfigError, LooplineError
+from loopline.core.params import Params
+from loopline.loop.retraining import dvc_overrides, moved_split, shared_state
 
 
 def test_windows_end_at_the_last_labeled_day_and_training_grows(params: Params) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 
-from loopline.datasets import get_dataset
+from loopline.data.datasets import get_dataset
 from loopline.serving.schema import RequestSchema
 from tests.strategies import records
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from loopline.config import DateWindow, FractionSplit, Params, load_params
-from loopline.datasets import get_dataset
-from loopline.errors import ConfigError
-from loopline.features import split_at_random, split_by_time, split_examples
+from loopline.core.errors import ConfigError
+from loopline.core.params import DateWindow, FractionSplit, Params, load_params
+from loopline.data.datasets import get_dataset
+from loopline.scoring.features import split_at_random, split_by_time, split_examples
 
 
 @pytest.fixture(scope="module")

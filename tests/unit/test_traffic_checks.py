@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import TrafficChecks, load_params
-from loopline.datasets import get_dataset
+from loopline.core.params import TrafficChecks, load_params
+from loopline.data.datasets import get_dataset
 from loopline.monitoring.traffic import incidents
 from tests.conftest import ROOT
 

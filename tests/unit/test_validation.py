@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import Params
-from loopline.datasets.base import Dataset
-from loopline.datasets.nycflights13 import LOCAL
-from loopline.errors import DataValidationError
-from loopline.rules import local_time
-from loopline.validation import ValidationReport, validate_tables
+from loopline.core.errors import DataValidationError
+from loopline.core.params import Params
+from loopline.data.datasets.base import Dataset
+from loopline.data.datasets.nycflights13 import LOCAL
+from loopline.data.rules import local_time
+from loopline.data.validation import ValidationReport, validate_tables
 
 
 def _run(

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from loopline import columns as cols
-from loopline.config import DatasetParams, Params, load_params
-from loopline.contract import DataContract, GroupRule, Role
-from loopline.datasets.wa_churn import CONTRACT, WaChurn, derive_churn_features
-from loopline.errors import ConfigError, DataContractError
-from loopline.features import FeatureTables, fit_featurizer, split_examples
+from loopline.core.errors import ConfigError, DataContractError
+from loopline.core.params import DatasetParams, Params, load_params
+from loopline.data import columns as cols
+from loopline.data.contract import DataContract, GroupRule, Role
+from loopline.data.datasets.wa_churn import CONTRACT, WaChurn, derive_churn_features
+from loopline.data.validation import ValidationReport, validate_tables
+from loopline.scoring.features import FeatureTables, fit_featurizer, split_examples
 from loopline.serving.schema import RequestSchema
-from loopline.validation import ValidationReport, validate_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = 7043

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from loopline.datasets.base import Wording
+from loopline.data.datasets.base import Wording
 from loopline.monitoring.drift import PROBABILITY, MonitoredColumns
 
 DRIFT_TAB, QUALITY_TAB, DATA_TAB = "Drift", "Quality", "Data quality"

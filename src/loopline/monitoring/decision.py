@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
-from loopline.config import MonitorParams
+from loopline.core.params import MonitorParams
 
 
 @dataclass(frozen=True)

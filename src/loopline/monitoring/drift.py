@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from loopline.contract import DataContract
+from loopline.data.contract import DataContract
 
 PROBABILITY = "probability"
 LABEL = "label"

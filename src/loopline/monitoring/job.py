@@ -17,18 +17,18 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from loopline.config import Params
-from loopline.datasets.base import Dataset, read_tables
-from loopline.errors import LooplineError
-from loopline.io import atomic_path
+from loopline.core.errors import LooplineError
+from loopline.core.io import atomic_path
+from loopline.core.params import Params
+from loopline.data.datasets.base import Dataset, read_tables
+from loopline.infra.prediction_log import PredictionLog
 from loopline.monitoring import traffic
 from loopline.monitoring.decision import BatchOutcome
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_result, run_report
-from loopline.monitoring.reference import logged_reference
-from loopline.registry import Registry
+from loopline.registry.reference import logged_reference
+from loopline.registry.versions import Registry
 from loopline.scoring.registered import TEST_METRIC_TAG, load_version
-from loopline.serving.prediction_log import PredictionLog
-from loopline.tracking import window_tag
+from loopline.training.tracking import window_tag
 
 log = logging.getLogger(__name__)
 ARRIVAL_DAY = "arrival_day"  # a batch by arrival: each row's logged day, for per-day checks

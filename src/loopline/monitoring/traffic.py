@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from loopline.config import TrafficChecks
-from loopline.contract import RARELY_MISSING, DataContract
+from loopline.core.params import TrafficChecks
+from loopline.data.contract import RARELY_MISSING, DataContract
 
 EVENT_DAY = "event_day"  # the prediction log's column holding each example's date
 

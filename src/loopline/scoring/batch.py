@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from loopline.errors import DataContractError
-from loopline.io import atomic_path
+from loopline.core.errors import DataContractError
+from loopline.core.io import atomic_path
 from loopline.scoring.registered import LoadedModel
 
 CHUNK_ROWS = 262_144

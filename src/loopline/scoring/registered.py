@@ -19,11 +19,11 @@ import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
 
-from loopline.scoring.estimators import ScorerError
+from loopline.scoring.formats import ScorerError
 from loopline.scoring.scorer import CompiledScorer, load_scorer
 
 if TYPE_CHECKING:
-    from loopline.registry import Registry
+    from loopline.registry.versions import Registry
 
 SCORER_ARTIFACT = "scorer"  # the pyfunc artifact that holds the compiled scorer
 TEST_METRIC_TAG = "loopline.test_metric."  # prefix of the test-window metrics tagged on a version

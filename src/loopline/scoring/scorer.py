@@ -3,7 +3,7 @@
 ```
 scorer/
   scorer.json        manifest: format, family, threshold, estimator entry, sha256 of each file
-  featurizer.json    the feature tables (loopline.features.FeatureTables)
+  featurizer.json    the feature tables (loopline.scoring.features.FeatureTables)
   model.ubj | model.tl | linear.safetensors | mlp.safetensors
 ```
 
@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from loopline import columns as cols
-from loopline.features import TABLES_FILE, FeatureTables
-from loopline.io import atomic_dir
-from loopline.scoring.estimators import Estimator, ScorerError, export_estimator, load_estimator
+from loopline.core.io import atomic_dir
+from loopline.data import columns as cols
+from loopline.scoring.features import TABLES_FILE, FeatureTables
+from loopline.scoring.formats import Estimator, ScorerError, export_estimator, load_estimator
 
 SCORER_DIR = "scorer"  # a trained family's compiled scorer: paths.models/<family>/scorer
 MANIFEST_FILE = "scorer.json"

@@ -15,10 +15,10 @@ import logging
 import threading
 from typing import Any
 
-from loopline import columns as cols
-from loopline.errors import LooplineError
-from loopline.registry import CHALLENGER, CHAMPION, Registry
-from loopline.scoring.estimators import ScorerError
+from loopline.core.errors import LooplineError
+from loopline.data import columns as cols
+from loopline.registry.versions import CHALLENGER, CHAMPION, Registry
+from loopline.scoring.formats import ScorerError
 from loopline.scoring.registered import LoadedModel, load_version
 
 log = logging.getLogger(__name__)

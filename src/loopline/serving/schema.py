@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from loopline.contract import CALENDAR_PARTS, DataContract, Field_, ValueTogether
+from loopline.data.contract import CALENDAR_PARTS, DataContract, Field_, ValueTogether
 
 MAX_STRING_LENGTH = 64
 STRICT = ConfigDict(strict=True, extra="forbid")

@@ -1,0 +1,5 @@
+"""`python -m loopline.cli`: the same as the `loopline` command."""
+
+from loopline.cli.app import app
+
+app()

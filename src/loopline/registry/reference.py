@@ -1,0 +1,52 @@
+"""The drift reference of a version without date windows: a sample of its training split.
+
+A dataset with a time column finds a version's training data again from its
+`loopline.train_window` tag. One without has no window to find it by (a split by
+fractions or by key), so the register stage logs a sample of the training split with the
+version's run, and the monitor reads it back from there: the same MLflow store that holds
+the model, local or a tracking server.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+
+from loopline.core.errors import LooplineError
+from loopline.registry.versions import Registry
+
+REFERENCE_DIR = "reference"
+REFERENCE_FILE = "training_sample.parquet"
+
+
+def log_reference(
+    client: MlflowClient, run_id: str, train: pd.DataFrame, rows: int, seed: int
+) -> int:
+    """Log up to `rows` training examples (seeded sample) with the run; returns how many."""
+    sample = train.sample(min(rows, len(train)), random_state=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / REFERENCE_FILE
+        sample.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path), artifact_path=REFERENCE_DIR)
+    return len(sample)
+
+
+def logged_reference(registry: Registry, version: str) -> pd.DataFrame:
+    """The training sample logged with `version`'s run by the register stage."""
+    run_id = registry.client.get_model_version(registry.name, version).run_id
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = download_artifacts(
+                run_id=run_id, artifact_path=f"{REFERENCE_DIR}/{REFERENCE_FILE}", dst_path=tmp
+            )
+            return pd.read_parquet(path)
+    except (MlflowException, OSError) as error:
+        raise LooplineError(
+            f"version {version} has no {REFERENCE_DIR}/{REFERENCE_FILE} logged with run "
+            f"{run_id} (the register stage logs it): no drift reference ({error})"
+        ) from None
