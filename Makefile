@@ -40,14 +40,16 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup  ## the main job: fetch pinned data, run the whole pipeline (dvc repro)
 	$(BIN)/loopline run --params $(PARAMS)
 
-test: setup  ## lint, format check and the whole test suite
+test: setup  ## lint, format check, the import layers and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-lint: setup  ## ruff check + format check only
+lint: setup  ## ruff check + format check + the import layers only
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -20,25 +20,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from loopline.core.params import load_params
 from loopline.data import columns as cols
-from loopline.data.datasets import get_dataset
-from loopline.data.datasets.base import read_tables
-from loopline.infra.orchestration import tool_environment
-from loopline.registry.versions import CHAMPION, Registry
+from loopline.infra.environment import tool_environment
+from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
-from loopline.training.tracking import configure_mlflow
+from loopline.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     """Print a JSON document: rows, CLI rows/s, and the estimator-only floor."""
-    params = load_params(ROOT / "params.yaml")
-    dataset = get_dataset(params.dataset.name)
-    examples = dataset.build_examples(
-        read_tables(params.paths.data, dataset.contract), params.dataset
-    )
+    workspace = Workspace.load(ROOT / "params.yaml")
+    dataset = workspace.dataset
+    examples = workspace.examples()
     later = examples[examples[dataset.time_column] >= "2013-07-01"][dataset.record_columns()]
     with tempfile.TemporaryDirectory() as scratch:
         source, target = Path(scratch) / "jul-dec.parquet", Path(scratch) / "scored.parquet"
@@ -51,8 +46,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         reported = re.search(r"in ([\d.]+) s \(([\d,]+) rows/s\)", result.stdout)
         scored_rows = pq.ParquetFile(target).metadata.num_rows
-        configure_mlflow(params.mlflow, root=ROOT)
-        registry = Registry(params.registry)
+        registry = workspace.registry
         model = load_version(registry, registry.alias_version(CHAMPION))
         features = model.scorer.features(
             cols.from_arrow(pq.read_table(source), model.scorer.record_fields)

@@ -8,7 +8,7 @@ run reports its wall time, the training loop's own throughput, the epochs, and t
 validation and test ROC-AUC, PR-AUC and log loss of the saved model.
 Run from the project root on a machine with a GPU, after `make run`:
     python bench/mlp_device.py --out /tmp/mlp-device
-It needs only torch, the library and its light dependencies (no MLflow, XGBoost or Prefect).
+It needs torch, the library and its light dependencies (no MLflow or Prefect).
 """
 
 from __future__ import annotations
@@ -22,21 +22,31 @@ from pathlib import Path
 
 import torch
 
-from loopline.core.params import Params, load_params
+from loopline.training.families import family_params
+from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.launch import train_mlp
 from loopline.training.feature_sets import FeatureSets, load_feature_sets
+from loopline.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("roc_auc", "pr_auc", "log_loss")
 
 
 def run(
-    label: str, nproc: int, env: dict[str, str], *, out: Path, data: FeatureSets, params: Params
+    label: str,
+    nproc: int,
+    env: dict[str, str],
+    *,
+    out: Path,
+    data: FeatureSets,
+    workspace: Workspace,
+    mlp: MLPParams,
 ) -> dict:
     """Train once under torchrun and score the saved model on validation and test."""
-    mlp = params.train.mlp.model_copy(update={"nproc_per_node": nproc})
+    settings = mlp.model_copy(update={"nproc_per_node": nproc})
+    features, seed = workspace.layout.folder, workspace.params.seed
     started = time.perf_counter()
-    estimator, meta = train_mlp(params.paths.features, out / label, mlp, params.seed, env)
+    estimator, meta = train_mlp(features, out / label, settings, seed, env)
     wall = time.perf_counter() - started
     scores = {
         split: {name: round(data.scores(estimator, split)[name], 4) for name in METRICS}
@@ -62,14 +72,15 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible: this benchmark compares GPU with CPU")
     os.chdir(ROOT)
-    params = load_params(ROOT / "params.yaml")
-    data = load_feature_sets(params.paths.features)
+    workspace = Workspace.load(ROOT / "params.yaml")
+    mlp = family_params(workspace.params, "mlp")
+    data = load_feature_sets(workspace.layout.folder)
     gpus = torch.cuda.device_count()
     cpu_env = {
         "CUDA_VISIBLE_DEVICES": "",
         "OMP_NUM_THREADS": str(max(1, os.cpu_count() // args.cpu_procs)),
     }
-    shared = {"out": args.out, "data": data, "params": params}
+    shared = {"out": args.out, "data": data, "workspace": workspace, "mlp": mlp}
     runs = [
         run("gpu", gpus, {}, **shared),
         run("gpu-again", gpus, {}, **shared),

@@ -14,49 +14,48 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from loopline.core.params import load_params
 from loopline.scoring.scorer import PARITY_TOLERANCE, SCORER_DIR, load_scorer
-from loopline.training.families.mlp.launch import train_mlp
+from loopline.training.families import TrainContext, family_params
 from loopline.training.feature_sets import load_feature_sets
 from loopline.training.train import train_family
+from loopline.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     """Print a JSON table: rows, max |difference|, label mismatches per family."""
-    params = load_params(ROOT / "params.yaml")
-    data = load_feature_sets(params.paths.features)
-    test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
+    workspace = Workspace.load(ROOT / "params.yaml")
+    params, layout = workspace.params, workspace.layout
+    data = load_feature_sets(layout.folder)
+    test = pd.read_parquet(layout.examples("test"))
+    # The MLP trains under torchrun on the featurize stage's files, on every core.
+    context = TrainContext(
+        seed=params.seed, features=layout, env={"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    )
     rows = {}
-    with tempfile.TemporaryDirectory() as scratch:
-
-        def mlp_run(mlp_params):  # noqa: ANN001, ANN202
-            env = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-            return train_mlp(params.paths.features, Path(scratch), mlp_params, params.seed, env)
-
-        for family in params.evaluate.candidates:
-            trained = train_family(family, data, params.train, seed=params.seed, mlp_run=mlp_run)
-            expected = trained.estimator.predict_proba(data.tables.transform(test))[:, 1]
-            scorer = load_scorer(params.paths.models / family / SCORER_DIR)
-            served = scorer.score_frame(test)
-            gap = np.abs(served["probability"].to_numpy() - expected)
-            ties = np.abs(expected - scorer.threshold) <= PARITY_TOLERANCE
-            differ = (expected >= scorer.threshold) != served["label"].to_numpy()
-            rows[family] = {
-                "rows": len(test),
-                "max_abs_difference": float(gap.max()),
-                "within_1e-5": bool(gap.max() <= PARITY_TOLERANCE),
-                "labels_differ_off_ties": int((differ & ~ties).sum()),
-                "labels_differ_at_ties": int((differ & ties).sum()),
-                "same_threshold": trained.threshold == scorer.threshold,
-            }
+    for family in params.evaluate.candidates:
+        section = family_params(params, family)
+        trained = train_family(family, data, section, seed=params.seed, context=context)
+        expected = trained.estimator.predict_proba(data.tables.transform(test))[:, 1]
+        scorer = load_scorer(params.paths.models / family / SCORER_DIR)
+        served = scorer.score_frame(test)
+        gap = np.abs(served["probability"].to_numpy() - expected)
+        ties = np.abs(expected - scorer.threshold) <= PARITY_TOLERANCE
+        differ = (expected >= scorer.threshold) != served["label"].to_numpy()
+        rows[family] = {
+            "rows": len(test),
+            "max_abs_difference": float(gap.max()),
+            "within_1e-5": bool(gap.max() <= PARITY_TOLERANCE),
+            "labels_differ_off_ties": int((differ & ~ties).sum()),
+            "labels_differ_at_ties": int((differ & ties).sum()),
+            "same_threshold": trained.threshold == scorer.threshold,
+        }
     print(json.dumps(rows, indent=1))
 
 

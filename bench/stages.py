@@ -16,26 +16,22 @@ import sys
 import time
 from pathlib import Path
 
-from loopline.infra.orchestration import QUIET_ENV, free_port, prefect_server
+from loopline.infra.environment import QUIET_ENV
+from loopline.infra.processes import Processes, free_port, prefect_server
 
 CORE = {
     "validate": """
-from loopline.core.params import load_params
-from loopline.data.datasets import get_dataset
-from loopline.data.datasets.base import read_tables
 from loopline.data.validation import validate_tables
-p = load_params(); d = get_dataset(p.dataset.name)
-r = validate_tables(read_tables(p.paths.data, d.contract), d.contract, p.validate_.min_rows)
+from loopline.workspace import Workspace
+w = Workspace.load()
+r = validate_tables(w.tables(), w.dataset.contract, w.params.validate_.min_rows)
 assert r.success
 """,
     "featurize": """
-from loopline.core.params import load_params
-from loopline.data.datasets import get_dataset
-from loopline.data.datasets.base import read_tables
-from loopline.scoring.features import build_feature_sets
-p = load_params(); d = get_dataset(p.dataset.name)
-t = read_tables(p.paths.data, d.contract)
-s, f = build_feature_sets(t, d, p)
+from loopline.training.featurize import build_feature_sets
+from loopline.workspace import Workspace
+w = Workspace.load(); d = w.dataset
+s, f = build_feature_sets(w.tables(), d, w.params)
 for frame in s.values():
     f.transform(frame[d.record_columns()])
 """,
@@ -59,7 +55,9 @@ def main() -> None:
     """Measure both stages both ways and print a JSON summary."""
     env = {**os.environ, **QUIET_ENV}
     results: dict[str, dict] = {}
-    with prefect_server(Path(".prefect-bench"), port=free_port()) as api:
+    server = prefect_server(Path(".prefect-bench").resolve(), "127.0.0.1", free_port())
+    with Processes() as processes:
+        api = processes.start(server)
         for stage, code in CORE.items():
             stage_env = {**env, "PREFECT_API_URL": api}
             full = measure([sys.executable, "-m", f"pipelines.{stage}"], stage_env)

@@ -20,38 +20,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loopline.core.params import load_params
-from loopline.scoring.features import TABLES_FILE
+from loopline.training.families import families, family_params
 from loopline.training.families.mlp.launch import train_mlp
 from loopline.training.feature_sets import load_feature_sets
-from loopline.training.train import CLASSIC, train_family
+from loopline.training.train import train_family
+from loopline.workspace import FeaturizeLayout, Workspace
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
-def subset_features(source: Path, fraction: float, seed: int, destination: Path) -> None:
+def subset_features(
+    source: FeaturizeLayout, fraction: float, seed: int, destination: FeaturizeLayout
+) -> None:
     """A copy of the featurize outputs with only `fraction` of the training rows."""
-    (destination / "features").mkdir(parents=True)
-    train = pd.read_parquet(source / "features" / "train.parquet")
+    destination.features("train").parent.mkdir(parents=True)
+    train = pd.read_parquet(source.features("train"))
     keep = np.random.default_rng(seed).random(len(train)) < fraction
-    train[keep].reset_index(drop=True).to_parquet(destination / "features" / "train.parquet")
+    train[keep].reset_index(drop=True).to_parquet(destination.features("train"))
     for split in ("valid", "test"):
-        shutil.copy(source / "features" / f"{split}.parquet", destination / "features")
-    shutil.copy(source / TABLES_FILE, destination)
+        shutil.copy(source.features(split), destination.features(split))
+    shutil.copy(source.featurizer, destination.featurizer)
 
 
 def main() -> None:
     """Print a JSON table of rows/s per family and fraction, plus the DDP comparison."""
-    params = load_params()
+    workspace = Workspace.load()
+    params = workspace.params
+    classic = [name for name, family in families().items() if not family.distributed]
+    mlp = family_params(params, "mlp")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         for fraction in FRACTIONS:
             folder = Path(scratch) / f"f{fraction}"
-            subset_features(params.paths.features, fraction, params.seed, folder)
+            subset_features(workspace.layout, fraction, params.seed, FeaturizeLayout(folder))
             data = load_feature_sets(folder)
-            for family in CLASSIC:
+            for family in classic:
+                section = family_params(params, family)
                 started = time.perf_counter()
-                train_family(family, data, params.train, seed=params.seed, record_columns=[])
+                train_family(family, data, section, seed=params.seed)
                 seconds = time.perf_counter() - started
                 rows.append(
                     {
@@ -62,9 +68,7 @@ def main() -> None:
                         "rows_per_s": round(len(data.y["train"]) / seconds),
                     }
                 )
-            estimator, meta = train_mlp(
-                folder, folder / "mlp", params.train.mlp, params.seed, env={}
-            )
+            estimator, meta = train_mlp(folder, folder / "mlp", mlp, params.seed, env={})
             t = meta["throughput"]
             rows.append(
                 {
@@ -77,11 +81,12 @@ def main() -> None:
                 }
             )
         ddp = []
-        data = load_feature_sets(params.paths.features)
+        features = workspace.layout.folder
+        data = load_feature_sets(features)
         for processes in (1, 2):
-            mlp = params.train.mlp.model_copy(update={"nproc_per_node": processes})
+            settings = mlp.model_copy(update={"nproc_per_node": processes})
             out = Path(scratch) / f"ddp{processes}"
-            estimator, meta = train_mlp(params.paths.features, out, mlp, params.seed, env={})
+            estimator, meta = train_mlp(features, out, settings, params.seed, env={})
             metrics = {s: data.scores(estimator, s) for s in ("valid", "test")}
             timing = {k: round(v, 4) for k, v in meta["throughput"].items() if isinstance(v, float)}
             quality = {f"{s}_{m}": metrics[s][m] for s in metrics for m in ("roc_auc", "log_loss")}

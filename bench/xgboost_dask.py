@@ -32,30 +32,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loopline.core.params import load_params
-from loopline.scoring.features import TABLES_FILE, FeatureTables
+from loopline.scoring.features import FeatureTables
+from loopline.training.families import family_params
 from loopline.training.feature_sets import load_feature_sets
 from loopline.training.train import train_family
+from loopline.workspace import FeaturizeLayout, Workspace
 
 NOISE = 0.05  # noise std as a share of each numeric feature's std in the real window
 
 
-def enlarge(source: Path, scale: int, seed: int, destination: Path) -> int:
+def enlarge(source: FeaturizeLayout, scale: int, seed: int, destination: FeaturizeLayout) -> int:
     """Featurize outputs with the training rows resampled to `scale`x, plus noise."""
-    (destination / "features").mkdir(parents=True)
-    train = pd.read_parquet(source / "features" / "train.parquet")
+    destination.features("train").parent.mkdir(parents=True)
+    train = pd.read_parquet(source.features("train"))
     rng = np.random.default_rng(seed)
     big = train.iloc[rng.integers(0, len(train), len(train) * scale)].reset_index(drop=True)
-    tables = FeatureTables.read(source / TABLES_FILE)
+    tables = FeatureTables.read(source.featurizer)
     numeric = [c for c in tables.feature_names if c not in tables.cardinalities]
     for column in numeric:
         spread = float(train[column].std()) or 1.0
         noisy = big[column].to_numpy(dtype="float64") + rng.normal(0, NOISE * spread, len(big))
         big[column] = noisy.astype(big[column].dtype) if big[column].dtype.kind == "f" else noisy
-    big.to_parquet(destination / "features" / "train.parquet", index=False)
+    big.to_parquet(destination.features("train"), index=False)
     for split in ("valid", "test"):
-        shutil.copy(source / "features" / f"{split}.parquet", destination / "features")
-    shutil.copy(source / TABLES_FILE, destination)
+        shutil.copy(source.features(split), destination.features(split))
+    shutil.copy(source.featurizer, destination.featurizer)
     return len(big)
 
 
@@ -71,9 +72,9 @@ def _rss_mib() -> float:
 
 def fit(engine: str, features: Path, workers: int) -> dict:
     """One fit in this process; its time, quality and memory."""
-    params = load_params()
+    params = Workspace.load().params
     data = load_feature_sets(features)
-    settings = params.train.xgboost.model_copy(update={"engine": engine})
+    settings = family_params(params, "xgboost").model_copy(update={"engine": engine})
     result: dict = {"engine": engine, "train_rows": len(data.y["train"])}
     cluster = None
     if engine == "dask":
@@ -86,9 +87,8 @@ def fit(engine: str, features: Path, workers: int) -> dict:
         with Client(cluster) as client:  # what a worker holds before any data: imports
             result["worker_idle_mib"] = sorted(round(v) for v in client.run(_rss_mib).values())
         settings = settings.model_copy(update={"scheduler": cluster.scheduler_address})
-    train = params.train.model_copy(update={"xgboost": settings})
     started = time.perf_counter()
-    trained = train_family("xgboost", data, train, seed=params.seed)
+    trained = train_family("xgboost", data, settings, seed=params.seed)
     result["fit_s"] = round(time.perf_counter() - started, 1)
     result["valid_roc_auc"] = trained.valid_metrics["roc_auc"]
     result["trees"] = int(trained.estimator.named_steps["classify"].best_iteration) + 1
@@ -112,10 +112,12 @@ def main() -> None:
     if args.fit:
         print(json.dumps(fit(args.fit, args.features, args.workers)))
         return
-    params = load_params()
+    workspace = Workspace.load()
     results = []
     with tempfile.TemporaryDirectory() as scratch:
-        rows = enlarge(params.paths.features, args.scale, params.seed, Path(scratch))
+        rows = enlarge(
+            workspace.layout, args.scale, workspace.params.seed, FeaturizeLayout(Path(scratch))
+        )
         for engine in ("local", "dask"):
             done = subprocess.run(
                 [sys.executable, __file__, "--fit", engine, "--features", scratch,

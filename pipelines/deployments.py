@@ -8,14 +8,16 @@
   while another is active waits in the `AwaitingConcurrencySlot` state;
 * `score/loopline-score`: batch scoring on demand (Run in the Prefect UI with `source` and
   `target` Parquet paths, or `prefect deployment run score/loopline-score -p ...`).
-Schedules can be changed or paused in the UI. `loopline deploy` runs them in its own
-process (`serve`, needs a Prefect server: `PREFECT_API_URL`, or `make ui` running); with
-`prefect.work_pool` set (team mode) they are deployed to that work pool instead, and the
-pool's workers, on any machine, run them.
+Schedules can be changed or paused in the UI. `python -m pipelines.deployments --params
+P` (what `loopline deploy` runs; it needs a Prefect server: `PREFECT_API_URL`, or
+`make ui` running) serves them in its own process; with `prefect.work_pool` set (team
+mode) it deploys them to that work pool instead and exits, and the pool's workers, on any
+machine, run them.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from pathlib import Path
 
@@ -24,7 +26,9 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-from loopline.core.params import load_params
+from loopline.infra.environment import configure_logging, quiet_environment
+from loopline.infra.processes import stopped_by_signals
+from loopline.workspace import Workspace
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from pipelines.retrain import retrain
 from pipelines.score import score
@@ -42,7 +46,7 @@ def loop_deployments(
     Their entrypoints are module paths (`pipelines.retrain:retrain`), so any machine with
     Loopline installed can run them; `job_variables` go to the work pool's job template.
     """
-    params = load_params(params_path)
+    params = Workspace.load(params_path).params
     path = str(params_path.resolve())
     on_drift = DeploymentEventTrigger(
         name="retrain-when-monitoring-asks",
@@ -92,3 +96,23 @@ def deploy_to_pool(params_path: Path, work_pool: str) -> list[str]:
         build=False, push=False, print_next_steps_message=False,
     )  # fmt: skip
     return [str(deployment_id) for deployment_id in deployed]
+
+
+def main() -> None:
+    """`python -m pipelines.deployments --params P`: serve them, or deploy them to the pool."""
+    parser = argparse.ArgumentParser(description="The loop's Prefect deployments.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    params_path = parser.parse_args().params.resolve()
+    quiet_environment()
+    configure_logging()
+    work_pool = Workspace.load(params_path).params.prefect.work_pool
+    if work_pool is None:
+        with stopped_by_signals():
+            serve_deployments(params_path)
+        return
+    deployed = deploy_to_pool(params_path, work_pool)
+    print(f"{len(deployed)} deployments in work pool {work_pool}")  # noqa: T201 - the answer
+
+
+if __name__ == "__main__":
+    main()

@@ -12,37 +12,37 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from loopline.core.io import atomic_path, write_json
-from loopline.core.params import Params, load_params, params_file
-from loopline.data.datasets import get_dataset
-from loopline.infra.orchestration import run_stage
+from loopline.infra.prefect import run_stage
 from loopline.scoring.scorer import SCORER_DIR, load_scorer
 from loopline.training.metrics import classification_metrics, comparison_table, curves
+from loopline.workspace import Workspace
 
 
-@task(task_run_name="score-{family}")
-def score(family: str, params: Params, test: pd.DataFrame) -> dict[str, float]:
-    """Test-window metrics of one candidate; its curve data goes to the plots folder."""
-    dataset = get_dataset(params.dataset.name)
+@task(task_run_name="score-{family}", cache_policy=NO_CACHE)
+def score(family: str, workspace: Workspace, test: pd.DataFrame) -> dict[str, float]:
+    """Test-split metrics of one candidate; its curve data goes to the plots folder."""
+    params, dataset = workspace.params, workspace.dataset
     scorer = load_scorer(params.paths.models / family / SCORER_DIR)
     labels = test[dataset.target_column].to_numpy()
     proba = scorer.score_frame(test)["probability"].to_numpy()
-    threshold = scorer.threshold
     names = (dataset.wording.negative, dataset.wording.positive)
-    drawn = curves(labels, proba, threshold, names, params.evaluate.curve_points)
+    drawn = curves(labels, proba, scorer.threshold, names, params.evaluate.curve_points)
     for name, frame in drawn.items():
         with atomic_path(params.paths.evaluation / "plots" / name / f"{family}.csv") as tmp:
             frame.to_csv(tmp, index=False)
-    return classification_metrics(labels, proba, threshold)
+    return classification_metrics(labels, proba, scorer.threshold)
 
 
 @flow(name="evaluate")
 def evaluate(params_path: Path | None = None) -> None:
-    """Score all candidates on the test window and compare them."""
-    params = load_params(params_file(params_path))
-    test = pd.read_parquet(params.paths.features / "examples" / "test.parquet")
-    results = {family: score(family, params, test) for family in params.evaluate.candidates}
+    """Score all candidates on the test split and compare them."""
+    workspace = Workspace.load(params_path)
+    params = workspace.params
+    test = pd.read_parquet(workspace.layout.examples("test"))
+    results = {family: score(family, workspace, test) for family in params.evaluate.candidates}
     write_json(results, params.paths.metrics / "evaluate.json")
     table = comparison_table(results, params.registry.primary_metric)
     with atomic_path(params.paths.evaluation / "comparison.md") as tmp:

@@ -1,60 +1,39 @@
 """monitor flow: measure the latest batch of production traffic and decide on a retrain.
 
-Runs on the monitor deployment's schedule (or from `loopline replay`). For a dataset with
-a time column the batch is a range of event days from the prediction log (default: the
-last 7 logged); for one without, it is everything logged since the previous batch (cut by
-arrival time, `logged_at`). Its drift and quality go to the monitor's store, the
-Evidently dashboard and an HTML report. If the retrain rule fires,
-a `loopline.retrain.requested` event is emitted: the retrain deployment's trigger (an
-automation on the Prefect server) starts the retrain flow with the event's payload.
+Runs on the monitor deployment's schedule, from `loopline monitor`, or from the replay.
+The time axis cuts the batch: a range of event days (default: the last 7 logged), or
+everything logged since the previous batch for a dataset without a time column. Its
+drift and quality go to the monitor's state, the Evidently dashboard and an HTML report
+(`loopline.monitoring.run`). If the retrain rule fires, a `loopline.retrain.requested`
+event is emitted: the retrain deployment's trigger (an automation on the Prefect server)
+starts the retrain flow with the event's payload.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from loopline.core.errors import LooplineError
-from loopline.core.params import Params, load_params, required
-from loopline.data.datasets import get_dataset
-from loopline.infra.monitor_state import MonitorStore
-from loopline.infra.orchestration import run_stage, runs_in_progress
-from loopline.infra.prediction_log import open_prediction_log
-from loopline.monitoring.dashboard import open_project
-from loopline.monitoring.decision import Cooldown, decide
-from loopline.monitoring.drift import MonitoredColumns
-from loopline.monitoring.job import (
-    Batch,
-    Measured,
-    batch_by_arrival,
-    batch_by_event_days,
-    measure_batch,
-)
-from loopline.registry.versions import Registry
-from loopline.training.tracking import configure_mlflow
+from loopline.data.time_axis import Batch
+from loopline.infra.prefect import run_stage, runs_in_progress
+from loopline.monitoring.measure import Measured
+from loopline.monitoring.run import judge, measure_and_show, next_batch, nothing_to_measure, summary
+from loopline.workspace import Workspace
 
 RETRAIN_EVENT = "loopline.retrain.requested"
 
 
-@task
-def measure(params: Params, root: Path, batch: Batch) -> Measured:
+@task(cache_policy=NO_CACHE)
+def measure(workspace: Workspace, batch: Batch) -> Measured:
     """Drift and quality of the batch; its snapshot goes on the dashboard."""
-    dataset = get_dataset(params.dataset.name)
-    registry = Registry.rooted(params.registry, root)
-    measured = measure_batch(
-        dataset=dataset, params=params, registry=registry, batch=batch, root=root
-    )
-    columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
-    workspace, project = open_project(
-        params.monitor.workspace, root, params.monitor.project, columns, dataset.wording
-    )
-    workspace.add_run(project.id, measured.snapshot)
-    return measured
+    return measure_and_show(workspace, batch)
 
 
 def _run_name() -> str:
@@ -68,81 +47,43 @@ def monitor(
     last_day: dt.date | None = None,
     params_path: Path = Path("params.yaml"),
 ) -> dict[str, Any]:
-    """Measure one batch and decide.
-
-    With a time column: the examples dated first_day..last_day (default: the last 7
-    logged days). Without: every prediction logged since the previous batch (the days
-    must not be given); if none arrived, nothing is measured.
-    """
-    logger = get_run_logger()
-    root = params_path.resolve().parent
-    params = load_params(params_path)
-    has_time = get_dataset(params.dataset.name).has_time
-    cooldown_limit = (
-        required(params.monitor.cooldown_days, "monitor.cooldown_days", "for batches by day")
-        if has_time
-        else required(
-            params.monitor.cooldown_batches, "monitor.cooldown_batches",
-            "for batches by arrival (a dataset without a time column)",
-        )
-    )  # fmt: skip
-    configure_mlflow(params.mlflow, root=root)
-    log_store = open_prediction_log(params, root)
-    store = MonitorStore(params.monitor.state, root)
-    if has_time:
-        last_day = last_day or log_store.latest_event_day()
-        first_day = first_day or last_day - dt.timedelta(days=6)
-        batch = batch_by_event_days(log_store, first_day, last_day)
-    else:
-        if first_day or last_day:
-            raise LooplineError(
-                f"dataset {params.dataset.name!r} has no time column: its batches are cut by "
-                "arrival (everything logged since the last batch), not by days"
-            )
-        after, until = store.cursor(), log_store.latest_logged_at()
-        found = batch_by_arrival(log_store, after, until) if until else None
-        if found is None:
-            quiet = f"nothing logged after {after or 'the start'}: no batch to measure"
-            logger.info(quiet)
-            return {"measured": False, "trigger": False, "reason": quiet}
-        batch = found
-    measured = measure(params, root, batch)
-    store.save_batch(measured.outcome)
-    cooldown = (
-        Cooldown.in_days(measured.outcome, store.last_trigger_day(), cooldown_limit)
-        if has_time
-        else Cooldown(store.batches_since_trigger(), cooldown_limit, "batches")
-    )
-    decision = decide(
-        store.history(params.monitor.n), params.monitor, cooldown,
-        retrain_running=bool(runs_in_progress("retrain")),
-    )  # fmt: skip
-    decision_id = store.save_decision(decision, measured.outcome.ends_at)
-    logger.info(
-        "batch %s: %s -> %s",
-        measured.outcome.batch_id,
-        decision.reason,
-        "RETRAIN" if decision.trigger else "no retrain",
-    )
-    labeled_until = (
-        log_store.latest_labeled_day() if has_time else log_store.latest_labeled_arrival()
-    )
-    if decision.trigger:
+    """Measure one batch and decide; ask for a retrain when the rule says so."""
+    workspace = Workspace.load(params_path)
+    workspace.axis.cooldown_limit(workspace.params.monitor)  # a missing setting fails first
+    batch = next_batch(workspace, first_day, last_day)
+    if batch is None:
+        return nothing_to_measure(workspace)
+    measured = measure(workspace, batch)
+    judged = judge(workspace, batch, measured, retrain_running=bool(runs_in_progress("retrain")))
+    if judged.decision.trigger:
         emit_event(
             event=RETRAIN_EVENT,
-            resource={"prefect.resource.id": f"loopline.model.{params.registry.model_name}"},
-            payload={"decision_id": decision_id, "reason": decision.reason,
-                     "labeled_until": str(labeled_until)},
+            resource={"prefect.resource.id": f"loopline.model.{workspace.registry.name}"},
+            payload={"decision_id": judged.decision_id, "reason": judged.decision.reason,
+                     "labeled_until": str(judged.labeled_until)},
         )  # fmt: skip
-    return {
-        "measured": True, "decision_id": decision_id, "trigger": decision.trigger,
-        "reason": decision.reason,
-        "flagged_because": measured.outcome.reasons(params.monitor),
-        "incidents": measured.outcome.incidents,
-        "labeled_until": str(labeled_until), "report": str(measured.report_path),
-        "outcome": measured.outcome.as_dict(),
-    }  # fmt: skip
+    return summary(workspace, judged)
+
+
+def main() -> None:
+    """`python -m pipelines.monitor --params P [--first-day D] [--last-day D]`."""
+    parser = argparse.ArgumentParser(description="Monitor one batch of logged traffic now.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--first-day", type=dt.date.fromisoformat)
+    parser.add_argument("--last-day", type=dt.date.fromisoformat)
+    args = parser.parse_args()
+
+    def monitor_and_say() -> None:
+        result = monitor(args.first_day, args.last_day, args.params)
+        if not result["measured"]:
+            print(result["reason"])  # noqa: T201 - the command's answer
+            return
+        verdict = "RETRAIN" if result["trigger"] else "no retrain"
+        print(f"{result['outcome']['batch_id']}: {verdict} ({result['reason']})")  # noqa: T201
+        print(f"report: {result['report']}")  # noqa: T201
+
+    run_stage(monitor_and_say)
 
 
 if __name__ == "__main__":
-    run_stage(monitor)
+    main()

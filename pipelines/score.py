@@ -10,9 +10,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from loopline.core.params import load_params
-from loopline.scoring.batch import BatchResult
 from loopline.serving.batch import score_registered
+from loopline.workspace import Workspace
 
 
 @flow(name="score", flow_run_name="score-{source.name}")
@@ -20,10 +19,7 @@ def score(
     source: Path, target: Path, version: str | None = None, params_path: Path = Path("params.yaml")
 ) -> dict:
     """Score `source` into `target` with `version` (default: the champion)."""
-    result: BatchResult = score_registered(
-        load_params(params_path), source, target, version, root=params_path.resolve().parent,
-        progress=False,
-    )  # fmt: skip
+    result = score_registered(Workspace.load(params_path), source, target, version, progress=False)
     get_run_logger().info(
         "%d rows scored by version %s in %.1f s (%.0f rows/s) -> %s",
         result.rows, result.model_version, result.seconds, result.rows_per_s, result.target,

@@ -20,12 +20,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from loopline.core.io import swap_dir, write_json
-from loopline.core.params import Params, load_params, params_file
+from loopline.core.params import Params
 from loopline.data.contract import DataContract
-from loopline.data.datasets import get_dataset
-from loopline.data.datasets.base import read_tables
 from loopline.data.validation import ValidationReport, validate_tables
-from loopline.infra.orchestration import expected_failures, run_stage
+from loopline.infra.prefect import expected_failures, run_stage
+from loopline.workspace import Workspace
 
 FAILED_DIR = "failed"
 
@@ -63,15 +62,15 @@ def publish(report: ValidationReport, run_dir: Path, params: Params) -> None:
 @expected_failures
 def validate(params_path: Path | None = None) -> None:
     """Validate the raw tables against the data contract; fail on any failed expectation."""
-    params = load_params(params_file(params_path))
-    out = params.paths.validation
+    workspace = Workspace.load(params_path)
+    out = workspace.params.paths.validation
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=".run-", dir=out))
     try:
-        contract = get_dataset(params.dataset.name).contract
-        tables = read_tables(params.paths.data, contract)  # an unreadable table stops here
-        report = check_tables(tables, contract, params, run_dir / "data_docs")
-        publish(report, run_dir, params)
+        tables = workspace.tables()  # an unreadable table stops here
+        contract = workspace.dataset.contract
+        report = check_tables(tables, contract, workspace.params, run_dir / "data_docs")
+        publish(report, run_dir, workspace.params)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     report.raise_for_failures()

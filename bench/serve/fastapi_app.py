@@ -9,21 +9,15 @@ Run: LOOPLINE_PARAMS=params.yaml uvicorn bench.serve.fastapi_app:app --port 8000
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
-from loopline.core.params import load_params
-from loopline.registry.versions import CHAMPION, Registry
+from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
-from loopline.training.tracking import configure_mlflow
+from loopline.workspace import Workspace
 
-params_file = Path(os.environ.get("LOOPLINE_PARAMS", "params.yaml")).resolve()
-settings = load_params(params_file)
-configure_mlflow(settings.mlflow, root=params_file.parent)
-registry = Registry(settings.registry)
+registry = Workspace.load().registry  # the file LOOPLINE_PARAMS names, else ./params.yaml
 champion = load_version(registry, registry.alias_version(CHAMPION), CHAMPION, threads=1)
 app = FastAPI()
 

@@ -36,23 +36,32 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pandas as pd
-import yaml
 
-from loopline.core.params import load_params
 from loopline.data import columns as cols
-from loopline.infra.orchestration import free_port, tool_environment
-from loopline.infra.services import SERVICE_ENV, bento_command, running_server
-from loopline.registry.versions import CHAMPION, Registry
+from loopline.infra.environment import tool_environment
+from loopline.infra.processes import (
+    SERVICE_ENV,
+    Processes,
+    Server,
+    bentoml_service,
+    free_port,
+    http_ready,
+)
+from loopline.registry.versions import CHAMPION
 from loopline.scoring.scorer import SCORER_DIR, load_scorer
-from loopline.training.tracking import configure_mlflow
+from loopline.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2
+HOST = "127.0.0.1"
 LOADS = {  # name: (records per request, concurrent clients, requests)
     "1 client x 1 record": (1, 1, 400),
     "32 clients x 1 record": (1, 32, 6400),
@@ -149,37 +158,69 @@ def in_process(models_dir: Path, records: list[dict]) -> dict:
     return rows
 
 
-def write_params(scratch: Path, batching: bool) -> Path:
+def write_params(workspace: Workspace, scratch: Path, batching: bool) -> Path:
     """A params file for the service under test: the project's registry, a scratch log."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["mlflow"]["tracking_uri"] = f"sqlite:///{(ROOT / 'mlflow.db').resolve()}"
-    raw["mlflow"]["artifact_root"] = str((ROOT / "mlruns").resolve())
-    raw["registry"]["ledger"] = str(scratch / "ledger.jsonl")
-    raw["serve"].update(
-        batching=batching, workers=WORKERS, prediction_log=str(scratch / f"log-{batching}.sqlite")
+    return workspace.write_params(
+        scratch / f"params-batching-{batching}.yaml",
+        {
+            "registry.ledger": str(scratch / "ledger.jsonl"),
+            "serve.batching": batching,
+            "serve.workers": WORKERS,
+            "serve.prediction_log": str(scratch / f"log-{batching}.sqlite"),
+        },
     )
-    path = scratch / f"params-batching-{batching}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
-def peers(scratch: Path, version: str, model_name: str) -> dict[str, tuple]:
-    """name: (command without port, params file, health path, predict path, body key)."""
+# A peer: how to start its server on a port, logging to a file; its predict path; body key.
+Peer = tuple[Callable[[int, Path], Server], str, str]
+
+
+@dataclass(frozen=True)
+class Outside:
+    """A peer that is not our service: `command` plus the port, run from the project root."""
+
+    name: str
+    command: list[str]
+    health: str  # the path that answers 200 once it is up
+    env: dict[str, str]
+
+    def __call__(self, port: int, log_file: Path) -> Server:
+        """Its server on `port`, output to `log_file`."""
+        url = f"http://{HOST}:{port}"
+        return Server(
+            self.name, [*self.command, str(port)], http_ready(f"{url}{self.health}"), url,
+            env=self.env, cwd=ROOT, log_file=log_file,
+        )  # fmt: skip
+
+
+def peers(
+    scratch: Path, workspace: Workspace, version: str, env: dict[str, str]
+) -> dict[str, Peer]:
+    """name: (its server on a port with a log file, predict path, body key)."""
     python = sys.executable
-    fastapi = [python, "-m", "uvicorn", "bench.serve.fastapi_app:app", "--host", "127.0.0.1",
+    fastapi = [python, "-m", "uvicorn", "bench.serve.fastapi_app:app", "--host", HOST,
                "--log-level", "warning", "--workers", str(WORKERS), "--port"]  # fmt: skip
-    mlflow = [python, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
-              "--env-manager", "local", "-h", "127.0.0.1", "-w", str(WORKERS), "-p"]  # fmt: skip
+    model = f"models:/{workspace.registry.name}/{version}"
+    mlflow = [python, "-m", "mlflow", "models", "serve", "-m", model,
+              "--env-manager", "local", "-h", HOST, "-w", str(WORKERS), "-p"]  # fmt: skip
     floor = [python, "-m", "bentoml", "serve", "bench.serve.bentoml_floor:Floor",
-             "--host", "127.0.0.1", "--port"]  # fmt: skip
-    off, on = write_params(scratch, False), write_params(scratch, True)
+             "--host", HOST, "--port"]  # fmt: skip
+    off, on = write_params(workspace, scratch, False), write_params(workspace, scratch, True)
+    service_env = {k: env[k] for k in ("MLFLOW_TRACKING_URI", "BENTOML_HOME")}
+    outside_env = {**env, "LOOPLINE_PARAMS": str(off)}
     return {
-        "loopline": (None, off, "/readyz", "/predict", "records"),
-        "loopline-batching": (None, on, "/readyz", "/predict", "records"),
-        "fastapi": (fastapi, off, "/docs", "/predict", "records"),
-        "mlflow": (mlflow, off, "/health", "/invocations", "dataframe_records"),
-        "bentoml-floor": (floor, off, "/readyz", "/predict", "records"),
-    }
+        "loopline": (partial(bentoml_service, off, HOST, **service_env), "/predict", "records"),
+        "loopline-batching": (
+            partial(bentoml_service, on, HOST, **service_env), "/predict", "records",
+        ),
+        "fastapi": (Outside("fastapi", fastapi, "/docs", outside_env), "/predict", "records"),
+        "mlflow": (
+            Outside("mlflow", mlflow, "/health", outside_env), "/invocations", "dataframe_records",
+        ),
+        "bentoml-floor": (
+            Outside("bentoml-floor", floor, "/readyz", outside_env), "/predict", "records",
+        ),
+    }  # fmt: skip
 
 
 def run_peer(url: str, predict: str, key: str, records: list[dict], bursts: bool) -> dict:
@@ -208,35 +249,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", nargs="+", help="only these servers")
     chosen = parser.parse_args().peers
-    params = load_params(ROOT / "params.yaml")
-    configure_mlflow(params.mlflow, root=ROOT)
-    registry = Registry(params.registry)
-    version = registry.alias_version(CHAMPION)
-    test = pd.read_parquet(ROOT / params.paths.features / "examples" / "test.parquet")
+    workspace = Workspace.load(ROOT / "params.yaml")
+    version = workspace.registry.alias_version(CHAMPION)
+    test = pd.read_parquet(workspace.layout.examples("test"))
     records = json.loads(
         test.drop(columns=["scheduled_departure", "late"]).to_json(orient="records")
     )
     results: dict = {
         "champion_version": version,
-        "in_process": in_process(ROOT / params.paths.models, records),
+        "in_process": in_process(workspace.params.paths.models, records),
         "servers": {},
     }
-    tracking = f"sqlite:///{(ROOT / 'mlflow.db').resolve()}"
+    tracking = workspace.params.mlflow.tracking_uri  # absolute: the project's store
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         env = tool_environment(  # the venv's bin first on PATH: mlflow runs `uvicorn` by name
             **SERVICE_ENV, MLFLOW_TRACKING_URI=tracking, BENTOML_HOME=str(scratch / "bentoml")
         )
-        for name, (command, params_file, health, predict, key) in peers(
-            scratch, version, registry.name
-        ).items():
+        for name, (server, predict, key) in peers(scratch, workspace, version, env).items():
             if chosen and name not in chosen:
                 continue
-            port = free_port()
-            full = bento_command("127.0.0.1", port) if command is None else [*command, str(port)]
-            url = f"http://127.0.0.1:{port}"
-            peer_env = {**env, "LOOPLINE_PARAMS": str(params_file)}
-            with running_server(full, peer_env, f"{url}{health}", scratch / f"{name}.log"):
+            with Processes() as processes:
+                url = processes.start(server(free_port(), scratch / f"{name}.log"))
                 results["servers"][name] = run_peer(url, predict, key, records, bursts=True)
             print(name, json.dumps(results["servers"][name]), file=sys.stderr)
     results["cpus"] = os.cpu_count()

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loopline.core.params import load_params
 from loopline.data.datastore import directory_md5
-from loopline.registry.versions import CHAMPION, Registry
-from loopline.training.tracking import configure_mlflow
+from loopline.registry.versions import CHAMPION
+from loopline.workspace import Workspace
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 pytestmark = pytest.mark.slow
@@ -48,9 +47,7 @@ def test_the_dag_leaves_a_champion_in_the_registry(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(project)
-    params = load_params(project / "params.yaml")
-    configure_mlflow(params.mlflow)
-    registry = Registry(params.registry)
+    registry = Workspace.load(project / "params.yaml").registry
     assert registry.alias_version(CHAMPION) == "1"
     assert registry.ledger.entries()[0]["action"] == "promote"
     assert (project / "registry" / "cards" / "loopline-late-arrival-v1.md").is_file()
@@ -65,13 +62,9 @@ def test_a_second_clean_run_writes_the_same_dvc_lock_and_clean_lineage(
     _dvc(again, prefect_api, "repro")
     first = (project.parent / "first-run.lock").read_text()
     assert (again / "dvc.lock").read_text() == first
-    params = load_params(again / "params.yaml")
-    configure_mlflow(params.mlflow, root=again)
-    tags = (
-        Registry.rooted(params.registry, again)
-        .client.get_model_version(params.registry.model_name, "1")
-        .tags
-    )
+    workspace = Workspace.load(again / "params.yaml")
+    model_name = workspace.params.registry.model_name
+    tags = workspace.registry.client.get_model_version(model_name, "1").tags
     assert not tags["loopline.git_commit"].endswith("+dirty"), tags["loopline.git_commit"]
 
 

@@ -24,13 +24,15 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from loopline.cli.team import team_servers
+from loopline.cli.servers import team_servers
 from loopline.core.params import load_params
-from loopline.infra.orchestration import free_port
-from loopline.infra.services import bento_service, deployment_runner
-from loopline.loop.replay import Replay, write_report
-from loopline.registry.versions import Registry
-from loopline.training.tracking import configure_mlflow
+from loopline.data.time_axis import ReplayOptions
+from loopline.infra import processes
+from loopline.infra.processes import Processes, free_port
+from loopline.loop.replay import Replay
+from loopline.loop.report import write_report
+from loopline.workspace import Workspace
+from pipelines.monitor import monitor
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 # The first test of each profile sets up a project, runs dvc repro, replays four weeks and
@@ -97,7 +99,7 @@ class Setup:
     work_pool: str | None  # team mode: retrains run on the pool's worker
 
     def configure_mlflow(self) -> None:
-        configure_mlflow(load_params(self.params_file).mlflow, root=self.project)
+        Workspace.load(self.params_file).configure_tracking()
 
 
 @pytest.fixture(scope="module", params=["embedded", "team"])
@@ -143,15 +145,17 @@ def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("loop-run")
     params_file, api_url = setup.params_file, setup.api_url
     try:
-        with (
-            temporary_settings(updates={PREFECT_API_URL: api_url}),
-            bento_service(
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), Processes() as running:
+            url = running.start(processes.bentoml_service(
                 params_file, "127.0.0.1", free_port(), tmp / "service.log",
                 BENTOML_HOME=str(tmp / "bento"),
-            ) as url,
-            deployment_runner(params_file, api_url, tmp / "deployments.log", setup.work_pool),
-        ):  # fmt: skip
-            story = Replay(params_file, url, api_url).run(DRIFT_FROM, dt.date(2013, 7, 28), 14)
+            ))  # fmt: skip
+            if setup.work_pool is None:  # team mode: the pool's workers run the deployments
+                running.start(
+                    processes.deployment_runner(params_file, api_url, tmp / "deployments.log")
+                )
+            replay = Replay(Workspace.load(params_file), url, api_url, monitor)
+            story = replay.play(ReplayOptions(DRIFT_FROM, dt.date(2013, 7, 28), step="14d"))
             runs = [
                 run_deployment(
                     "retrain/loopline-retrain",
@@ -188,9 +192,7 @@ def _wait_until_final(flow_run_id: object, timeout_s: float = 900) -> dict:
 
 
 def _ledger(setup: Setup) -> list[dict]:
-    setup.configure_mlflow()
-    params = load_params(setup.params_file)
-    return Registry.rooted(params.registry, setup.project).ledger.entries()
+    return Workspace.load(setup.params_file).registry.ledger.entries()
 
 
 def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(

@@ -21,15 +21,20 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from loopline.core import tags
 from loopline.core.io import read_json
 from loopline.core.params import Params, load_params
 from loopline.data.datasets import get_dataset
-from loopline.infra.monitor_state import MonitorStore
-from loopline.infra.services import deployment_runner
-from loopline.loop.replay import Replay, write_report
-from loopline.registry.versions import CHAMPION, Registry
+from loopline.data.time_axis import ReplayOptions
+from loopline.infra import processes
+from loopline.infra.processes import Processes
+from loopline.loop.replay import Replay
+from loopline.loop.report import write_report
+from loopline.monitoring.records import BatchOutcome
+from loopline.registry.versions import CHALLENGER, CHAMPION, Registry
 from loopline.scoring.registered import load_version
-from loopline.training.tracking import configure_mlflow
+from loopline.workspace import Workspace
+from pipelines.monitor import monitor
 from pipelines.retrain import retrain
 from tests.conftest import churn_params_dict, churn_slice, make_project, run_in_project
 from tests.integration.conftest import bento_server
@@ -57,8 +62,14 @@ def params(project: Path) -> Params:
 
 
 def _registry(project: Path, params: Params) -> Registry:
-    configure_mlflow(params.mlflow, root=project)
-    return Registry.rooted(params.registry, project)
+    return Workspace.load(project / PARAMS).registry
+
+
+def _newest_judged_arrival(workspace: Workspace) -> str | None:
+    """The newest arrival the latest registered version was judged on."""
+    registry = workspace.registry
+    test_window = registry.tag(registry.alias_version(CHALLENGER), tags.window("test"))
+    return workspace.axis.judged_until(test_window)
 
 
 def test_every_family_is_trained_and_scored_on_the_held_out_customers(
@@ -111,12 +122,17 @@ def loop(
         with (
             temporary_settings(updates={PREFECT_API_URL: prefect_api}),
             bento_server(params_file, tmp) as url,
-            deployment_runner(params_file, prefect_api, tmp / "deployments.log", None),
-        ):  # fmt: skip
-            story = Replay(params_file, url, prefect_api).run_arrivals(
-                ARRIVALS_PER_BATCH, arrive_by="tenure", descending=True
+            Processes() as running,
+        ):
+            running.start(
+                processes.deployment_runner(params_file, prefect_api, tmp / "deployments.log")
             )
-            judged = _registry(project, params).newest_judged_arrival()
+            workspace = Workspace.load(params_file)
+            options = ReplayOptions(
+                step=str(ARRIVALS_PER_BATCH), arrive_by="tenure", descending=True
+            )
+            story = Replay(workspace, url, prefect_api, monitor).play(options)
+            judged = _newest_judged_arrival(Workspace.load(params_file))
             again = retrain(labeled_until=judged, reason="manual", params_path=params_file)
     finally:
         EventsWorker.drain_all(timeout=30)  # as in test_loop: leave no worker bound here
@@ -151,8 +167,9 @@ def test_drift_in_arrivals_asks_for_a_retrain_judged_on_the_newest_arrivals(
                 f"cooldown: last retrain was asked {since} batches ago (< 3)"
             ), period
     assert not leftover["triggered"]  # 5 rows: too few to judge, were its data sound
-    measured = MonitorStore(params.monitor.state, project).history(limit=100)
-    assert sum(b.rows for b in measured) == 705  # by arrival: every customer measured once
+    measured = Workspace.load(project / PARAMS).monitor_state.history(limit=100)
+    rows = sum(BatchOutcome.from_dict(b).rows for b in measured)
+    assert rows == 705  # by arrival: every customer measured once
     served = "2" if retrain["promoted"] else "1"
     assert third["served_versions"] == {served: 175}  # a promotion is served at once
 
@@ -160,7 +177,7 @@ def test_drift_in_arrivals_asks_for_a_retrain_judged_on_the_newest_arrivals(
 def test_the_retrain_learned_from_the_older_arrivals_and_the_first_split(
     project: Path, params: Params, loop: dict
 ) -> None:
-    configure_mlflow(params.mlflow, root=project)
+    Workspace.load(project / PARAMS).configure_tracking()
     runs = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`loopline.retrain.outcome` != ''"
     )

@@ -12,14 +12,17 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from loopline.core.params import Params, load_params
+from loopline.core import tags
+from loopline.core.params import Params
 from loopline.data.datasets.base import Dataset
-from loopline.infra.orchestration import free_port
-from loopline.infra.services import bento_service
-from loopline.registry.versions import TEST_METRIC_TAG, Registry
+from loopline.infra import processes
+from loopline.infra.processes import Processes, free_port
+from loopline.registry.versions import Registry
+from loopline.training.families import family_params
 from loopline.training.feature_sets import load_feature_sets
-from loopline.training.tracking import configure_mlflow, lineage_tags
+from loopline.training.tracking import lineage_tags
 from loopline.training.train import train_family
+from loopline.workspace import Workspace
 from tests.builders import log_compiled
 from tests.conftest import fast_params_dict
 
@@ -32,9 +35,12 @@ class ServingWorld:
     params: Params
     test_records: pd.DataFrame
 
+    def workspace(self) -> Workspace:
+        """A fresh workspace of the world's params file (its stores opened anew)."""
+        return Workspace.load(self.root / "params.yaml")
+
     def registry(self) -> Registry:
-        configure_mlflow(self.params.mlflow, root=self.root)
-        return Registry.rooted(self.params.registry, self.root)
+        return self.workspace().registry
 
     def write_params(self, name: str, **serve: object) -> Path:
         """A params file in `root` with serve settings changed."""
@@ -59,28 +65,28 @@ def serving_world(
         "max_records_per_request": 100,
     })  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    params = load_params(root / "params.yaml")
-    configure_mlflow(params.mlflow, root=root)
+    workspace = Workspace.load(root / "params.yaml")
     world = ServingWorld(
-        root, params, pd.read_parquet(small_features_dir / "examples" / "test.parquet")
+        root, workspace.params, pd.read_parquet(small_features_dir / "examples" / "test.parquet")
     )
-    registry = world.registry()
+    registry = workspace.registry
     data = load_feature_sets(small_features_dir)
     examples = pd.read_parquet(small_features_dir / "examples" / "valid.parquet")
     for family in ("logistic", "xgboost"):
-        trained = train_family(family, data, fast_params.train, seed=fast_params.seed)
+        section = family_params(fast_params, family)
+        trained = train_family(family, data, section, seed=fast_params.seed)
         logged = log_compiled(
             family, family, trained.estimator, data=data, dataset=dataset, examples=examples,
             root=root, threshold=trained.threshold,
         )  # fmt: skip
         test = world.test_records
-        tags = lineage_tags(params, ["seed", "dataset", "featurize", "train"], root) | {
-            "loopline.family": family,  # as the register stage tags a version
-            f"{TEST_METRIC_TAG}roc_auc": str(
+        version_tags = lineage_tags(workspace, ["seed", "dataset", "featurize", "train"]) | {
+            tags.FAMILY: family,  # as the register stage tags a version
+            f"{tags.TEST_METRIC}roc_auc": str(
                 roc_auc_score(test["late"], logged.scorer.score_frame(test)["probability"])
             ),
         }
-        version = registry.register(logged.uri, logged.run_id, tags)
+        version = registry.register(logged.uri, logged.run_id, version_tags)
         if family == "logistic":
             registry.force_promote(version, "test setup")
     return world
@@ -90,8 +96,9 @@ def serving_world(
 def bento_server(params_file: Path, tmp: Path, **env: str) -> Iterator[str]:
     """`bentoml serve` of the project's service on a free loopback port, until the block ends."""
     port = free_port()
-    with bento_service(
+    service = processes.bentoml_service(
         params_file, "127.0.0.1", port, tmp / f"bentoml-{port}.log",
         BENTOML_HOME=str(tmp / "bentoml"), **env,
-    ) as url:  # fmt: skip
-        yield url
+    )  # fmt: skip
+    with Processes() as running:
+        yield running.start(service)

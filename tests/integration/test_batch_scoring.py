@@ -68,8 +68,6 @@ def test_bad_input_is_an_error_naming_the_column_and_the_old_output_survives(
     target = tmp_path / "scored.parquet"
     target.write_bytes(b"previous output")
     with pytest.raises(DataContractError, match=message):
-        score_registered(
-            serving_world.params, broken, target, root=serving_world.root, progress=False
-        )
+        score_registered(serving_world.workspace(), broken, target, progress=False)
     assert target.read_bytes() == b"previous output"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from loopline.cli.app import ui_servers
-from loopline.core.params import Params
+from loopline.cli.servers import ui_servers
 from loopline.registry.versions import CHAMPION
-from tests.conftest import make_project, small_params_dict, tool_env
+from loopline.workspace import Workspace
+from tests.conftest import ROOT, make_project, small_params_dict, tool_env
 from tests.integration.conftest import ServingWorld
 
 pytestmark = pytest.mark.slow
@@ -45,9 +46,11 @@ def test_data_works_from_any_directory(small_tables: dict, tmp_path: Path) -> No
     assert list(elsewhere.iterdir()) == []
 
 
-def test_the_ui_servers_use_the_params_folder(params: Params, tmp_path: Path) -> None:
-    servers = ui_servers(params, tmp_path, 4200, 5000, 8000)
-    (_, prefect_env), (mlflow_ui, _), (evidently, _) = servers.values()
+def test_the_ui_servers_use_the_params_folder(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    servers = ui_servers(Workspace.load(tmp_path / "params.yaml"), 4200, 5000, 8000)
+    prefect_env = servers[0].env
+    mlflow_ui, evidently = servers[1].command, servers[2].command
     assert prefect_env["PREFECT_HOME"] == str(tmp_path / ".prefect")
     assert (
         mlflow_ui[mlflow_ui.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"

@@ -16,10 +16,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from loopline.core.params import load_params
 from loopline.data import columns as cols
 from loopline.data.datasets.base import Dataset, write_tables
-from loopline.infra.monitor_state import MonitorStore
-from loopline.infra.prediction_log import PredictionLog
+from loopline.monitoring.records import BatchOutcome
 from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
+from loopline.workspace import Workspace
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from tests.integration.conftest import ServingWorld
 
@@ -43,17 +43,18 @@ def world(serving_world: ServingWorld, small_tables: dict, dataset: Dataset) -> 
     version = registry.alias_version(CHAMPION)
     model = load_version(registry, version).scorer
     examples = dataset.build_examples(small_tables, raw.dataset)
-    log = PredictionLog(
-        root / "monitored.sqlite", dataset.contract, dataset.key_columns, dataset.target_column
-    )
+    workspace = Workspace.load(params_file)
+    assert Path(workspace.params.serve.prediction_log) == root.resolve() / "monitored.sqlite"
+    log = workspace.prediction_log
     return {"params_file": params_file, "examples": examples, "model": model, "version": version,
-            "log": log, "root": root, "monitor": monitor_params}  # fmt: skip
+            "log": log, "root": root, "monitor": monitor_params,
+            "workspace": workspace}  # fmt: skip
 
 
 def _log_scored(world: dict, dataset: Dataset, batch: pd.DataFrame) -> None:
     """What the service does for each request, done offline: score, log, then labels."""
     scored = world["model"].score_frame(batch)
-    days = dataset.event_days(cols.from_frame(batch, dataset.record_fields()))
+    days = world["workspace"].axis.event_days(cols.from_frame(batch, dataset.record_fields()))
     rows = []
     for record, probability, label, day in zip(
         batch[dataset.record_columns()].to_dict("records"),
@@ -106,10 +107,8 @@ def test_the_month_after_the_training_window_does_not_trigger(
     params_file = world["root"] / "params-full-month.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     examples = dataset.build_examples(full_tables, load_params(params_file).dataset)
-    log = PredictionLog(
-        tmp_path / "predictions.sqlite", dataset.contract, dataset.key_columns,
-        dataset.target_column,
-    )  # fmt: skip
+    log = Workspace.load(params_file).prediction_log
+    assert Path(log.url.database) == (tmp_path / "predictions.sqlite").resolve()
     _log_scored(world | {"log": log}, dataset, _window(examples, str(first), str(last)))
     with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
         result = monitor(first_day=first, last_day=last, params_path=params_file)
@@ -123,7 +122,7 @@ def test_the_month_after_the_training_window_does_not_trigger(
 def test_injected_drift_is_flagged_and_the_second_drifted_batch_triggers(
     world: dict, dataset: Dataset, prefect_api: str
 ) -> None:
-    store = MonitorStore(world["root"] / world["monitor"].state)
+    store = Workspace.load(world["params_file"]).monitor_state
     results = []
     for first, last in (("2013-06-01", "2013-06-15"), ("2013-06-16", "2013-06-30")):
         _log_scored(world, dataset, _drifted(_window(world["examples"], first, last)))
@@ -140,7 +139,7 @@ def test_injected_drift_is_flagged_and_the_second_drifted_batch_triggers(
     assert {"sched_dep_time", "dest", "distance"} <= set(first_result["outcome"]["drifted_columns"])
     assert not first_result["trigger"]  # one flagged batch is a blip, not a trend
     assert second_result["trigger"], second_result["reason"]
-    assert store.last_trigger_day() == dt.date(2013, 6, 30)
+    assert store.last_trigger_end() == dt.date(2013, 6, 30).isoformat()
     assert _event_reached_prefect(prefect_api, second_result["decision_id"])
 
 
@@ -164,8 +163,9 @@ def test_a_broken_feed_is_an_incident_not_drift_and_never_triggers(
     assert result["reason"].startswith("data-quality incident, drift not judged: feed outage")
     assert result["flagged_because"] == []  # drifted, but not counted toward a retrain
     assert result["outcome"]["drift_share"] > world["monitor"].drift_share_limit
-    store = MonitorStore(world["root"] / world["monitor"].state)
-    assert store.history(1)[0].incidents == result["incidents"]
+    store = Workspace.load(world["params_file"]).monitor_state
+    stored = BatchOutcome.from_dict(store.history(1)[0])
+    assert [str(incident) for incident in stored.incidents] == result["incidents"]
 
 
 def _event_reached_prefect(api: str, decision_id: str, timeout_s: float = 30) -> bool:

@@ -18,23 +18,17 @@ import pytest
 
 from loopline.core.errors import LooplineError
 from loopline.core.params import Params, RegistryParams
-from loopline.data.datasets import get_dataset
 from loopline.data.datasets.base import Dataset
-from loopline.registry.versions import (
-    CHALLENGER,
-    CHAMPION,
-    ChampionMovedError,
-    Registry,
-    RegistryLock,
-    apply_rule,
-    collect_evidence,
-    judge_on_recent_window,
-)
-from loopline.training.families import logistic
+from loopline.infra.ledger import open_ledger
+from loopline.infra.tracking import configure_mlflow
+from loopline.promotion.gate import apply_rule, collect_evidence, judge_on_recent_window
+from loopline.registry.lock import RegistryLock
+from loopline.registry.versions import CHALLENGER, CHAMPION, ChampionMovedError, Registry
+from loopline.training.families import TrainContext, family_params, logistic
 from loopline.training.families import xgboost as xgb
 from loopline.training.feature_sets import FeatureSets, load_feature_sets
-from loopline.training.tracking import configure_mlflow
 from loopline.training.train import train_family
+from loopline.workspace import Workspace
 from tests.builders import log_compiled
 
 pytestmark = pytest.mark.slow
@@ -66,12 +60,14 @@ def world(
     )
     configure_mlflow(mlflow_params)
     data = load_feature_sets(small_features_dir)
-    strong = train_family("xgboost", data, fast_params.train, seed=fast_params.seed)
+    xgb_params = family_params(fast_params, "xgboost")
+    strong = train_family("xgboost", data, xgb_params, seed=fast_params.seed)
     stunted = {"n_estimators": 3, "max_depth": 2, "early_stopping_rounds": 3}
-    weak = xgb.train(data, fast_params.train.xgboost.model_copy(update=stunted), 0)
+    weak = xgb.train(data, xgb_params.model_copy(update=stunted), TrainContext(seed=0)).estimator
     shuffled = np.random.default_rng(0).permutation(data.y["train"])
     noise = FeatureSets(data.tables, data.x, {**data.y, "train": shuffled})
-    useless = logistic.train(noise, fast_params.train.logistic, 0)
+    logistic_params = family_params(fast_params, "logistic")
+    useless = logistic.train(noise, logistic_params, TrainContext(seed=0)).estimator
     estimators = {
         "strong": ("xgboost", strong.estimator, strong.threshold),
         "weak": ("xgboost", weak, 0.5),
@@ -94,11 +90,18 @@ def world(
     uris = {name: (model.uri, model.run_id) for name, model in logged.items()}
     recent = pd.read_parquet(small_features_dir / "examples" / "test.parquet")
     paths = fast_params.paths.model_copy(update={"features": small_features_dir})
-    pipeline = fast_params.model_copy(update={"paths": paths, "registry": registry_params})
+    pipeline = fast_params.model_copy(
+        update={"paths": paths, "registry": registry_params, "mlflow": mlflow_params}
+    )
     return {
         "params": registry_params, "uris": uris, "models": logged, "recent": recent,
         "pipeline": pipeline, "tracking_uri": tracking_uri,
     }  # fmt: skip
+
+
+def _registry(params: RegistryParams) -> Registry:
+    """The registry of these settings, with their own ledger (MLflow already pointed)."""
+    return Registry(params, open_ledger(params.ledger))
 
 
 def _register_and_decide(
@@ -129,7 +132,7 @@ def _own_model(world: dict, tmp_path: Path, name: str, **rule: float) -> Registr
 
 def test_the_promotion_rule_end_to_end(world: dict, dataset: Dataset) -> None:
     """first model / better / worse / dry run / rollback twice / forced promotion."""
-    registry = Registry(world["params"])
+    registry = _registry(world["params"])
 
     v1, gate, entry = _register_and_decide(registry, world, "weak", dataset)
     assert gate.passed
@@ -177,7 +180,7 @@ def test_rollback_walks_back_through_promotions(
     world: dict, dataset: Dataset, tmp_path: Path
 ) -> None:
     params = _own_model(world, tmp_path, "walk-back", margin=-1.0)
-    registry = Registry(params)
+    registry = _registry(params)
     versions = [registry.register(*world["uris"][name], {}) for name in ("weak", "strong", "weak")]
     for version in versions:
         registry.force_promote(version, "setup")
@@ -188,14 +191,14 @@ def test_rollback_walks_back_through_promotions(
 def test_readers_always_see_a_champion_while_it_moves(world: dict, tmp_path: Path) -> None:
     """Alias moves are atomic for readers: resolving champion never fails mid-move."""
     params = _own_model(world, tmp_path, "atomic")
-    registry = Registry(params)
+    registry = _registry(params)
     first = registry.register(*world["uris"]["weak"], {})
     second = registry.register(*world["uris"]["strong"], {})
     registry.force_promote(first, "start")
     seen, errors, stop = set(), [], threading.Event()
 
     def read() -> None:
-        reader = Registry(params)
+        reader = _registry(params)
         while not stop.is_set():
             try:
                 seen.add(reader.alias_version(CHAMPION))
@@ -243,7 +246,7 @@ def test_a_decision_refuses_a_champion_that_moved_after_the_evidence(
 ) -> None:
     """Evidence gathered against v1; v3 became champion meanwhile: nothing moves."""
     params = _own_model(world, tmp_path, "moved", margin=-1.0)
-    registry = Registry(params)
+    registry = _registry(params)
     v1, v2, v3 = (registry.register(*world["uris"][n], {}) for n in ("weak", "strong", "weak"))
     registry.force_promote(v1, "setup")
     evidence = collect_evidence(
@@ -268,20 +271,20 @@ def _judge_in_a_process(
     tracking_uri: str, pipeline: Params, uri: tuple[str, str], start: object
 ) -> dict:
     """One of several processes racing to promote their challenger (spawned: own client)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    registry = Registry(pipeline.registry)
+    assert pipeline.mlflow.tracking_uri == tracking_uri
+    # The pipeline's settings hold absolute locations, as a loaded workspace's do.
+    workspace = Workspace(pipeline.paths.features / "params.yaml", pipeline)
+    registry = workspace.registry  # points this process's MLflow at `tracking_uri`
     version = registry.register(*uri, {})
     start.wait()  # all gather evidence against the same champion, then race for the lock
-    dataset = get_dataset(pipeline.dataset.name)
-    return judge_on_recent_window(registry, version, pipeline, dataset, dry_run=False)[1]
+    return judge_on_recent_window(workspace, version, dry_run=False)[1]
 
 
 def test_concurrent_promotions_are_linearizable(world: dict, tmp_path: Path) -> None:
     """Three processes promote at once (every challenger passes the rule): in ledger order,
     each one replaced exactly the champion it was compared with."""
     registry_params = _own_model(world, tmp_path, "race", margin=-1.0, slice_max_regression=1.0)
-    registry = Registry(registry_params)
+    registry = _registry(registry_params)
     registry.force_promote(registry.register(*world["uris"]["weak"], {}), "setup")
     pipeline = world["pipeline"].model_copy(update={"registry": registry_params})
     start = SPAWN.Manager().Barrier(3)

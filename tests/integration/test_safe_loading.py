@@ -15,11 +15,12 @@ import mlflow
 import pytest
 
 from loopline.data.columns import from_records
+from loopline.infra.ledger import open_ledger
+from loopline.infra.tracking import configure_mlflow
 from loopline.registry.versions import Registry
 from loopline.scoring.formats import ScorerError
 from loopline.scoring.registered import load_version
 from loopline.serving.champion import ChampionHolder, NoChampionError
-from loopline.training.tracking import configure_mlflow
 from tests.conftest import tool_env
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, fast_params) -> dict:
         info = mlflow.pyfunc.log_model(name="model", python_model=CodeOnLoad(str(marker)))
     marker.unlink(missing_ok=True)  # logging may have touched it; what counts is loading
     params = fast_params.registry.model_copy(update={"ledger": root / "ledger.jsonl"})
-    registry = Registry(params)
+    registry = Registry(params, open_ledger(params.ledger))
     version = registry.register(info.model_uri, info.run_id, {})
     registry.force_promote(version, "hostile test")
     return {"registry": registry, "version": version, "marker": marker, "uri": info.model_uri,

@@ -16,12 +16,11 @@ import pytest
 import yaml
 
 from loopline.core.params import load_params
-from loopline.data.datasets import get_dataset
 from loopline.infra.database import database_url
 from loopline.infra.postgres import libpq
 from loopline.monitoring.dashboard import open_project
 from loopline.monitoring.drift import MonitoredColumns
-from loopline.training.tracking import configure_mlflow
+from loopline.workspace import Workspace
 from tests.conftest import ROOT, tool_env
 
 pytestmark = pytest.mark.slow
@@ -83,9 +82,10 @@ def test_the_team_params_file_differs_only_in_where_things_live(team: dict) -> N
 
 
 def test_runs_log_over_http_into_postgresql_and_the_shared_artifact_store(team: dict) -> None:
-    params = load_params(team["root"] / "params.team.yaml")
+    workspace = Workspace.load(team["root"] / "params.team.yaml")
+    params = workspace.params
     assert params.mlflow.tracking_uri.startswith("http://127.0.0.1:")
-    configure_mlflow(params.mlflow, root=team["root"])
+    workspace.configure_tracking()
     with mlflow.start_run() as run:
         mlflow.log_metric("roc_auc", 0.75)
         mlflow.log_text("shared", "note.txt")
@@ -98,15 +98,11 @@ def test_runs_log_over_http_into_postgresql_and_the_shared_artifact_store(team: 
 
 
 def test_the_monitor_pushes_to_the_evidently_service(team: dict) -> None:
-    params = load_params(team["root"] / "params.team.yaml")
-    dataset = get_dataset(params.dataset.name)
+    workspace = Workspace.load(team["root"] / "params.team.yaml")
+    params, dataset = workspace.params, workspace.dataset
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
-    _, project = open_project(
-        params.monitor.workspace, team["root"], "team-test", columns, dataset.wording
-    )
-    _, again = open_project(
-        params.monitor.workspace, team["root"], "team-test", columns, dataset.wording
-    )
+    _, project = open_project(params.monitor.workspace, "team-test", columns, dataset.wording)
+    _, again = open_project(params.monitor.workspace, "team-test", columns, dataset.wording)
     assert again.id == project.id  # found, not created twice
     dashboard = httpx.get(f"{params.monitor.workspace}/api/v2/dashboards/{project.id}").json()
     (tab,) = dashboard["tabs"]

@@ -12,18 +12,16 @@ import pytest
 import torch
 
 from loopline.core.params import Params
-from loopline.scoring import scorer as scorer_module
 from loopline.scoring.formats import ScorerError
-from loopline.scoring.scorer import (
-    MANIFEST_FILE,
-    PARITY_TOLERANCE,
-    CompiledScorer,
-    compile_scorer,
-    load_scorer,
-)
+from loopline.scoring.scorer import MANIFEST_FILE, PARITY_TOLERANCE, CompiledScorer, load_scorer
+from loopline.training import compile as compile_module
+from loopline.training.compile import compile_scorer
+from loopline.training.families import families, family_params
 from loopline.training.families.mlp.network import MLPClassifier, MLPShape, TabularMLP
 from loopline.training.feature_sets import FeatureSets
-from loopline.training.train import CLASSIC, train_family
+from loopline.training.train import train_family
+
+CLASSIC = [name for name, family in families().items() if not family.distributed]
 
 
 def _random_mlp(data: FeatureSets) -> MLPClassifier:
@@ -43,7 +41,9 @@ def _random_mlp(data: FeatureSets) -> MLPClassifier:
 @pytest.fixture(scope="module")
 def estimators(data: FeatureSets, fast_params: Params) -> dict[str, tuple[object, float]]:
     trained = {
-        family: train_family(family, data, fast_params.train, seed=fast_params.seed)
+        family: train_family(
+            family, data, family_params(fast_params, family), seed=fast_params.seed
+        )
         for family in CLASSIC
     }
     found = {family: (t.estimator, t.threshold) for family, t in trained.items()}
@@ -96,7 +96,7 @@ def test_an_export_that_disagrees_with_training_is_refused_and_writes_nothing(
     estimators: dict, data: FeatureSets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in an exporter (here: a shifted intercept) must never reach the registry."""
-    real_export = scorer_module.export_estimator
+    real_export = compile_module.export_estimator
 
     def shifted(family: str, estimator: object, tables: object, out: Path) -> dict:
         entry = real_export(family, estimator, tables, out)
@@ -107,7 +107,7 @@ def test_an_export_that_disagrees_with_training_is_refused_and_writes_nothing(
         save_file(arrays, out / entry["file"])
         return entry
 
-    monkeypatch.setattr(scorer_module, "export_estimator", shifted)
+    monkeypatch.setattr(compile_module, "export_estimator", shifted)
     estimator, threshold = estimators["logistic"]
     with pytest.raises(ScorerError, match="differs from the trained model by up to"):
         compile_scorer(

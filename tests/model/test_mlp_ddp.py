@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from loopline.core.params import MLPParams, Params
-from loopline.infra.orchestration import free_port
+from loopline.core.params import Params
+from loopline.infra.processes import free_port
+from loopline.training.families import family_params
+from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.ddp import lr_lambda
 from loopline.training.families.mlp.launch import join_training, train_mlp
 from loopline.training.feature_sets import load_feature_sets
@@ -31,7 +33,7 @@ def _train(features: Path, out: Path, params: MLPParams, seed: int):
 
 @pytest.fixture(scope="module")
 def mlp_params(fast_params: Params) -> MLPParams:
-    return fast_params.train.mlp
+    return family_params(fast_params, "mlp")
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,20 @@ import pytest
 
 from loopline.core.params import Params
 from loopline.scoring.scorer import PARITY_TOLERANCE, CompiledScorer
+from loopline.training.families import families, family_params
 from loopline.training.feature_sets import FeatureSets
 from loopline.training.metrics import classification_metrics
-from loopline.training.train import CLASSIC, TrainedFamily, train_family
+from loopline.training.train import TrainedFamily, train_family
+
+CLASSIC = [name for name, family in families().items() if not family.distributed]
 
 
 @pytest.fixture(scope="module")
 def trained(data: FeatureSets, fast_params: Params) -> dict[str, TrainedFamily]:
     return {
-        family: train_family(family, data, fast_params.train, seed=fast_params.seed)
+        family: train_family(
+            family, data, family_params(fast_params, family), seed=fast_params.seed
+        )
         for family in CLASSIC
     }
 
@@ -49,7 +54,7 @@ def test_same_params_and_seed_give_the_same_model(
     data: FeatureSets,
     fast_params: Params,
 ) -> None:
-    again = train_family(family, data, fast_params.train, seed=fast_params.seed)
+    again = train_family(family, data, family_params(fast_params, family), seed=fast_params.seed)
     first = trained[family].estimator.predict_proba(data.x["test"])
     np.testing.assert_array_equal(first, again.estimator.predict_proba(data.x["test"]))
     assert again.valid_metrics == trained[family].valid_metrics
@@ -59,7 +64,8 @@ def test_a_different_seed_gives_a_different_xgboost_model(
     trained: dict, data: FeatureSets, fast_params: Params
 ) -> None:
     """The seed really reaches the library (subsampling differs), so the test above can fail."""
-    other = train_family("xgboost", data, fast_params.train, seed=fast_params.seed + 1)
+    xgb = family_params(fast_params, "xgboost")
+    other = train_family("xgboost", data, xgb, seed=fast_params.seed + 1)
     assert not np.array_equal(
         trained["xgboost"].estimator.predict_proba(data.x["test"]),
         other.estimator.predict_proba(data.x["test"]),

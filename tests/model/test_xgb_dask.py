@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import xgboost
 
-from loopline.core.params import Params, TrainParams, parse_params
+from loopline.core.params import Params, parse_params
 from loopline.data.datasets.base import Dataset
+from loopline.training.families import family_params
+from loopline.training.families.xgboost import XGBoostParams
 from loopline.training.feature_sets import load_feature_sets
 from loopline.training.train import train_family
 from tests.conftest import small_params_dict, write_features
@@ -16,14 +18,12 @@ from tests.conftest import small_params_dict, write_features
 pytestmark = pytest.mark.slow
 
 
-def _on_dask(train: TrainParams, **changes: object) -> TrainParams:
-    xgb = train.xgboost.model_copy(update={"engine": "dask", "dask_workers": 2, **changes})
-    return train.model_copy(update={"xgboost": xgb})
+def _on_dask(xgb: XGBoostParams, **changes: object) -> XGBoostParams:
+    return xgb.model_copy(update={"engine": "dask", "dask_workers": 2, **changes})
 
 
-def _without_sampling(train: TrainParams) -> TrainParams:
-    xgb = train.xgboost.model_copy(update={"subsample": 1.0, "colsample_bytree": 1.0})
-    return train.model_copy(update={"xgboost": xgb})
+def _without_sampling(xgb: XGBoostParams) -> XGBoostParams:
+    return xgb.model_copy(update={"subsample": 1.0, "colsample_bytree": 1.0})
 
 
 def test_without_row_sampling_two_workers_grow_the_very_trees_of_one_process(
@@ -34,7 +34,7 @@ def test_without_row_sampling_two_workers_grow_the_very_trees_of_one_process(
     of per-worker models): same early-stopping point, same scores. It compiles and
     serves like any local fit."""
     data = load_feature_sets(small_features_dir)
-    exact = _without_sampling(fast_params.train)
+    exact = _without_sampling(family_params(fast_params, "xgboost"))
     local = train_family("xgboost", data, exact, seed=fast_params.seed)
     dask = train_family("xgboost", data, _on_dask(exact), seed=fast_params.seed)
     classifier = dask.estimator.named_steps["classify"]
@@ -60,7 +60,8 @@ def test_with_the_project_settings_a_dask_fit_has_the_quality_of_one_process(
     window: each worker draws its own samples, so the trees differ, but the validation
     ROC-AUC is within 0.005 of the one-process fit."""
     data = load_feature_sets(full_features_dir)
-    local = train_family("xgboost", data, params.train, seed=params.seed)
-    dask = train_family("xgboost", data, _on_dask(params.train), seed=params.seed)
+    xgb = family_params(params, "xgboost")
+    local = train_family("xgboost", data, xgb, seed=params.seed)
+    dask = train_family("xgboost", data, _on_dask(xgb), seed=params.seed)
     gap = abs(local.valid_metrics["roc_auc"] - dask.valid_metrics["roc_auc"])
     assert gap < 0.005, (local.valid_metrics, dask.valid_metrics)

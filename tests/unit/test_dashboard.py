@@ -14,7 +14,9 @@ def _columns(dataset: Dataset) -> MonitoredColumns:
 
 
 def test_new_project_has_its_tabs_with_each_panel_once(tmp_path: Path, dataset: Dataset) -> None:
-    _, project = open_project("ws", tmp_path, "loopline-test", _columns(dataset), dataset.wording)
+    _, project = open_project(
+        str(tmp_path / "ws"), "loopline-test", _columns(dataset), dataset.wording
+    )
 
     layout = project.dashboard.model()
     tabs = {tab.title: tab.panels for tab in layout.tabs}
@@ -34,8 +36,8 @@ def test_reopening_returns_the_same_project_without_new_panels(
     tmp_path: Path, dataset: Dataset
 ) -> None:
     columns = _columns(dataset)
-    _, first = open_project("ws", tmp_path, "loopline-test", columns, dataset.wording)
-    ws, again = open_project("ws", tmp_path, "loopline-test", columns, dataset.wording)
+    _, first = open_project(str(tmp_path / "ws"), "loopline-test", columns, dataset.wording)
+    ws, again = open_project(str(tmp_path / "ws"), "loopline-test", columns, dataset.wording)
 
     assert again.id == first.id
     assert len(ws.search_project("loopline-test")) == 1

@@ -14,14 +14,10 @@ from loopline.core.params import Params
 from loopline.data import columns as cols
 from loopline.data.datasets import get_dataset
 from loopline.data.datasets.base import Dataset
-from loopline.scoring.features import (
-    UNKNOWN_CODE,
-    FeatureTables,
-    fit_featurizer,
-    history_feature_name,
-    split_by_time,
-    split_examples,
-)
+from loopline.data.splits import split_by_time
+from loopline.data.time_axis import TimeAxis
+from loopline.scoring.features import UNKNOWN_CODE, FeatureTables, history_feature_name
+from loopline.training.featurize import fit_featurizer
 from tests.strategies import records
 
 OUTCOME_COLUMNS = ["dep_time", "dep_delay", "arr_time", "air_time"]
@@ -31,7 +27,7 @@ CONTRACT = get_dataset("nycflights13").contract
 @pytest.fixture(scope="module")
 def splits(dataset: Dataset, small_tables: dict, params: Params) -> dict[str, pd.DataFrame]:
     examples = dataset.build_examples(small_tables, params.dataset)
-    return split_examples(examples, dataset, params)
+    return TimeAxis.of(dataset).split(examples, params)
 
 
 def _fit(dataset: Dataset, tables: dict, params: Params, train: pd.DataFrame) -> FeatureTables:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from loopline.core.params import MonitorParams, load_params
-from loopline.monitoring.decision import BatchOutcome, Cooldown, decide
+from loopline.data.datasets import get_dataset
+from loopline.data.time_axis import EVENT_DAY, Batch, ByDays, Cooldown
+from loopline.infra.monitor_state import MonitorState
+from loopline.monitoring.records import BatchOutcome, Decision, Incident
+from loopline.monitoring.rule import decide
 from tests.conftest import ROOT
 
 
@@ -29,6 +35,17 @@ def batch(
         drifted_columns=["dest"] if drift else [], reported_drifted_columns=[],
         mean_probability=0.3, quality=quality, baseline=0.726,
     )  # fmt: skip
+
+
+def cooldown_in_days(
+    state_file: Path, latest: BatchOutcome, last_trigger_day: dt.date, required: int
+) -> Cooldown:
+    """The cooldown by days of data after a retrain asked on the batch ending `last_trigger_day`."""
+    state = MonitorState(state_file)
+    state.save_decision(Decision(True, "drift", "trigger", []), last_trigger_day.isoformat())
+    axis = ByDays(get_dataset(load_params(ROOT / "params.yaml").dataset.name))
+    current = Batch(pd.DataFrame(), latest.batch_id, latest.first_day, latest.last_day, EVENT_DAY)
+    return axis.cooldown(state, current, required)
 
 
 def test_a_one_off_blip_does_not_retrain(rule: MonitorParams) -> None:
@@ -58,14 +75,15 @@ def test_no_duplicate_trigger_while_a_retrain_runs(rule: MonitorParams) -> None:
     assert "already running" in decision.reason
 
 
-def test_cooldown_after_a_trigger(rule: MonitorParams) -> None:
+def test_cooldown_after_a_trigger(rule: MonitorParams, tmp_path: Path) -> None:
     history = [batch(0, quality=0.65), batch(1, quality=0.66)]
     last_trigger = history[0].last_day
-    held = decide(history, rule, Cooldown.in_days(history[-1], last_trigger, 14), False)
+    state = tmp_path / "state.sqlite"
+    held = decide(history, rule, cooldown_in_days(state, history[-1], last_trigger, 14), False)
     assert not held.trigger
     assert held.reason == "cooldown: last retrain was asked 7 days of data ago (< 14)"
     later = [batch(2, quality=0.65), batch(3, quality=0.66)]
-    assert decide(later, rule, Cooldown.in_days(later[-1], last_trigger, 14), False).trigger
+    assert decide(later, rule, cooldown_in_days(state, later[-1], last_trigger, 14), False).trigger
 
 
 def test_cooldown_in_batches_for_batches_cut_by_arrival(rule: MonitorParams) -> None:
@@ -91,7 +109,8 @@ def test_without_labels_only_drift_can_flag(rule: MonitorParams) -> None:
 
 def test_a_drifted_batch_with_a_data_incident_never_triggers(rule: MonitorParams) -> None:
     """Drift that a broken feed causes must not teach the model the outage."""
-    broken = BatchOutcome(**{**batch(2, drift=0.5).__dict__, "incidents": ["feed outage"]})
+    outage = Incident("feed_outage", ("dep_time",), "feed outage")
+    broken = BatchOutcome(**{**batch(2, drift=0.5).__dict__, "incidents": [outage]})
     history = [batch(0, drift=0.5), batch(1, drift=0.5), broken]
     decision = decide(history, rule, None, retrain_running=False)
     assert not decision.trigger

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from loopline.infra.monitor_state import MonitorStore
-from loopline.monitoring.decision import BatchOutcome, Decision
+from loopline.infra.monitor_state import MonitorState
+from loopline.monitoring.records import BatchOutcome, Decision
 
 
 def _batch(week: int, drift: float = 0.0) -> BatchOutcome:
@@ -21,22 +21,23 @@ def _batch(week: int, drift: float = 0.0) -> BatchOutcome:
 def test_batches_are_kept_by_data_time_and_a_remeasured_batch_replaces_its_row(
     store_url: str,
 ) -> None:
-    store = MonitorStore(store_url)
+    store = MonitorState(store_url)
     for week in (2, 0, 1):  # measured out of order
         store.save_batch(_batch(week))
     store.save_batch(_batch(1, drift=0.5))  # the same batch measured again
-    history = MonitorStore(store_url).history(limit=2)  # a second process sees the same
+    stored = MonitorState(store_url).history(limit=2)  # a second process sees the same
+    history = [BatchOutcome.from_dict(b) for b in stored]
     assert [b.batch_id for b in history] == ["w1", "w2"]
     assert history[0].drift_share == 0.5
     assert history[0] == _batch(1, drift=0.5)
 
 
 def test_decisions_append_and_the_latest_trigger_day_is_found(store_url: str) -> None:
-    store = MonitorStore(store_url)
-    assert store.last_trigger_day() is None
+    store = MonitorState(store_url)
+    assert store.last_trigger_end() is None
     first = store.save_decision(Decision(True, "drift", "w0", ["w0"], {"k": 1}), "2013-07-07")
     store.save_decision(Decision(False, "cooldown", "w1", [], {}), "2013-07-14")
-    assert store.last_trigger_day() == dt.date(2013, 7, 7)
+    assert dt.date.fromisoformat(store.last_trigger_end()) == dt.date(2013, 7, 7)
     decisions = store.decisions()
     assert [d["reason"] for d in decisions] == ["drift", "cooldown"]
     assert decisions[0]["decision_id"] == first
@@ -46,8 +47,8 @@ def test_decisions_append_and_the_latest_trigger_day_is_found(store_url: str) ->
 def test_batches_by_arrival_keep_a_cursor_and_count_batches_since_a_trigger(
     store_url: str,
 ) -> None:
-    store = MonitorStore(store_url)
-    assert store.cursor() is None
+    store = MonitorState(store_url)
+    assert store.newest_end() is None
     assert store.batches_since_trigger() is None
     ends = [f"2026-11-28T10:0{minute}:00.5+00:00" for minute in range(4)]
     arrivals = [
@@ -60,5 +61,5 @@ def test_batches_by_arrival_keep_a_cursor_and_count_batches_since_a_trigger(
     for outcome in arrivals[1:]:
         store.save_batch(outcome)
     assert store.batches_since_trigger() == 3
-    assert store.cursor() == ends[-1]  # the next batch starts after the newest arrival
-    assert store.history(limit=1)[0] == arrivals[-1]
+    assert store.newest_end() == ends[-1]  # the next batch starts after the newest arrival
+    assert BatchOutcome.from_dict(store.history(limit=1)[0]) == arrivals[-1]

@@ -20,7 +20,7 @@ from loopline.data.datasets import get_dataset
 from loopline.infra.prediction_log import PredictionLog, read_predictions
 
 DATASET = get_dataset("nycflights13")
-CONTRACT = DATASET.contract
+FIELDS = DATASET.record_fields()  # the contract's record fields and their types
 
 
 def _row(i: int, request: str) -> dict:
@@ -32,7 +32,7 @@ def _row(i: int, request: str) -> dict:
 
 
 def test_rows_round_trip_with_contract_columns(store_url: str) -> None:
-    log = PredictionLog(store_url, CONTRACT)
+    log = PredictionLog(store_url, FIELDS)
     log.append([_row(i, "r1") for i in range(3)])
     frame = read_predictions(store_url)
     assert len(frame) == 3
@@ -46,7 +46,7 @@ def test_labels_join_their_predictions_and_a_newer_label_replaces_an_older(
     store_url: str,
 ) -> None:
     keys = list(DATASET.key_columns)
-    log = PredictionLog(store_url, CONTRACT, keys, "late")
+    log = PredictionLog(store_url, FIELDS, keys, "late")
     record = pd.DataFrame({
         "year": 2013, "month": 1, "day": [1, 2, 3], "carrier": "UA", "flight": [10, 11, 12],
         "origin": "EWR", "sched_dep_time": 900,
@@ -67,7 +67,7 @@ def test_labels_join_their_predictions_and_a_newer_label_replaces_an_older(
 
 
 def test_a_failed_request_writes_none_of_its_rows(store_url: str) -> None:
-    log = PredictionLog(store_url, CONTRACT)
+    log = PredictionLog(store_url, FIELDS)
     log.append([_row(0, "ok")])
     duplicate = [_row(1, "bad"), _row(0, "ok")]  # second row violates the primary key
     with pytest.raises(sa.exc.IntegrityError):
@@ -79,7 +79,7 @@ def test_writers_queue_on_the_shared_lock_file_and_go_on_when_it_is_released(
     tmp_path: Path,
 ) -> None:
     """Another process holding `<log>.lock` makes a commit wait, not fail or skip the lock."""
-    log = PredictionLog(tmp_path / "p.sqlite", CONTRACT)
+    log = PredictionLog(tmp_path / "p.sqlite", FIELDS)
     committed = threading.Event()
     with Path(f"{log.url.database}.lock").open("a") as other_writer:
         fcntl.flock(other_writer, fcntl.LOCK_EX)
@@ -94,7 +94,7 @@ WRITER = """
 import sys
 from loopline.data.datasets import get_dataset
 from loopline.infra.prediction_log import PredictionLog
-log = PredictionLog(sys.argv[1], get_dataset("nycflights13").contract)
+log = PredictionLog(sys.argv[1], get_dataset("nycflights13").record_fields())
 print("ready", flush=True)
 for request in range(100000):
     log.append([{"prediction_id": f"{request}-{i}", "request_id": str(request),
@@ -114,7 +114,7 @@ def test_a_killed_writer_leaves_only_whole_requests(store_url: str) -> None:
     frame = read_predictions(path)
     assert len(frame) > 0
     assert (frame.groupby("request_id").size() == 50).all()
-    PredictionLog(path, CONTRACT).append([_row(0, "after-crash")])  # still writable
+    PredictionLog(path, FIELDS).append([_row(0, "after-crash")])  # still writable
 
 
 def test_a_log_from_an_older_contract_gains_the_new_columns(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_a_log_from_an_older_contract_gains_the_new_columns(tmp_path: Path) -> N
     with sqlite3.connect(path) as db:
         db.execute('CREATE TABLE predictions ("prediction_id" TEXT PRIMARY KEY, "request_id" TEXT)')
         db.execute("INSERT INTO predictions VALUES ('old', 'r0')")
-    log = PredictionLog(path, CONTRACT)
+    log = PredictionLog(path, FIELDS)
     log.append([_row(1, "r1")])
     frame = read_predictions(path)
     assert pd.isna(frame.set_index("prediction_id").loc["old", "probability"])

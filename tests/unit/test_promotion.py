@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from loopline.core.params import load_params
+from loopline.data.datasets import get_dataset
+from loopline.data.time_axis import ByDays
 from loopline.promotion.rule import Evidence, decide, no_fresh_window
-from loopline.registry.versions import fresh_window
 from tests.conftest import ROOT
 
 RNG = np.random.default_rng(3)
@@ -26,7 +25,8 @@ def _model(strength: float, seed: int) -> np.ndarray:
 
 STRONG, WEAK = _model(0.5, 1), _model(0.15, 2)
 SLICES = pd.DataFrame({"carrier": np.where(np.arange(N) % 2 == 0, "AA", "UA")})
-PARAMS = load_params(ROOT / "params.yaml").registry.model_copy(
+ALL_PARAMS = load_params(ROOT / "params.yaml")
+PARAMS = ALL_PARAMS.registry.model_copy(
     update={
         "floors": {"roc_auc": 0.6},
         "margin": 0.002,
@@ -123,18 +123,17 @@ def test_the_pr_auc_floor_is_a_lift_over_the_late_rate_not_a_fixed_value() -> No
 def test_the_gate_window_drops_days_either_model_was_fitted_or_chosen_on() -> None:
     days = pd.Series(pd.date_range("2013-06-01", "2013-06-30", freq="D"))
     test = pd.DataFrame({"scheduled_departure": days})
-    whole, described = fresh_window(test, "scheduled_departure", dt.date(2013, 5, 31), None)
+    axis = ByDays(get_dataset(ALL_PARAMS.dataset.name))
+    assert axis.time_column == "scheduled_departure"
+    challenger_valid = "2013-05-01..2013-05-31"  # the versions' valid-window tags
+    whole, described = axis.gate_window(test, ALL_PARAMS, challenger_valid, None)
     assert len(whole) == 30
     assert described == "2013-06-01..2013-06-30, 30 rows"
     # a champion validated up to June 20 (a later retrain) has seen those days
-    cut, described = fresh_window(
-        test, "scheduled_departure", dt.date(2013, 5, 31), dt.date(2013, 6, 20)
-    )
+    cut, described = axis.gate_window(test, ALL_PARAMS, challenger_valid, "2013-06-07..2013-06-20")
     assert described == "2013-06-21..2013-06-30, 10 rows"
     assert cut["scheduled_departure"].min() == pd.Timestamp("2013-06-21")
-    none, described = fresh_window(
-        test, "scheduled_departure", dt.date(2013, 5, 31), dt.date(2013, 7, 14)
-    )
+    none, described = axis.gate_window(test, ALL_PARAMS, challenger_valid, "2013-07-01..2013-07-14")
     assert none.empty
     assert described.startswith("none: both models were fitted or chosen on days up to 2013-07-14")
 

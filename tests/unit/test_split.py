@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from loopline.core.errors import ConfigError
 from loopline.core.params import DateWindow, FractionSplit, Params, load_params
 from loopline.data.datasets import get_dataset
-from loopline.scoring.features import split_at_random, split_by_time, split_examples
+from loopline.data.splits import split_at_random, split_by_time
+from loopline.data.time_axis import TimeAxis
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_fractions_over_one_and_date_windows_without_time_are_refused(params: Pa
         FractionSplit(train=0.6, valid=0.3, test=0.2)
     churn = get_dataset("wa_churn")
     with pytest.raises(ConfigError, match="has no time column: give fractions"):
-        split_examples(_labeled(100, 2), churn, params)  # params.yaml gives date windows
+        TimeAxis.of(churn).split(_labeled(100, 2), params)  # params.yaml gives date windows
 
 
 def test_wa_churn_params_split_by_fractions(dataset) -> None:

@@ -31,7 +31,9 @@ def traffic(small_tables: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _check(batch: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
-    return incidents(batch, reference, DATASET.contract, DATASET.key_columns, CHECKS)
+    """The incidents found, as the lines people read."""
+    found = incidents(batch, reference, DATASET.contract, DATASET.key_columns, CHECKS)
+    return [str(incident) for incident in found]
 
 
 def test_real_traffic_has_no_incident(traffic: tuple) -> None:

@@ -18,9 +18,11 @@ from loopline.core.params import DatasetParams, Params, load_params
 from loopline.data import columns as cols
 from loopline.data.contract import DataContract, GroupRule, Role
 from loopline.data.datasets.wa_churn import CONTRACT, WaChurn, derive_churn_features
+from loopline.data.time_axis import ByArrival, TimeAxis
 from loopline.data.validation import ValidationReport, validate_tables
-from loopline.scoring.features import FeatureTables, fit_featurizer, split_examples
+from loopline.scoring.features import FeatureTables
 from loopline.serving.schema import RequestSchema
+from loopline.training.featurize import fit_featurizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = 7043
@@ -52,7 +54,7 @@ def examples(dataset: WaChurn, tables: dict, churn_params: Params) -> pd.DataFra
 
 @pytest.fixture(scope="module")
 def splits(dataset: WaChurn, examples: pd.DataFrame, churn_params: Params) -> dict:
-    return split_examples(examples, dataset, churn_params)
+    return TimeAxis.of(dataset).split(examples, churn_params)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +190,8 @@ def test_values_that_contradict_each_other_break_their_row_rule(
 def test_examples_are_one_per_customer_with_the_real_churn_rate(
     dataset: WaChurn, examples: pd.DataFrame
 ) -> None:
-    assert not dataset.has_time
+    assert dataset.time_column is None
+    assert isinstance(TimeAxis.of(dataset), ByArrival)  # its examples go by arrival
     assert list(examples.columns) == [*dataset.record_columns(), "churned"]
     assert len(examples) == CUSTOMERS
     assert examples["churned"].dtype == "int8"

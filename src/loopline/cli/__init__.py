@@ -1,1 +1,4 @@
-"""(layer docstring: written below)."""
+"""The `loopline` command, on top of everything.
+
+`app` holds the commands and its `registry` group; `servers` the sets of servers they start.
+"""

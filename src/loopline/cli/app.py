@@ -1,4 +1,12 @@
-"""The `loopline` command: data bootstrap, the whole pipeline, and the UIs."""
+"""The `loopline` command: data bootstrap, the whole pipeline, serving, the loop, the UIs.
+
+Every command reads one params file into a Workspace (`--params`, default params.yaml;
+its relative paths resolve in its folder, wherever the command runs). Every process a
+command starts is started by `loopline.infra.processes` and stopped when the command
+ends, whether it finishes, fails, or gets Ctrl-C, SIGTERM or SIGHUP. Flows live in
+`pipelines/`, which the library never imports: the commands that run them start their
+modules as processes, as dvc.yaml does.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,6 @@ import json
 import logging
 import os
 import shlex
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,23 +23,23 @@ from typing import Annotated
 
 import typer
 
+from loopline.cli.registry import registry_app
+from loopline.cli.servers import describe, team_servers, ui_servers
 from loopline.core.errors import LooplineError
-from loopline.core.params import Params, load_params
-from loopline.infra.orchestration import (
-    configure_logging,
-    prefect_server,
-    quiet_environment,
-    stage_commands,
-    stop_process,
-    tool_environment,
-)
-from loopline.infra.services import SERVICE_ENV, bento_command
+from loopline.core.params import PARAMS_ENV
+from loopline.data.time_axis import ReplayOptions
+from loopline.infra import processes
+from loopline.infra.dvc import stage_commands
+from loopline.infra.environment import configure_logging, quiet_environment, tool_environment
+from loopline.infra.processes import Processes, stopped_by_signals
+from loopline.workspace import Workspace
 
 app = typer.Typer(help="Loopline: a closed-loop MLOps reference project.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 log = logging.getLogger("loopline.cli")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Path to params.yaml.")]
-PREFECT_HOME = Path(".prefect")
+PARAMS = Path("params.yaml")
 
 
 @app.callback()
@@ -42,44 +48,56 @@ def _setup() -> None:
     configure_logging()
 
 
-@contextlib.contextmanager
-def _prefect_api(settings: Params, port: int) -> Iterator[str]:
-    """The Prefect API: `prefect.api_url`, or a local server on `port` for the block."""
-    if settings.prefect.api_url:
-        yield settings.prefect.api_url
-        return
-    with prefect_server(PREFECT_HOME, port=port) as api_url:
-        yield api_url
-
-
-def _fail(error: LooplineError) -> typer.Exit:
+def fail(error: LooplineError) -> typer.Exit:
+    """Print `error` as one red line; the exit to raise."""
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
 
 
+@contextlib.contextmanager
+def managed() -> Iterator[Processes]:
+    """The processes of one command, stopped at its end; signals and errors reported."""
+    try:
+        with stopped_by_signals(), Processes() as running:
+            yield running
+    except LooplineError as error:
+        raise fail(error) from None
+
+
+def prefect_api(running: Processes, workspace: Workspace, port: int) -> str:
+    """The Prefect API: `prefect.api_url`, or a local server on `port` (reused if up)."""
+    if workspace.params.prefect.api_url:
+        return workspace.params.prefect.api_url
+    home = workspace.root / ".prefect"
+    return running.start(processes.prefect_server(home, "127.0.0.1", port), reuse=True)
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
 @app.command()
 def data(
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
     repin: Annotated[
         bool, typer.Option(help="Rebuild from the source and rewrite data.dvc (maintainers).")
     ] = False,
 ) -> None:
     """Get the raw data that data.dvc pins: already there, `dvc pull`, or rebuilt and verified."""
-    from loopline.data.datasets import get_dataset  # noqa: PLC0415 - keep `--help` fast
-    from loopline.data.datastore import ensure_data  # noqa: PLC0415
+    from loopline.data.datastore import ensure_data  # noqa: PLC0415 - keep `--help` fast
 
     try:
-        settings = load_params(params)
-        paths = settings.paths.rooted(params.resolve().parent)  # as the service resolves them
-        status = ensure_data(get_dataset(settings.dataset.name), paths.data, paths.data_dvc, repin)
+        workspace = Workspace.load(params)
+        paths = workspace.params.paths
+        status = ensure_data(workspace.dataset, paths.data, paths.data_dvc, repin)
     except LooplineError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     typer.echo(f"data: {status.how} ({paths.data}, {status.md5})")
 
 
 @app.command()
 def run(
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
     stage: Annotated[str | None, typer.Argument(help="Run only up to this dvc.yaml stage.")] = None,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
     force: Annotated[
@@ -96,50 +114,51 @@ def run(
     params.wa_churn.yaml) runs the same dvc.yaml stage commands in the same order, with
     every output under its own `paths`, outside DVC's lock and cache.
     """
+    from loopline.training.families import check_families  # noqa: PLC0415 - imports them all
+
     data(params=params, repin=False)
-    settings = load_params(params)
-    tracked = settings.dataset.name == load_params(Path("params.yaml")).dataset.name
-    try:
-        with _prefect_api(settings, port) as api_url:
-            env = tool_environment(PREFECT_API_URL=api_url, LOOPLINE_PARAMS=str(params.resolve()))
-            if tracked:
-                command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []),
-                           *([stage] if stage else [])]  # fmt: skip
-                typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
-                returncode = subprocess.run(command, env=env, check=False).returncode
-            else:
-                returncode = _run_stages(Path("dvc.yaml"), stage, env)
-    except LooplineError as error:
-        raise _fail(error) from None
+    with managed() as running:
+        workspace = Workspace.load(params)
+        check_families(workspace.params)  # a misspelled family setting fails now, not later
+        api_url = prefect_api(running, workspace, port)
+        env = tool_environment(PREFECT_API_URL=api_url, **{PARAMS_ENV: str(workspace.params_file)})
+        if workspace.dvc_tracked:
+            typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
+            command = _python("dvc", "repro", *(["--force"] if force else []),
+                              *([stage] if stage else []))  # fmt: skip
+            returncode = running.run(command, env, cwd=workspace.root)
+        else:
+            returncode = _run_stages(running, workspace, stage, env)
     if returncode != 0:
         raise typer.Exit(code=returncode)
-    where = "`dvc metrics show`" if tracked else f"{settings.paths.metrics}/"
+    where = "`dvc metrics show`" if workspace.dvc_tracked else f"{workspace.params.paths.metrics}/"
     typer.echo(f"done: {where} for numbers, `make ui` for the Prefect UI.")
 
 
-def _day(text: str | None) -> dt.date | None:
-    """An ISO date option, or None."""
-    return dt.date.fromisoformat(text) if text else None
-
-
-def _run_stages(dvc_yaml: Path, last: str | None, env: dict[str, str]) -> int:
+def _run_stages(
+    running: Processes, workspace: Workspace, last: str | None, env: dict[str, str]
+) -> int:
     """Run dvc.yaml's stage commands in order, up to `last`; the first non-zero exit, or 0."""
-    for name, line in stage_commands(dvc_yaml, last):
+    for name, line in stage_commands(workspace.root / "dvc.yaml", last):
         typer.echo(f"$ {line}  (stage {name})")
-        returncode = subprocess.run(shlex.split(line), env=env, check=False).returncode
+        returncode = running.run(shlex.split(line), env, cwd=workspace.root)
         if returncode != 0:
             return returncode
     return 0
 
 
 @app.command()
-def serve(params: ParamsOption = Path("params.yaml")) -> None:
+def serve(params: ParamsOption = PARAMS) -> None:
     """Serve the champion with BentoML on serve.host:serve.port (Ctrl-C stops)."""
-    settings = load_params(params).serve
-    env = {**os.environ, **SERVICE_ENV, "LOOPLINE_PARAMS": str(params.resolve())}
-    command = bento_command(settings.host, settings.port)
-    typer.echo(f"serving on http://{settings.host}:{settings.port} (OpenAPI page at /)")
-    raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
+    with managed() as running:
+        workspace = Workspace.load(params)
+        settings = workspace.params.serve
+        url = running.start(
+            processes.bentoml_service(workspace.params_file, settings.host, settings.port)
+        )
+        typer.echo(f"serving on {url} (OpenAPI page at /)")
+        with contextlib.suppress(KeyboardInterrupt):
+            running.wait()
 
 
 @app.command()
@@ -149,16 +168,15 @@ def score(
     version: Annotated[
         str | None, typer.Option(help="Registered version (default: the champion).")
     ] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
 ) -> None:
     """Batch-score a Parquet file of records with the champion's compiled scorer."""
     from loopline.serving.batch import score_registered  # noqa: PLC0415 - MLflow import is slow
 
     try:
-        settings = load_params(params)
-        result = score_registered(settings, source, target, version, root=params.resolve().parent)
+        result = score_registered(Workspace.load(params), source, target, version)
     except LooplineError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     typer.echo(
         f"{result.rows:,} rows scored by version {result.model_version} in "
         f"{result.seconds:.2f} s ({result.rows_per_s:,.0f} rows/s) -> {target}"
@@ -166,31 +184,26 @@ def score(
 
 
 @app.command()
-def deploy(params: ParamsOption = Path("params.yaml")) -> None:
+def deploy(params: ParamsOption = PARAMS) -> None:
     """Create the monitor, retrain and score deployments (schedules + drift trigger).
 
     With `prefect.work_pool` set they go to that work pool and the command returns (the
     pool's workers run them); otherwise this process runs them until Ctrl-C.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
-
-    from pipelines.deployments import deploy_to_pool, serve_deployments  # noqa: PLC0415
-
-    settings = load_params(params)
-    api_url = settings.prefect.api_url or os.environ.get("PREFECT_API_URL")
-    if not api_url:
-        raise _fail(LooplineError("set PREFECT_API_URL to a Prefect server (make ui starts one)"))
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        if settings.prefect.work_pool is None:
-            serve_deployments(params)
-            return
-        deployed = deploy_to_pool(params, settings.prefect.work_pool)
-    typer.echo(f"{len(deployed)} deployments in work pool {settings.prefect.work_pool}")
+    with managed() as running:
+        workspace = Workspace.load(params)
+        api_url = workspace.params.prefect.api_url or os.environ.get("PREFECT_API_URL")
+        if not api_url:
+            raise LooplineError("set PREFECT_API_URL to a Prefect server (make ui starts one)")
+        env = tool_environment(PREFECT_API_URL=api_url)
+        command = processes.deployments_command(workspace.params_file)
+        returncode = running.run(command, env, cwd=workspace.root)
+    raise typer.Exit(code=returncode)
 
 
 @app.command()
 def up(
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
     profile: Annotated[
         str, typer.Option(help="embedded: the UIs over the local files; team: shared servers.")
     ] = "embedded",
@@ -205,73 +218,73 @@ def up(
         ui(params=params)
         return
     if profile != "team":
-        raise _fail(LooplineError(f"--profile {profile!r}: choose embedded or team"))
-    from loopline.cli.team import describe, team_servers  # noqa: PLC0415 - starts servers
-
+        raise fail(LooplineError(f"--profile {profile!r}: choose embedded or team"))
     try:
-        with team_servers(params) as servers:
+        with stopped_by_signals(), team_servers(params.resolve()) as servers:
             typer.echo(f"team servers up:\n{describe(servers)}\nCtrl-C stops them all.")
-            for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, and kill, even when the
-                signal.signal(stop, signal.default_int_handler)  # shell started us ignoring it
             with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    signal.pause()
+                servers.running.wait()
             typer.echo("stopping")
     except LooplineError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 @app.command(name="mlp-node")
 def mlp_node(
     node_rank: Annotated[int, typer.Option(help="This machine's node rank, 1..mlp.nnodes-1.")],
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
 ) -> None:
     """Join a multi-node MLP training as one of its other nodes (node 0 runs `dvc repro`).
 
     Needs the same featurize outputs here (`dvc pull`) and `train.mlp.rdzv_endpoint`
     reachable; runs `train.mlp.nproc_per_node` processes until the training ends.
     """
-    from loopline.training.families.mlp.launch import join_training  # noqa: PLC0415 - imports torch
+    from loopline.training.families import family_params  # noqa: PLC0415 - imports torch
+    from loopline.training.families.mlp.launch import join_training  # noqa: PLC0415
 
-    settings = load_params(params)
-    root = params.resolve().parent
     try:
-        join_training(settings.paths.rooted(root).features, settings.train.mlp, settings.seed,
-                      node_rank, env={})  # fmt: skip
+        workspace = Workspace.load(params)
+        mlp = family_params(workspace.params, "mlp")
+        with stopped_by_signals():
+            join_training(workspace.params.paths.features, mlp, workspace.params.seed,
+                          node_rank, env={})  # fmt: skip
     except LooplineError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
+
+
+def _day_option(text: str | None) -> str | None:
+    """An ISO date option, checked (the flow parses it again)."""
+    if text is not None:
+        try:
+            dt.date.fromisoformat(text)
+        except ValueError:
+            raise fail(LooplineError(f"{text!r} is not a date (YYYY-MM-DD)")) from None
+    return text
 
 
 @app.command()
 def monitor(
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
     first_day: Annotated[str | None, typer.Option(help="First event date (ISO).")] = None,
     last_day: Annotated[str | None, typer.Option(help="Last event date (ISO).")] = None,
 ) -> None:
-    """Monitor one batch of logged traffic now.
+    """Monitor one batch of logged traffic now (the monitor flow, `pipelines.monitor`).
 
     A dataset with a time column: the examples of the given days (default: the last 7
     logged). Without one: everything logged since the last batch.
     """
-    from pipelines.monitor import monitor as monitor_flow  # noqa: PLC0415
-
-    try:
-        result = monitor_flow(
-            first_day=_day(first_day), last_day=_day(last_day), params_path=params
-        )
-    except LooplineError as error:
-        raise _fail(error) from None
-    if not result["measured"]:
-        typer.echo(result["reason"])
-        return
-    verdict = "RETRAIN" if result["trigger"] else "no retrain"
-    typer.echo(f"{result['outcome']['batch_id']}: {verdict} ({result['reason']})")
-    typer.echo(f"report: {result['report']}")
+    bounds = (("first-day", _day_option(first_day)), ("last-day", _day_option(last_day)))
+    days = [f"--{name}={value}" for name, value in bounds if value]
+    with managed() as running:
+        workspace = Workspace.load(params)
+        command = _python("pipelines.monitor", "--params", str(workspace.params_file), *days)
+        returncode = running.run(command, tool_environment(), cwd=workspace.root)
+    raise typer.Exit(code=returncode)
 
 
 @app.command()
 def replay(  # noqa: PLR0917 - typer: every option is a parameter
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
     start: Annotated[
         str | None, typer.Option(help="First day played (ISO); default: after the test window.")
     ] = None,
@@ -301,163 +314,65 @@ def replay(  # noqa: PLR0917 - typer: every option is a parameter
 
     A dataset with a time column plays the days after the test window; one without, the
     examples its split left out, as arrivals. Starts what is not already running
-    (Prefect server, BentoML service, the deployments runner) and stops what it started.
-    With `prefect.work_pool` set (team mode), the deployments are deployed to the pool,
-    whose workers run the retrains.
+    (Prefect server, BentoML service, the deployments runner), runs the replay
+    (`pipelines.replay`), and stops what it started, also when interrupted: the report
+    then holds the batches played. With `prefect.work_pool` set (team mode), the
+    deployments go to the pool, whose workers run the retrains.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+    options = ReplayOptions(
+        start=dt.date.fromisoformat(_day_option(start)) if start else None,
+        end=dt.date.fromisoformat(_day_option(end)) if end else None,
+        step=step, arrive_by=arrive_by, descending=descending,
+    )  # fmt: skip
+    try:
+        workspace = Workspace.load(params)
+        workspace.axis.check_replay(options)  # before any server starts
+    except LooplineError as error:
+        raise fail(error) from None
+    with managed() as running:
+        url, api_url = _loop_servers(running, workspace, port)
+        command = _python("pipelines.replay", "--params", str(workspace.params_file),
+                          "--url", url, "--api-url", api_url, *_replay_flags(options))  # fmt: skip
+        returncode = running.run(command, tool_environment(PREFECT_API_URL=api_url),
+                                 cwd=workspace.root)  # fmt: skip
+    report = workspace.params.paths.replay / "report.json"
+    if report.is_file():
+        typer.echo(json.dumps(json.loads(report.read_text())["summary"], indent=2))
+        typer.echo(f"report: {report.with_suffix('.html')}")
+    raise typer.Exit(code=returncode)
 
-    from loopline.data.datasets import get_dataset  # noqa: PLC0415
-    from loopline.infra.services import bento_service, deployment_runner  # noqa: PLC0415
-    from loopline.loop.replay import Replay, check_arrival_field, write_report  # noqa: PLC0415
 
-    settings = load_params(params)
-    dataset = get_dataset(settings.dataset.name)
-    has_time = dataset.has_time
-    step = step or ("7d" if has_time else "200")
-    if has_time and (not step.endswith("d") or not step[:-1].isdigit()):
-        raise _fail(LooplineError(f"--step {step!r}: give a number of days such as 7d"))
-    if not has_time and not step.isdigit():
-        raise _fail(
-            LooplineError(
-                f"--step {step!r}: dataset {settings.dataset.name!r} has no time column; "
-                "give a number of arrivals per batch such as 200"
-            )
+def _loop_servers(running: Processes, workspace: Workspace, port: int) -> tuple[str, str]:
+    """What the loop needs up: Prefect, the service, the deployments; their URLs."""
+    api_url = prefect_api(running, workspace, port)
+    logs = workspace.params.paths.replay / "logs"
+    serve = workspace.params.serve
+    service = processes.bentoml_service(
+        workspace.params_file, serve.host, serve.port, logs / "service.log"
+    )
+    url = running.start(service, reuse=True)
+    if workspace.params.prefect.work_pool is None:
+        runner = processes.deployment_runner(
+            workspace.params_file, api_url, logs / "deployments.log"
         )
-    if has_time and arrive_by:
-        raise _fail(LooplineError("--arrive-by: a dataset with a time column plays its days"))
-    if arrive_by:
-        try:
-            check_arrival_field(dataset, arrive_by)
-        except LooplineError as error:
-            raise _fail(error) from None
-    logs = settings.paths.replay / "logs"
-    try:
-        with (
-            _prefect_api(settings, port) as api_url,
-            temporary_settings(updates={PREFECT_API_URL: api_url}),
-            bento_service(
-                params, settings.serve.host, settings.serve.port, logs / "service.log"
-            ) as url,
-            deployment_runner(
-                params, api_url, logs / "deployments.log", settings.prefect.work_pool
-            ),
-        ):
-            replay = Replay(params, url, api_url, os.environ.get(settings.serve.api_key_env, ""))
-            if has_time:
-                story = replay.run(_day(start), _day(end), int(step[:-1]))
-            else:
-                story = replay.run_arrivals(int(step), arrive_by, descending)
-    except LooplineError as error:
-        raise _fail(error) from None
-    paths = write_report(story, settings.paths.replay)
-    summary = json.loads(paths["json"].read_text())["summary"]
-    typer.echo(json.dumps(summary, indent=2))
-    typer.echo(f"report: {paths['html']}")
+        running.start(runner)
+    else:  # team mode: the pool's workers run them
+        env = tool_environment(PREFECT_API_URL=api_url)
+        running.capture(processes.deployments_command(workspace.params_file), env)
+    return url, api_url
 
 
-registry_app = typer.Typer(
-    help="Show and change the registered model's aliases.", no_args_is_help=True
-)
-app.add_typer(registry_app, name="registry")
-
-
-def _open_registry(params: Path):  # noqa: ANN202 - returns (Params, Registry); imports are lazy
-    """The params and registry of a params file; its relative paths resolve in its folder."""
-    from loopline.registry.versions import Registry  # noqa: PLC0415 - MLflow import is slow
-    from loopline.training.tracking import configure_mlflow  # noqa: PLC0415
-
-    settings = load_params(params)
-    root = params.resolve().parent
-    configure_mlflow(settings.mlflow, root=root)
-    settings = settings.model_copy(update={"paths": settings.paths.rooted(root)})
-    return settings, Registry.rooted(settings.registry, root)
-
-
-@registry_app.command("status")
-def registry_status(params: ParamsOption = Path("params.yaml")) -> None:
-    """Which version is champion and which is challenger."""
-    _, registry = _open_registry(params)
-    status = registry.status()
-    typer.echo(f"model: {status['model']}")
-    for alias, info in status["aliases"].items():
-        if info is None:
-            typer.echo(f"  {alias:<10} (none)")
-        else:
-            typer.echo(
-                f"  {alias:<10} version {info['version']} ({info['family']}), "
-                f"last decision: {info['decision']}, test roc_auc {info['test_roc_auc']}"
-            )
-
-
-@registry_app.command("history")
-def registry_history(
-    params: ParamsOption = Path("params.yaml"),
-    limit: Annotated[int, typer.Option(help="Show the last N decisions.")] = 20,
-) -> None:
-    """The promotion ledger: who was champion when, and why."""
-    _, registry = _open_registry(params)
-    entries = registry.ledger.entries()[-limit:]
-    if not entries:
-        typer.echo("no decisions recorded yet")
-    for entry in entries:
-        typer.echo(
-            f"{entry['time']}  {entry['action']:<8} v{entry['version']:<4} "
-            f"champion {entry['previous_champion']} -> {entry['champion']}  "
-            f"by {entry['actor']}: {entry['reason']}"
-        )
-        for line in entry.get("checks") or []:
-            typer.echo(f"      {line}")
-
-
-@registry_app.command("promote")
-def registry_promote(
-    version: Annotated[str, typer.Argument(help="Registered version to promote.")],
-    params: ParamsOption = Path("params.yaml"),
-    force: Annotated[bool, typer.Option(help="Skip the rule (needs --reason).")] = False,
-    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "",
-    dry_run: Annotated[bool, typer.Option(help="Report the decision, move nothing.")] = False,
-) -> None:
-    """Promote a version to champion if it passes the promotion rule (or --force)."""
-    from loopline.data.datasets import get_dataset  # noqa: PLC0415
-    from loopline.registry.versions import judge_on_recent_window  # noqa: PLC0415
-
-    settings, registry = _open_registry(params)
-    try:
-        if force:
-            if not reason:
-                raise LooplineError("--force needs --reason: the ledger records why")
-            entry = registry.force_promote(version, reason)
-            typer.echo(f"version {version} is champion (forced; was {entry['previous_champion']})")
-            return
-        dataset = get_dataset(settings.dataset.name)
-        gate, entry = judge_on_recent_window(registry, version, settings, dataset, dry_run)
-    except LooplineError as error:
-        raise _fail(error) from None
-    typer.echo(f"{entry['action']}: version {version}; champion is now {entry['champion']}")
-    for line in gate.reasons():
-        typer.echo(f"  {line}")
-    if not gate.passed:
-        raise typer.Exit(code=2)
-
-
-@registry_app.command("rollback")
-def registry_rollback(
-    params: ParamsOption = Path("params.yaml"),
-    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "manual rollback",
-) -> None:
-    """Point champion back at the previous champion (recorded in the ledger)."""
-    _, registry = _open_registry(params)
-    try:
-        entry = registry.rollback(reason)
-    except LooplineError as error:
-        raise _fail(error) from None
-    typer.echo(f"rolled back: champion {entry['previous_champion']} -> {entry['champion']}")
+def _replay_flags(options: ReplayOptions) -> list[str]:
+    """`options` as the replay module's command-line flags."""
+    flags = [f"--{name}={value}" for name, value in (
+        ("start", options.start), ("end", options.end), ("step", options.step),
+        ("arrive-by", options.arrive_by)) if value is not None]  # fmt: skip
+    return [*flags, *(["--descending"] if options.descending else [])]
 
 
 @app.command()
 def ui(
-    params: ParamsOption = Path("params.yaml"),
+    params: ParamsOption = PARAMS,
     prefect_port: Annotated[int, typer.Option(help="Port of the Prefect UI.")] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     evidently_port: Annotated[int, typer.Option(help="Port of the drift dashboard.")] = 8000,
@@ -466,62 +381,21 @@ def ui(
 
     Prefect shows the flow runs, MLflow the models, Evidently the drift dashboard.
     """
-    settings = load_params(params)
-    if settings.prefect.api_url:  # a team file: its servers already serve these UIs
-        raise _fail(LooplineError(
-            f"{params} points at running servers: Prefect {settings.prefect.api_url}, "
-            f"MLflow {settings.mlflow.tracking_uri}, drift {settings.monitor.workspace}; "
-            "open those (`loopline up --profile team` serves them)"
-        ))  # fmt: skip
-    root = params.resolve().parent
-    servers = ui_servers(settings, root, prefect_port, mlflow_port, evidently_port)
-    (root / settings.monitor.workspace).mkdir(parents=True, exist_ok=True)
-    processes = []
-    for label, (command, env) in servers.items():
-        processes.append(subprocess.Popen(command, env=env, start_new_session=True))
-        typer.echo(label)
-    typer.echo("Ctrl-C stops them all.")
-    try:
-        for process in processes:
-            process.wait()
-    except KeyboardInterrupt:
+    with managed() as running:
+        workspace = Workspace.load(params)
+        settings = workspace.params
+        if settings.prefect.api_url:  # a team file: its servers already serve these UIs
+            raise LooplineError(
+                f"{params} points at running servers: Prefect {settings.prefect.api_url}, "
+                f"MLflow {settings.mlflow.tracking_uri}, drift {settings.monitor.workspace}; "
+                "open those (`loopline up --profile team` serves them)"
+            )
+        for server in ui_servers(workspace, prefect_port, mlflow_port, evidently_port):
+            typer.echo(f"{server.name:<10} {running.start(server)}")
+        typer.echo("Ctrl-C stops them all.")
+        with contextlib.suppress(KeyboardInterrupt):
+            running.wait()
         typer.echo("stopping")
-    finally:
-        for process in processes:
-            stop_process(process)
-
-
-def ui_servers(
-    settings: Params, root: Path, prefect_port: int, mlflow_port: int, evidently_port: int
-) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """The three UI servers (label: command, environment) for a params file in `root`.
-
-    Every relative path resolves in `root`, as in the service, the monitor and the CLI.
-    """
-    from loopline.training.tracking import tracking_uri_at  # noqa: PLC0415 - keep `--help` fast
-
-    prefect_env = {**os.environ, "PREFECT_HOME": str((root / PREFECT_HOME).resolve())}
-    prefect_env.pop("PREFECT_API_URL", None)
-    return {
-        f"Prefect UI  http://127.0.0.1:{prefect_port}": (
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(prefect_port)],
-            prefect_env,
-        ),
-        f"MLflow UI   http://127.0.0.1:{mlflow_port}": (
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-             "--port", str(mlflow_port),
-             "--backend-store-uri", tracking_uri_at(settings.mlflow.tracking_uri, root),
-             "--default-artifact-root", (root / settings.mlflow.artifact_root).resolve().as_uri()],
-            dict(os.environ),
-        ),
-        f"Drift UI    http://127.0.0.1:{evidently_port}": (
-            [sys.executable, "-m", "evidently.cli", "ui", "--workspace",
-             str(root / settings.monitor.workspace), "--host", "127.0.0.1",
-             "--port", str(evidently_port)],
-            {**os.environ, "EVIDENTLY_DISABLE_TELEMETRY": "1"},
-        ),
-    }  # fmt: skip
 
 
 if __name__ == "__main__":

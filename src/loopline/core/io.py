@@ -88,3 +88,9 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> None:
     """Write a DataFrame as Parquet (zstd), without the index."""
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False, compression="zstd")
+
+
+def shown(path: Path) -> Path:
+    """`path` as a person reads it in a message: relative to the working folder if inside."""
+    here = Path.cwd()
+    return path.relative_to(here) if path.is_absolute() and path.is_relative_to(here) else path

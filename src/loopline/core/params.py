@@ -11,10 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loopline.core.errors import ConfigError
 
@@ -37,10 +45,6 @@ class PathsParams(Section):
     registration: Path
     metrics: Path
     replay: Path
-
-    def rooted(self, root: Path) -> PathsParams:
-        """Every path resolved against `root` (absolute ones stay as they are)."""
-        return self.model_copy(update={k: root / v for k, v in self.model_dump().items()})
 
 
 class DatasetParams(Section):
@@ -162,75 +166,10 @@ class MlflowParams(Section):
     experiment: str
 
 
-class LogisticParams(Section):
-    """Baseline: one-hot categories + standardised numerics into logistic regression."""
-
-    c: float = Field(gt=0)
-    max_iter: int = Field(ge=10)
-    class_weight: Literal["balanced"] | None
-
-
-class HistGBParams(Section):
-    """scikit-learn histogram gradient boosting with native categorical splits."""
-
-    max_iter: int = Field(ge=1)
-    learning_rate: float = Field(gt=0, le=1)
-    max_leaf_nodes: int = Field(ge=2)
-    min_samples_leaf: int = Field(ge=1)
-    l2_regularization: float = Field(ge=0)
-
-
-class XGBoostParams(Section):
-    """XGBoost `hist` with native categorical support and early stopping on validation."""
-
-    n_estimators: int = Field(ge=1)
-    learning_rate: float = Field(gt=0, le=1)
-    max_depth: int = Field(ge=1)
-    min_child_weight: float = Field(ge=0)
-    subsample: float = Field(gt=0, le=1)
-    colsample_bytree: float = Field(gt=0, le=1)
-    reg_lambda: float = Field(ge=0)
-    max_cat_to_onehot: int = Field(ge=1)
-    early_stopping_rounds: int = Field(ge=1)
-    device: Literal["auto", "cpu", "cuda"]
-    engine: Literal["local", "dask"]  # dask: xgboost.dask over a Dask cluster
-    scheduler: str | None  # dask: a scheduler address (tcp://host:8786); None: a local cluster
-    dask_workers: int = Field(ge=1, le=64)  # ... of this many single-threaded workers
-
-
-class MLPParams(Section):
-    """PyTorch tabular network: categorical embeddings + MLP, trained with DDP."""
-
-    embedding_max_dim: int = Field(ge=1)
-    hidden: tuple[int, ...]
-    dropout: float = Field(ge=0, lt=1)
-    batch_size: int = Field(ge=8)  # global: split across all processes
-    learning_rate: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    warmup_fraction: float = Field(ge=0, lt=1)
-    min_lr_fraction: float = Field(ge=0, le=1)
-    max_epochs: int = Field(ge=1)
-    patience: int = Field(ge=1)
-    grad_clip: float = Field(gt=0)
-    amp: Literal["auto", "bf16", "fp16", "off"]
-    nproc_per_node: int = Field(ge=1)
-    nnodes: int = Field(ge=1)
-    rdzv_endpoint: str
-
-
-class TrainParams(Section):
-    """One section per model family."""
-
-    logistic: LogisticParams
-    hist_gb: HistGBParams
-    xgboost: XGBoostParams
-    mlp: MLPParams
-
-
 class EvaluateParams(Section):
     """Which trained families compete, and plot resolution."""
 
-    candidates: tuple[Literal["logistic", "hist_gb", "xgboost", "mlp"], ...] = Field(min_length=1)
+    candidates: tuple[str, ...] = Field(min_length=1)  # family names (checked by the Workspace)
     curve_points: int = Field(ge=10)
 
 
@@ -375,7 +314,9 @@ class Params(Section):
     validate_: ValidateParams = Field(alias="validate")
     featurize: FeaturizeParams
     mlflow: MlflowParams
-    train: TrainParams
+    # One section per model family, each checked by its family's own params model when a
+    # Workspace is made (`loopline.training.families`): a family is a plug-in.
+    train: dict[str, dict[str, Any]]
     evaluate: EvaluateParams
     registry: RegistryParams
     serve: ServeParams
@@ -384,12 +325,40 @@ class Params(Section):
     prefect: PrefectParams
     team: TeamParams
 
+    # Where the values came from, so that a section checked later is named by its line too.
+    _source: str = PrivateAttr(default="params")
+    _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
-def _format_errors(error: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:
+    def checked(self, model: type[S], *where: str) -> S:
+        """The raw mapping at `where` (e.g. "train", "xgboost") validated by `model`.
+
+        For sections whose model is known only to a plug-in (a model family's params);
+        a bad key is a ConfigError naming the file, line and key, as at load.
+        """
+        raw: Any = self.model_dump(by_alias=True)
+        for key in where:
+            if not isinstance(raw, dict) or key not in raw:
+                raise ConfigError(f"{self._source}: {'.'.join(where)} is not set")
+            raw = raw[key]
+        try:
+            return model.model_validate(raw)
+        except ValidationError as error:
+            raise ConfigError(_format_errors(error, self._source, self._lines, where)) from None
+
+
+S = TypeVar("S", bound=Section)
+
+
+def _format_errors(
+    error: ValidationError,
+    source: str,
+    lines: dict[tuple[str, ...], int],
+    prefix: tuple[str, ...] = (),
+) -> str:
     """One line per bad key: `params.yaml:149: section.key: what is wrong`."""
     out = []
     for item in error.errors():
-        loc = tuple(str(part) for part in item["loc"])
+        loc = (*prefix, *(str(part) for part in item["loc"]))
         where = ".".join(loc) or "(top level)"
         known = [loc[:n] for n in range(len(loc), 0, -1) if loc[:n] in lines]
         at = f"{source}:{lines[known[0]]}" if known else source
@@ -402,9 +371,11 @@ def parse_params(
 ) -> Params:
     """Validate a params mapping; ConfigError has a line per bad key (with its file line)."""
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, source, lines or {})) from None
+    params._source, params._lines = source, dict(lines or {})
+    return params
 
 
 def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
@@ -430,8 +401,13 @@ def params_file(path: Path | None = None) -> Path:
     return path or Path(os.environ.get(PARAMS_ENV, "params.yaml"))
 
 
-def load_params(path: Path = Path("params.yaml")) -> Params:
-    """Read and validate params.yaml; a syntax error or bad key is named with its line."""
+def read_params_yaml(path: Path) -> dict[str, Any]:
+    """The raw mapping of a params file (ConfigError if it is missing or not YAML)."""
+    return read_params_source(path)[0]
+
+
+def read_params_source(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """A params file's raw mapping and the line of every key in it."""
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the project root or pass --params")
     text = path.read_text()
@@ -445,5 +421,13 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    lines = _key_lines(document) if document is not None else {}
+    return raw, (_key_lines(document) if document is not None else {})
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate params.yaml; a syntax error or bad key is named with its line.
+
+    Locations stay as written; `loopline.workspace.Workspace.load` also resolves them.
+    """
+    raw, lines = read_params_source(path)
     return parse_params(raw, source=str(path), lines=lines)

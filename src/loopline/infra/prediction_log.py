@@ -2,8 +2,9 @@
 
 One row per scored record: identifiers, time, model name and version, probability, label,
 the shadow (challenger) score when shadow mode is on, and every record field as its own
-column (columns generated from the data contract). The store is `serve.prediction_log`: a
-SQLite file by default, a PostgreSQL URL in team mode (`loopline.infra.database`).
+column (name -> contract dtype, as `Dataset.record_fields()` gives them). The store is
+`serve.prediction_log`: a SQLite file by default, a PostgreSQL URL in team mode
+(`loopline.infra.database`).
 
 Writes use group commit: `submit` queues a request's rows and returns a future; one
 writer thread takes everything queued, writes it in one transaction and resolves the
@@ -27,7 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -36,9 +37,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from loopline.core.errors import LooplineError
-from loopline.core.params import Params
-from loopline.data.contract import DataContract
-from loopline.data.datasets import get_dataset
 from loopline.infra.database import (
     add_missing_columns,
     create_engine,
@@ -73,7 +71,7 @@ class PredictionLog:
     def __init__(
         self,
         location: URL | str | Path,
-        contract: DataContract,
+        record_fields: Mapping[str, str],
         key_columns: Sequence[str] = (),
         target_column: str = "label_true",
         commit_delay_ms: float = 0.0,
@@ -83,7 +81,7 @@ class PredictionLog:
         self.key_columns = list(key_columns)
         self.target_column = target_column
         metadata = sa.MetaData()
-        fields = {f.name: SQL_TYPES[f.dtype] for f in contract.record_fields()}
+        fields = {name: SQL_TYPES[dtype] for name, dtype in record_fields.items()}
         self.predictions = sa.Table(
             "predictions", metadata, *_meta_columns(),
             *(sa.Column(name, kind) for name, kind in fields.items()),
@@ -263,15 +261,6 @@ class PredictionLog:
         """Number of logged predictions."""
         with self.engine.connect() as db:
             return int(db.scalar(sa.select(sa.func.count()).select_from(self.predictions)))
-
-
-def open_prediction_log(params: Params, root: Path, commit_delay_ms: float = 0.0) -> PredictionLog:
-    """The prediction log `params` name (`serve.prediction_log`, relative to `root`)."""
-    dataset = get_dataset(params.dataset.name)
-    return PredictionLog(
-        database_url(params.serve.prediction_log, root), dataset.contract,
-        dataset.key_columns, dataset.target_column, commit_delay_ms=commit_delay_ms,
-    )  # fmt: skip
 
 
 def read_predictions(location: URL | str | Path, since: str | None = None) -> pd.DataFrame:

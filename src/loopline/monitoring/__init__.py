@@ -1,7 +1,8 @@
-"""Monitoring support: drift and quality of production batches, and the retrain decision.
+"""Monitoring: production traffic against the champion's training data, and the retrain rule.
 
-`job.measure_batch` turns one batch of logged predictions (and labels, once delivered)
-into numbers, an Evidently snapshot on the dashboard and an HTML report; `decision.decide`
-says whether the last batches justify a retrain. The Prefect flow in
-`pipelines/monitor.py` wires them and fires the retrain event.
+`traffic` checks a batch's data quality first (a dead feed is an incident, not drift);
+`drift` runs the Evidently report; `measure` turns a batch into a `BatchOutcome`;
+`records` holds the typed outcomes and decisions; `rule` decides whether the recent
+batches justify a retrain; `dashboard` sets up the Evidently project; `run` is one
+monitoring step end to end, which the Prefect flow `pipelines/monitor.py` wires.
 """

@@ -97,12 +97,12 @@ def is_remote(workspace: str) -> bool:
 
 
 def open_project(
-    workspace: str, root: Path, name: str, columns: MonitoredColumns, wording: Wording
+    workspace: str, name: str, columns: MonitoredColumns, wording: Wording
 ) -> tuple[Any, Any]:
     """The workspace and its project `name`, created with its panels if missing.
 
-    `workspace` is a folder (relative to `root`) the monitor writes, or the URL of an
-    Evidently UI service (`evidently ui`) it pushes snapshots to (team mode).
+    `workspace` is a folder the monitor writes, or the URL of an Evidently UI service
+    (`evidently ui`) it pushes snapshots to (team mode).
     """
     os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
     from evidently.ui.workspace import RemoteWorkspace, Workspace  # noqa: PLC0415 - heavy
@@ -110,7 +110,7 @@ def open_project(
     if is_remote(workspace):
         ws = RemoteWorkspace(workspace)
     else:
-        folder = root / workspace
+        folder = Path(workspace)
         folder.mkdir(parents=True, exist_ok=True)
         ws = Workspace.create(str(folder))
     found = ws.search_project(name)

@@ -24,8 +24,8 @@ import pandas as pd
 
 from loopline.core.params import TrafficChecks
 from loopline.data.contract import RARELY_MISSING, DataContract
-
-EVENT_DAY = "event_day"  # the prediction log's column holding each example's date
+from loopline.data.time_axis import EVENT_DAY
+from loopline.monitoring.records import Incident
 
 
 def incidents(
@@ -36,8 +36,8 @@ def incidents(
     checks: TrafficChecks,
     *,
     day_column: str = EVENT_DAY,
-) -> list[str]:
-    """Every data-quality incident in `batch`, one readable line each (empty: clean).
+) -> list[Incident]:
+    """Every data-quality incident in `batch` (empty: clean).
 
     Outages are judged per day of `day_column`: the example's own day, or (a dataset
     without time) the day it arrived.
@@ -51,7 +51,7 @@ def incidents(
 
 def _outages(
     batch: pd.DataFrame, contract: DataContract, checks: TrafficChecks, day_column: str
-) -> list[str]:
+) -> list[Incident]:
     fields = [f.name for f in contract.rarely_missing_fields() if f.name in batch]
     if not fields:
         return []
@@ -63,16 +63,17 @@ def _outages(
         out = shares[shares >= checks.outage_null_fraction]
         if len(out) and records[day] >= checks.min_day_rows:
             share = f"{out.min():.0%}" + (f"-{out.max():.0%}" if out.max() > out.min() else "")
-            lines.append(
+            lines.append(Incident(
+                "feed_outage", tuple(out.index),
                 f"feed outage on {day}: {', '.join(out.index)} missing for {share} of its "
-                f"{records[day]} records (the contract allows {RARELY_MISSING:.0%} or less)"
-            )
+                f"{records[day]} records (the contract allows {RARELY_MISSING:.0%} or less)",
+            ))  # fmt: skip
     return lines
 
 
 def _categories_gone(
     batch: pd.DataFrame, reference: pd.DataFrame, contract: DataContract, checks: TrafficChecks
-) -> list[str]:
+) -> list[Incident]:
     lines = []
     for field in contract.record_fields():
         if not field.allowed or field.name not in batch or field.name not in reference:
@@ -82,14 +83,17 @@ def _categories_gone(
         for value, share in before[before >= checks.category_share].items():
             seen = float(now.get(value, 0.0))
             if seen < share * checks.category_drop:
-                lines.append(
+                lines.append(Incident(
+                    "category_gone", (field.name,),
                     f"{field.name} {value} nearly gone: {seen:.1%} of the batch, {share:.1%} "
-                    "of the champion's training data (a feed that stopped?)"
-                )
+                    "of the champion's training data (a feed that stopped?)",
+                ))  # fmt: skip
     return lines
 
 
-def _repeats(batch: pd.DataFrame, key_columns: Sequence[str], checks: TrafficChecks) -> list[str]:
+def _repeats(
+    batch: pd.DataFrame, key_columns: Sequence[str], checks: TrafficChecks
+) -> list[Incident]:
     keys = [c for c in key_columns if c in batch]
     if not keys or batch.empty:
         return []
@@ -99,8 +103,9 @@ def _repeats(batch: pd.DataFrame, key_columns: Sequence[str], checks: TrafficChe
         return []
     top = batch.loc[repeated, keys].value_counts().head(1)
     example = " ".join(f"{k}={v}" for k, v in zip(keys, top.index[0], strict=True))
-    return [
+    return [Incident(
+        "repeated_records", tuple(keys),
         f"repeated records: {share:.1%} of the batch repeats a record already in it "
         f"(limit {checks.duplicate_share:.0%}); most repeated: {example} "
-        f"({int(top.iloc[0]) + 1} times)"
-    ]
+        f"({int(top.iloc[0]) + 1} times)",
+    )]  # fmt: skip

@@ -1,10 +1,10 @@
-"""The drift reference of a version without date windows: a sample of its training split.
+"""A version's drift reference, when it is logged with it: a sample of its training split.
 
-A dataset with a time column finds a version's training data again from its
-`loopline.train_window` tag. One without has no window to find it by (a split by
-fractions or by key), so the register stage logs a sample of the training split with the
-version's run, and the monitor reads it back from there: the same MLflow store that holds
-the model, local or a tracking server.
+A dataset placed by days finds a version's training data again from its train-window
+tag. One placed by arrival has no window to find it by (a split by fractions or by key),
+so the register stage logs a sample of the training split with the version's run, and
+the monitor reads it back from there: the same MLflow store that holds the model, local
+or a tracking server. Which one a dataset uses is its time axis's choice.
 """
 
 from __future__ import annotations
@@ -24,11 +24,8 @@ REFERENCE_DIR = "reference"
 REFERENCE_FILE = "training_sample.parquet"
 
 
-def log_reference(
-    client: MlflowClient, run_id: str, train: pd.DataFrame, rows: int, seed: int
-) -> int:
-    """Log up to `rows` training examples (seeded sample) with the run; returns how many."""
-    sample = train.sample(min(rows, len(train)), random_state=seed)
+def log_reference(client: MlflowClient, run_id: str, sample: pd.DataFrame) -> int:
+    """Log a sample of training examples with the run; returns how many rows."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / REFERENCE_FILE
         sample.to_parquet(path, index=False)

@@ -1,10 +1,10 @@
-"""Feature engineering shared by training and serving, and the train/valid/test split.
+"""The features: one implementation, fitted at training, applied everywhere a model scores.
 
-`fit_featurizer` learns `FeatureTables` from the training window: plane attributes by tail
-number, history rates (positive rate per route, carrier...), category vocabularies, clip
-bounds, medians and scales. They are plain tables and arrays, saved as one JSON file:
-the featurize stage writes it, every model version carries it, and serving reads it
-without unpickling anything.
+`loopline.training.featurize.fit_featurizer` learns `FeatureTables` from the training split:
+plane attributes by tail number, history rates (positive rate per route, carrier...),
+category vocabularies, clip bounds, medians and scales. They are plain tables and arrays,
+saved as one JSON file: the featurize stage writes it, every model version carries it, and
+serving reads it without unpickling anything.
 
 `FeatureTables.transform_columns` is the one implementation of the features: training
 calls it through `transform` (a pandas frame in and out), serving and batch scoring call
@@ -19,25 +19,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from loopline.core.errors import ConfigError, DataContractError
-from loopline.core.io import atomic_path, write_parquet
-from loopline.core.params import (
-    DatasetParams,
-    DateWindow,
-    FeaturizeParams,
-    FractionSplit,
-    KeyedSplit,
-    Params,
-)
+from loopline.core.errors import DataContractError
+from loopline.core.io import atomic_path
+from loopline.core.params import DatasetParams, FeaturizeParams
 from loopline.data import columns as cols
-from loopline.data.datasets.base import Dataset, FeatureSpec, Lookup
+from loopline.data.datasets.base import FeatureSpec, Lookup
 
 log = logging.getLogger(__name__)
 
@@ -334,243 +326,3 @@ class FeatureTables:
     def read(cls, source: Path) -> FeatureTables:
         """Load tables saved by `write`."""
         return cls.from_json(json.loads(source.read_text()))
-
-
-# -- fitting -----------------------------------------------------------------------------------
-
-
-def fit_featurizer(
-    train: pd.DataFrame,
-    *,
-    dataset: Dataset,
-    tables: Mapping[str, pd.DataFrame],
-    params: Params,
-) -> FeatureTables:
-    """Learn the feature tables from the training split only.
-
-    `tables` are the raw tables; the spec's lookups capture the reference tables they name.
-
-    History rates are m-estimates: each group's positive rate pulled toward the overall rate by
-    `history_smoothing` pseudo-rows, so rare routes do not get extreme rates. Categories
-    rarer than `min_category_count` share the unknown code. Numeric values are clipped to
-    the `clip_quantiles` of training.
-    """
-    if len(train) == 0:
-        raise DataContractError("cannot fit features on an empty training window")
-    spec = dataset.feature_spec(params.featurize, params.dataset)
-    fields = dataset.record_fields()
-    target = train[dataset.target_column].to_numpy(dtype="float64")
-    lookups = []
-    for lookup in spec.lookups:
-        if lookup.table not in tables:
-            raise DataContractError(f"lookup table {lookup.table!r} was not provided")
-        lookups.append(LookupTable.capture(lookup, tables[lookup.table]))
-    frame = prepare(cols.from_frame(train, fields), lookups, spec)
-    settings = params.featurize
-    prior = float(target.mean())
-    history = [
-        _fit_history(group_keys(frame, group), target, group, prior, settings.history_smoothing)
-        for group in spec.history
-    ]
-    vocabularies = {
-        column: _fit_vocabulary(frame[column], settings.min_category_count)
-        for column in spec.categorical
-    }
-    numeric_inputs = [*spec.numeric, *(history_feature_name(g) for g in spec.history)]
-    inputs = pd.DataFrame(
-        {name: np.asarray(frame[name], dtype="float64") for name in spec.numeric}
-        | {history_feature_name(h.group): h.apply(frame) for h in history}
-    )
-    low_q, high_q = settings.clip_quantiles
-    clip_low, clip_high = inputs.quantile(low_q), inputs.quantile(high_q)
-    clipped = inputs.clip(clip_low, clip_high, axis=1)
-    medians = clipped.median().fillna(0.0)
-    filled = clipped.fillna(medians)
-    return FeatureTables(
-        spec=spec,
-        record_fields=fields,
-        lookups=lookups,
-        history=history,
-        vocabularies=vocabularies,
-        numeric_inputs=numeric_inputs,
-        clip_low=clip_low.fillna(-np.inf).to_numpy(),
-        clip_high=clip_high.fillna(np.inf).to_numpy(),
-        medians=medians.to_numpy(),
-        means=filled.mean().to_numpy(),
-        scales=filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0).to_numpy(),
-        missing_flags=[c for c in numeric_inputs if inputs[c].isna().any()],
-    )
-
-
-def _fit_history(
-    keys: np.ndarray, target: np.ndarray, group: tuple[str, ...], prior: float, m: float
-) -> HistoryTable:
-    stats = pd.Series(target).groupby(pd.Series(keys, dtype=object)).agg(["sum", "count"])
-    rates = (stats["sum"] + m * prior) / (stats["count"] + m)
-    return HistoryTable(group, [str(k) for k in rates.index], np.append(rates.to_numpy(), prior))
-
-
-def _fit_vocabulary(values: np.ndarray, min_count: int) -> list[str]:
-    counts = pd.Series(values, dtype=object).dropna().astype(str).value_counts()
-    return sorted(counts[counts >= min_count].index)
-
-
-# -- splitting and writing -----------------------------------------------------------------------
-
-
-def build_feature_sets(
-    tables: Mapping[str, pd.DataFrame], dataset: Dataset, params: Params
-) -> tuple[dict[str, pd.DataFrame], FeatureTables]:
-    """Examples from the raw tables, split, and the featurizer fitted on the train split."""
-    splits = split_examples(dataset.build_examples(tables, params.dataset), dataset, params)
-    featurizer = fit_featurizer(splits["train"], dataset=dataset, tables=tables, params=params)
-    return splits, featurizer
-
-
-def split_examples(
-    examples: pd.DataFrame, dataset: Dataset, params: Params
-) -> dict[str, pd.DataFrame]:
-    """Train, valid and test examples, as `featurize.split` says.
-
-    Date windows need a dataset with a time column; fractions work for any dataset and are
-    what a dataset without one gets; a split by key is what a retrain by arrival writes.
-    """
-    split = params.featurize.split
-    if isinstance(split, FractionSplit):
-        return split_at_random(examples, dataset.target_column, split, params.seed)
-    if isinstance(split, KeyedSplit):
-        return split_by_key(examples, dataset.key_columns, split.keys_file)
-    if dataset.time_column is None:
-        raise ConfigError(
-            f"featurize.split gives date windows, but dataset {dataset.name!r} has no time "
-            "column: give fractions instead, e.g. {train: 0.6, valid: 0.2, test: 0.2}"
-        )
-    return split_by_time(examples, dataset.time_column, split.windows())
-
-
-def stratified_parts(
-    examples: pd.DataFrame, target_column: str, fractions: Mapping[str, float], seed: int
-) -> np.ndarray:
-    """Each row's part name (None: in no part), seeded and stratified by the target.
-
-    Within each class the rows are shuffled once with `seed` and cut at the cumulative
-    fractions, so the same seed and data always give the same parts.
-    """
-    labels = examples[target_column].to_numpy()
-    generator = np.random.default_rng(seed)
-    assigned = np.full(len(examples), None, dtype=object)
-    for label in np.unique(labels):
-        rows = generator.permutation(np.flatnonzero(labels == label))
-        edges = np.round(np.cumsum(list(fractions.values())) * len(rows)).astype(int)
-        for name, part in zip(fractions, np.split(rows, edges)[:-1], strict=True):
-            assigned[part] = name
-    return assigned
-
-
-def split_at_random(
-    examples: pd.DataFrame, target_column: str, split: FractionSplit, seed: int
-) -> dict[str, pd.DataFrame]:
-    """A seeded split stratified by the target: each split keeps the positive rate.
-
-    Every row lands in at most one split (none: the rest, when the fractions add up to
-    less than 1), and each split keeps the rows' original order.
-    """
-    fractions = split.fractions()
-    assigned = stratified_parts(examples, target_column, fractions, seed)
-    splits = {name: examples[assigned == name].reset_index(drop=True) for name in fractions}
-    for name, frame in splits.items():
-        if frame[target_column].nunique() < 2:
-            raise ConfigError(
-                f"split {name!r} ({fractions[name]:g} of {len(examples)} examples) does not "
-                "hold both classes: raise its fraction in featurize.split"
-            )
-    return splits
-
-
-def left_out(
-    examples: pd.DataFrame, target_column: str, split: FractionSplit, seed: int
-) -> pd.DataFrame:
-    """The examples a split by fractions keeps out of all three: future traffic."""
-    assigned = stratified_parts(examples, target_column, split.fractions(), seed)
-    return examples[pd.isna(assigned)].reset_index(drop=True)
-
-
-def split_by_key(
-    examples: pd.DataFrame, key_columns: Sequence[str], keys_file: Path
-) -> dict[str, pd.DataFrame]:
-    """Train, valid and test examples as a file of keys assigns them (others left out)."""
-    if not keys_file.is_file():
-        raise ConfigError(f"featurize.split.keys_file: {keys_file} not found")
-    keys = pd.read_parquet(keys_file)
-    missing = [c for c in (*key_columns, "split") if c not in keys]
-    if missing:
-        raise ConfigError(f"featurize.split.keys_file: {keys_file} lacks the columns {missing}")
-    if keys.duplicated(list(key_columns)).any():
-        raise ConfigError(f"featurize.split.keys_file: {keys_file} names a key twice")
-    placed = examples.merge(keys[[*key_columns, "split"]], on=list(key_columns), how="left")
-    splits = {}
-    for name in ("train", "valid", "test"):
-        splits[name] = placed[placed["split"] == name].drop(columns="split").reset_index(drop=True)
-        if splits[name].empty:
-            raise ConfigError(f"featurize.split.keys_file: {keys_file} puts no example in {name!r}")
-    return splits
-
-
-def split_by_time(
-    examples: pd.DataFrame, time_column: str, windows: Mapping[str, DateWindow]
-) -> dict[str, pd.DataFrame]:
-    """Assign each example to the window containing its date; rows outside all are dropped.
-
-    Windows are whole days, inclusive at both ends. An empty window is a configuration
-    error, reported with the date range the data actually covers.
-    """
-    days = examples[time_column].dt.normalize()
-    splits = {}
-    for name, window in windows.items():
-        inside = days.between(pd.Timestamp(window.start), pd.Timestamp(window.end))
-        splits[name] = examples[inside].reset_index(drop=True)
-        if splits[name].empty:
-            raise ConfigError(
-                f"split {name!r} ({window}) has no rows; the data covers "
-                f"{days.min():%Y-%m-%d}..{days.max():%Y-%m-%d}: adjust featurize.split"
-            )
-    kept = sum(len(s) for s in splits.values())
-    log.info("time split kept %d of %d examples", kept, len(examples))
-    return splits
-
-
-def split_summary(splits: Mapping[str, pd.DataFrame], dataset: Dataset) -> dict:
-    """Row count, positive rate and (with a time column) date range of each split."""
-    summary = {}
-    for name, frame in splits.items():
-        summary[name] = {
-            "rows": len(frame),
-            "positive_rate": round(float(frame[dataset.target_column].mean()), 4),
-        }
-        if dataset.time_column is not None:
-            summary[name]["first_day"] = f"{frame[dataset.time_column].min():%Y-%m-%d}"
-            summary[name]["last_day"] = f"{frame[dataset.time_column].max():%Y-%m-%d}"
-    return summary
-
-
-def write_feature_sets(
-    out: Path,
-    splits: Mapping[str, pd.DataFrame],
-    tables: FeatureTables,
-    dataset: Dataset,
-) -> None:
-    """Write what the featurize stage produces under `out`.
-
-    `examples/<split>.parquet` holds the raw records with the dataset's context columns
-    (time if it has one, target); `features/<split>.parquet` the model-ready features with
-    the same context columns; `featurizer.json` the fitted feature tables.
-    """
-    context_columns = dataset.context_columns()
-    for name, examples in splits.items():
-        write_parquet(examples, out / "examples" / f"{name}.parquet")
-        features = tables.transform(examples)
-        write_parquet(
-            pd.concat([features, examples[context_columns]], axis=1),
-            out / "features" / f"{name}.parquet",
-        )
-    tables.write(out / TABLES_FILE)

@@ -1,20 +1,22 @@
-"""Each model family's estimator in a format that cannot run code when it is loaded.
+"""The safe file formats a compiled scorer's estimator is kept in, each written and read here.
 
-| family   | file                 | format                  | scored by                       |
-|----------|----------------------|-------------------------|---------------------------------|
-| xgboost  | `model.ubj`          | XGBoost's own UBJSON    | XGBoost (GTIL for a few rows)   |
-| hist_gb  | `model.tl`           | Treelite checkpoint     | Treelite GTIL                   |
-| logistic | `linear.safetensors` | weight arrays           | NumPy (one dot product)         |
-| mlp      | `mlp.safetensors`    | the PyTorch state dict  | NumPy forward pass              |
+| kind       | file                 | what it holds            | scored by                       |
+|------------|----------------------|--------------------------|---------------------------------|
+| `xgboost`  | `model.ubj`          | XGBoost's own UBJSON     | XGBoost (GTIL for a few rows)   |
+| `treelite` | `model.tl`           | a Treelite checkpoint    | Treelite GTIL                   |
+| `linear`   | `linear.safetensors` | weight arrays            | NumPy (one dot product)         |
+| `mlp`      | `mlp.safetensors`    | an MLP's weights         | NumPy forward pass              |
 
-`export_estimator` writes a fitted training-side estimator and returns its manifest
-entry; `load_estimator` reads one back. A loaded estimator maps the featurizer's float32
-array (rows, features) to P(positive) as float64. NumPy, XGBoost and Treelite are all a
-serving process needs: no scikit-learn, no PyTorch, no unpickling.
+A model family (`loopline.training.families`) exports its fitted estimator with one of
+the `write_*` functions, which returns the manifest entry; `load_estimator` reads any of
+them back. A loaded estimator maps the featurizer's float32 array (rows, features) to
+P(positive) as float64. NumPy, XGBoost and Treelite are all a serving process needs: no
+scikit-learn, no PyTorch, and nothing in these files can run code when it is loaded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,9 +27,8 @@ from safetensors.numpy import load_file, save_file
 from scipy.special import erf, expit
 
 from loopline.core.errors import LooplineError
-from loopline.scoring.features import FeatureTables
 
-LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, used by TabularMLP
+LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, used by the MLP family's network
 
 
 class ScorerError(LooplineError):
@@ -55,7 +56,7 @@ class XGBoostEstimator:
 
     SMALL_BATCH = 16
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, entry: Mapping[str, Any]) -> None:
         self.booster = xgboost.Booster()
         self.booster.load_model(path)
         self.booster.set_param({"nthread": threads})
@@ -70,22 +71,19 @@ class XGBoostEstimator:
         return self.booster.inplace_predict(features, validate_features=False).astype("float64")
 
 
-def _export_xgboost(pipeline: Any, out: Path) -> dict:
-    model = pipeline.named_steps["classify"]
-    booster = model.get_booster()
-    if model.best_iteration is not None:  # keep only the trees early stopping chose
-        booster = booster[: model.best_iteration + 1]
+def write_xgboost(booster: xgboost.Booster, out: Path) -> dict[str, Any]:
+    """Save a booster (already cut to the trees to keep) as UBJSON."""
     booster.save_model(out / "model.ubj")
     return {"kind": "xgboost", "file": "model.ubj", "trees": booster.num_boosted_rounds()}
 
 
-# -- scikit-learn HistGradientBoosting through Treelite --------------------------------------------
+# -- tree ensembles through Treelite -----------------------------------------------------------
 
 
 class TreeliteEstimator:
     """A tree ensemble from a Treelite checkpoint, scored by Treelite's GTIL."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, entry: Mapping[str, Any]) -> None:
         self.model = treelite.Model.deserialize(str(path))
         self.threads = threads
 
@@ -94,8 +92,8 @@ class TreeliteEstimator:
         return treelite.gtil.predict(self.model, features, nthread=self.threads).reshape(-1)
 
 
-def _export_hist_gb(estimator: Any, out: Path) -> dict:
-    model = treelite.sklearn.import_model(estimator)
+def write_treelite(model: treelite.Model, out: Path) -> dict[str, Any]:
+    """Save a Treelite model (from any framework Treelite imports) as a checkpoint."""
     model.serialize(str(out / "model.tl"))
     return {"kind": "treelite", "file": "model.tl", "trees": model.num_tree}
 
@@ -110,7 +108,7 @@ class LinearEstimator:
     per categorical column, the weight of the row's code, plus the intercept.
     """
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, entry: Mapping[str, Any]) -> None:
         arrays = load_file(path)
         self.weights = arrays["numeric_weights"]
         self.category_weights = arrays["category_weights"]
@@ -126,34 +124,41 @@ class LinearEstimator:
         return expit(logit)
 
 
-def _export_logistic(pipeline: Any, tables: FeatureTables, out: Path) -> dict:
-    model = pipeline.named_steps["classify"]
-    coefficients = model.coef_[0].astype("float64")
-    numeric = len(tables.numeric_features)
-    sizes = [tables.cardinalities[c] for c in tables.categorical_features]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype("int64")
+def write_linear(
+    coefficients: np.ndarray, intercept: float, cardinalities: list[int], out: Path
+) -> dict[str, Any]:
+    """Save a linear model over [numeric features..., one-hot codes per categorical column].
+
+    `coefficients` are the numeric weights followed by every one-hot weight, the
+    categorical columns in feature order with `cardinalities` codes each.
+    """
+    coefficients = np.asarray(coefficients, dtype="float64")
+    numeric = len(coefficients) - sum(cardinalities)
+    offsets = np.concatenate([[0], np.cumsum(cardinalities)[:-1]]).astype("int64")
     save_file(
         {
             "numeric_weights": np.ascontiguousarray(coefficients[:numeric]),
             "category_weights": np.ascontiguousarray(coefficients[numeric:]),
             "category_offsets": offsets,
-            "intercept": model.intercept_.astype("float64"),
+            "intercept": np.array([intercept], dtype="float64"),
         },
         str(out / "linear.safetensors"),
     )
     return {"kind": "linear", "file": "linear.safetensors"}
 
 
-# -- the MLP as a NumPy forward pass ---------------------------------------------------------------
+# -- a tabular MLP as a NumPy forward pass ---------------------------------------------------------
 
 
 class MLPEstimator:
-    """TabularMLP's inference in NumPy: embeddings, Linear -> LayerNorm -> GELU, logit.
+    """An embedding MLP's inference in NumPy: embeddings, Linear -> LayerNorm -> GELU, logit.
 
-    Weights come from the training state dict (safetensors); dropout is off at inference.
+    The weights are a state dict: `embeddings.<i>.weight`, then `body.<4k>` (Linear) and
+    `body.<4k+1>` (LayerNorm) per hidden layer, then the output Linear; dropout is off at
+    inference.
     """
 
-    def __init__(self, path: Path, threads: int, entry: dict) -> None:
+    def __init__(self, path: Path, threads: int, entry: Mapping[str, Any]) -> None:
         state = load_file(path)
         self.numeric = int(entry["numeric"])
         self.logit_offset = float(entry["logit_offset"])
@@ -184,44 +189,34 @@ class MLPEstimator:
         return expit(logit)
 
 
-def _export_mlp(estimator: Any, out: Path) -> dict:
-    state = {k: v.detach().cpu().numpy().astype("float32") for k, v in estimator.state.items()}
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(out / "mlp.safetensors"))
+def write_mlp(
+    state: Mapping[str, np.ndarray],
+    *,
+    numeric: int,
+    hidden_layers: int,
+    logit_offset: float,
+    out: Path,
+) -> dict[str, Any]:
+    """Save an MLP's weights (float32 arrays by state-dict name) and its shape."""
+    arrays = {k: np.ascontiguousarray(np.asarray(v, dtype="float32")) for k, v in state.items()}
+    save_file(arrays, str(out / "mlp.safetensors"))
     return {
-        "kind": "mlp",
-        "file": "mlp.safetensors",
-        "numeric": len(estimator.shape.numeric),
-        "hidden_layers": len(estimator.shape.hidden),
-        "logit_offset": float(estimator.logit_offset),
-    }
+        "kind": "mlp", "file": "mlp.safetensors", "numeric": numeric,
+        "hidden_layers": hidden_layers, "logit_offset": float(logit_offset),
+    }  # fmt: skip
 
 
-# -- dispatch ----------------------------------------------------------------------------------
+FORMATS: dict[str, type] = {
+    "xgboost": XGBoostEstimator,
+    "treelite": TreeliteEstimator,
+    "linear": LinearEstimator,
+    "mlp": MLPEstimator,
+}
 
 
-def export_estimator(family: str, estimator: Any, tables: FeatureTables, out: Path) -> dict:
-    """Write `estimator` (as its family's `train` returned it) under `out`; its manifest entry."""
-    if family == "xgboost":
-        return _export_xgboost(estimator, out)
-    if family == "hist_gb":
-        return _export_hist_gb(estimator, out)
-    if family == "logistic":
-        return _export_logistic(estimator, tables, out)
-    if family == "mlp":
-        return _export_mlp(estimator, out)
-    raise ScorerError(f"no compiled format for model family {family!r}")
-
-
-def load_estimator(entry: dict, folder: Path, threads: int) -> Estimator:
+def load_estimator(entry: Mapping[str, Any], folder: Path, threads: int) -> Estimator:
     """The estimator a manifest entry describes, from the files in `folder`."""
-    path = folder / entry["file"]
     kind = entry["kind"]
-    if kind == "xgboost":
-        return XGBoostEstimator(path, threads)
-    if kind == "treelite":
-        return TreeliteEstimator(path, threads)
-    if kind == "linear":
-        return LinearEstimator(path, threads)
-    if kind == "mlp":
-        return MLPEstimator(path, threads, entry)
-    raise ScorerError(f"{folder}: unknown estimator kind {kind!r} (a newer Loopline made it?)")
+    if kind not in FORMATS:
+        raise ScorerError(f"{folder}: unknown estimator kind {kind!r} (a newer Loopline made it?)")
+    return FORMATS[kind](folder / entry["file"], threads, entry)

@@ -6,6 +6,6 @@ names the pyfunc class to use. It is not imported by the library itself.
 
 from mlflow.models import set_model
 
-from loopline.training.tracking import LooplinePyfunc
+from loopline.scoring.pyfunc import LooplinePyfunc
 
 set_model(LooplinePyfunc())

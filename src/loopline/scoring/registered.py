@@ -13,20 +13,18 @@ import datetime as dt
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
 
+from loopline.core import tags as tag
+from loopline.registry.versions import Registry
 from loopline.scoring.formats import ScorerError
 from loopline.scoring.scorer import CompiledScorer, load_scorer
 
-if TYPE_CHECKING:
-    from loopline.registry.versions import Registry
-
 SCORER_ARTIFACT = "scorer"  # the pyfunc artifact that holds the compiled scorer
-TEST_METRIC_TAG = "loopline.test_metric."  # prefix of the test-window metrics tagged on a version
 
 
 @dataclass(frozen=True)
@@ -49,13 +47,13 @@ class LoadedModel:
             "alias": self.alias,
             "family": self.scorer.family,
             "loaded_at": self.loaded_at,
-            "training_data_md5": self.tags.get("loopline.data_md5"),
-            "train_window": self.tags.get("loopline.train_window"),
-            "git_commit": self.tags.get("loopline.git_commit"),
+            "training_data_md5": self.tags.get(tag.DATA_MD5),
+            "train_window": self.tags.get(tag.window("train")),
+            "git_commit": self.tags.get(tag.GIT_COMMIT),
             "test_metrics": {
-                key.removeprefix(TEST_METRIC_TAG): value
+                key.removeprefix(tag.TEST_METRIC): value
                 for key, value in self.tags.items()
-                if key.startswith(TEST_METRIC_TAG)
+                if key.startswith(tag.TEST_METRIC)
             },
         }
 

@@ -7,8 +7,9 @@ scorer/
   model.ubj | model.tl | linear.safetensors | mlp.safetensors
 ```
 
-`compile_scorer` writes it at training time from the fitted objects and refuses to finish
-unless the compiled probabilities match the training-side model within `PARITY_TOLERANCE`.
+`loopline.training.compile.compile_scorer` writes it at training time from the fitted
+objects and refuses to finish unless the compiled probabilities match the training-side
+model within `PARITY_TOLERANCE`.
 `load_scorer` reads it back, verifying every file's checksum; nothing in it can run code.
 A `CompiledScorer` goes from records (dicts, a pandas frame or an Arrow table) to one
 float32 feature array to probabilities, with no pandas on the record path.
@@ -28,10 +29,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from loopline.core.io import atomic_dir
 from loopline.data import columns as cols
-from loopline.scoring.features import TABLES_FILE, FeatureTables
-from loopline.scoring.formats import Estimator, ScorerError, export_estimator, load_estimator
+from loopline.scoring.features import FeatureTables
+from loopline.scoring.formats import Estimator, ScorerError, load_estimator
 
 SCORER_DIR = "scorer"  # a trained family's compiled scorer: paths.models/<family>/scorer
 MANIFEST_FILE = "scorer.json"
@@ -49,6 +49,7 @@ class CompiledScorer:
     tables: FeatureTables
     estimator: Estimator
     manifest: dict
+    parity_gap: float | None = None  # measured at export (never saved: it varies by machine)
 
     @property
     def record_fields(self) -> dict[str, str]:
@@ -88,67 +89,17 @@ def scorer_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(_sha256(path).encode())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (hex)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def compile_scorer(
-    out: Path,
-    *,
-    family: str,
-    tables: FeatureTables,
-    estimator: Any,
-    threshold: float,
-    check_features: pd.DataFrame,
-    info: Mapping[str, Any] | None = None,
-) -> CompiledScorer:
-    """Export `estimator` and `tables` to `out` (atomically) and prove they agree.
-
-    `check_features` are model-ready features (the validation window): the training-side
-    estimator's probabilities on them must match the compiled estimator's within
-    `PARITY_TOLERANCE` (in one batch, and the first `SINGLES` rows one at a time), or
-    nothing is written and ScorerError says by how much. The
-    measured gap is kept in the manifest (`parity`).
-    """
-    expected = estimator.predict_proba(check_features)[:, 1]
-    with atomic_dir(out) as folder:
-        tables.write(folder / TABLES_FILE)
-        entry = export_estimator(family, estimator, tables, folder)
-        loaded = load_estimator(entry, folder, os.cpu_count() or 1)
-        matrix = check_features.to_numpy(dtype="float32")
-        compiled = loaded.predict(matrix)
-        one_by_one = [
-            loaded.predict(matrix[i : i + 1])[0] for i in range(min(SINGLES, len(matrix)))
-        ]
-        compiled_singles = np.asarray(one_by_one, dtype="float64")
-        gaps = [np.abs(compiled - expected), np.abs(compiled_singles - expected[:SINGLES])]
-        gap = float(max(g.max() for g in gaps)) if len(expected) else 0.0
-        if gap > PARITY_TOLERANCE:
-            raise ScorerError(
-                f"compiled {family} scorer differs from the trained model by up to {gap:.2e} "
-                f"(tolerance {PARITY_TOLERANCE:.0e}) on {len(expected)} validation rows"
-            )
-        manifest = {
-            "format": SCORER_FORMAT,
-            "family": family,
-            "threshold": float(threshold),
-            "estimator": entry,
-            "featurizer": TABLES_FILE,
-            "parity": {"rows": len(expected), "max_abs_difference": gap},
-            "info": dict(info or {}),
-            "files": {name: _sha256(folder / name) for name in (TABLES_FILE, entry["file"])},
-        }
-        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        scorer = load_scorer(folder)
-    return scorer
 
 
 def load_scorer(folder: Path, threads: int | None = None) -> CompiledScorer:
@@ -174,7 +125,7 @@ def load_scorer(folder: Path, threads: int | None = None) -> CompiledScorer:
         )
     for name, digest in manifest["files"].items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             raise ScorerError(
                 f"{path} is missing or does not match its checksum in {MANIFEST_FILE}"
             )

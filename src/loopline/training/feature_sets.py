@@ -1,9 +1,9 @@
 """What every model family trains on: the featurize stage's feature sets.
 
-A family's `train` function takes `FeatureSets` (model-ready features of the three time
-windows and the feature tables that made them) and returns a fitted estimator with
-`predict_proba`. `loopline.scoring` then compiles the tables and the estimator into the
-pickle-free scorer that is logged, registered and served.
+A family's `train` takes `FeatureSets` (model-ready features of the three splits and the
+feature tables that made them) and returns a fitted estimator with `predict_proba`;
+`loopline.training.compile` then writes it, with the tables, into the pickle-free
+compiled scorer that is logged, registered and served.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from loopline.data.datasets import get_dataset
-from loopline.scoring.features import TABLES_FILE, FeatureTables
+from loopline.scoring.features import FeatureTables
 from loopline.training.metrics import classification_metrics
+from loopline.workspace import FeaturizeLayout
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,17 @@ class FeatureSets:
 
 
 def load_feature_sets(features_dir: Path) -> FeatureSets:
-    """Read what the featurize stage wrote: features per split and the feature tables.
+    """Read what the featurize stage wrote in `features_dir` (`paths.features`).
 
     The labels are the target column of the dataset the feature tables were fitted on.
     """
-    tables = FeatureTables.read(features_dir / TABLES_FILE)
+    layout = FeaturizeLayout(features_dir)
+    tables = FeatureTables.read(layout.featurizer)
     target_column = get_dataset(tables.spec.dataset).target_column
     columns = tables.feature_names
     x, y = {}, {}
-    for split in ("train", "valid", "test"):
-        frame = pd.read_parquet(features_dir / "features" / f"{split}.parquet")
+    for split in layout.SPLITS:
+        frame = pd.read_parquet(layout.features(split))
         x[split] = frame[columns]
         y[split] = frame[target_column].to_numpy(dtype="int64")
     return FeatureSets(tables=tables, x=x, y=y)

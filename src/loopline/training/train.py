@@ -1,37 +1,26 @@
-"""Training a model family: fit, pick the validation threshold, compile the scorer.
+"""Training a model family: fit, pick the validation threshold, measure, compile.
 
-The classic families train in-process. The MLP trains under `torchrun` (one process per
-GPU, or N gloo processes on CPU) running `loopline.training.families.mlp.ddp`; only its rank 0
-writes a checkpoint, which is then wrapped like any other estimator. Every family ends
-as a compiled scorer (`loopline.scoring`), checked against the trained estimator.
+Every family trains the same way here, whatever it is (`loopline.training.families`):
+fit on the training split, choose the decision threshold that maximises F1 on the
+validation split, and report the validation metrics and what the fit cost. The MLP fits
+under `torchrun` in processes of its own; the others in this one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopline.core.errors import LooplineError
-from loopline.core.params import MLPParams, TrainParams
-from loopline.scoring.scorer import CompiledScorer, compile_scorer
-from loopline.training.families import hist_gb, logistic
-from loopline.training.families import xgboost as xgb
-from loopline.training.families.mlp.network import MLPClassifier
+from loopline.scoring.scorer import CompiledScorer
+from loopline.training.compile import compile_scorer
+from loopline.training.families import TrainContext, get_family
 from loopline.training.feature_sets import FeatureSets
 from loopline.training.metrics import choose_threshold, classification_metrics
 
 log = logging.getLogger(__name__)
-
-CLASSIC: dict[str, Callable] = {
-    "logistic": logistic.train,
-    "hist_gb": hist_gb.train,
-    "xgboost": xgb.train,
-}
-FAMILIES = (*CLASSIC, "mlp")
 STABLE_INFO = ("best_epoch", "epochs_run")  # what training reports that a rerun repeats
 
 
@@ -57,28 +46,21 @@ class TrainedFamily:
 def train_family(
     family: str,
     data: FeatureSets,
-    params: TrainParams,
+    params: Any,
     *,
     seed: int,
-    mlp_run: Callable[[MLPParams], tuple[MLPClassifier, dict]] | None = None,
+    context: TrainContext | None = None,
 ) -> TrainedFamily:
-    """Train one family and finish it: validation threshold and metrics.
+    """Train one family with its `params` section and finish it: threshold and metrics.
 
-    `mlp_run` launches the distributed MLP training (injected so the flow controls the
-    subprocess, its output folder and the MLflow run it reports to).
+    `context` carries what a distributed family needs (the feature files, the MLflow run
+    its processes report to); the others need only the seed.
     """
-    if family not in FAMILIES:
-        raise LooplineError(f"unknown model family {family!r}; choose one of {FAMILIES}")
+    registered = get_family(family)
     started = time.perf_counter()
-    extra: dict = {}
-    if family == "mlp":
-        if mlp_run is None:
-            raise LooplineError("the mlp family needs a torchrun launcher")
-        estimator, extra = mlp_run(params.mlp)
-    else:
-        estimator = CLASSIC[family](data, getattr(params, family), seed)
+    fitted = registered.train(data, params, context or TrainContext(seed=seed))
     seconds = time.perf_counter() - started
-    valid_proba = estimator.predict_proba(data.x["valid"])[:, 1]
+    valid_proba = fitted.estimator.predict_proba(data.x["valid"])[:, 1]
     threshold = choose_threshold(data.y["valid"], valid_proba)
     valid_metrics = classification_metrics(data.y["valid"], valid_proba, threshold)
     rows = len(data.y["train"])
@@ -87,17 +69,14 @@ def train_family(
         "train_rows_per_s": round(rows / seconds, 1),
         "train_rows": rows,
     }
-    info = {"family": family, **{k: v for k, v in extra.items() if k in STABLE_INFO}}
+    info = {"family": family, **{k: v for k, v in fitted.report.items() if k in STABLE_INFO}}
     log.info(
         "%s: valid roc_auc %.4f pr_auc %.4f in %.1f s",
-        family,
-        valid_metrics["roc_auc"],
-        valid_metrics["pr_auc"],
-        seconds,
-    )
+        family, valid_metrics["roc_auc"], valid_metrics["pr_auc"], seconds,
+    )  # fmt: skip
     return TrainedFamily(
-        family=family, estimator=estimator, threshold=float(threshold),
-        valid_metrics=valid_metrics, stats=stats | _throughput(extra), info=info,
+        family=family, estimator=fitted.estimator, threshold=float(threshold),
+        valid_metrics=valid_metrics, stats=stats | _throughput(fitted.report), info=info,
     )  # fmt: skip
 
 
@@ -106,7 +85,7 @@ def is_timing(stat: str) -> bool:
     return stat.endswith(("_seconds", "_per_s", "_fraction"))
 
 
-def _throughput(extra: dict) -> dict:
+def _throughput(report: dict) -> dict:
     return {
-        f"ddp_{k}": v for k, v in extra.get("throughput", {}).items() if isinstance(v, int | float)
+        f"ddp_{k}": v for k, v in report.get("throughput", {}).items() if isinstance(v, int | float)
     }

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from loopline.core.errors import ConfigError
 from loopline.data.datasets.base import Dataset
 from loopline.data.datasets.nycflights13 import NycFlights13
 from loopline.data.datasets.wa_churn import WaChurn
-from loopline.core.errors import ConfigError
 
 _DATASETS: dict[str, type[Dataset]] = {d.name: d for d in (NycFlights13, WaChurn)}
 

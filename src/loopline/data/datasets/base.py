@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from loopline.data.columns import Columns
-from loopline.core.params import DatasetParams, FeaturizeParams
-from loopline.data.contract import DataContract
 from loopline.core.errors import ConfigError, DataContractError
-from loopline.core.io import atomic_path
+from loopline.core.io import atomic_path, shown
+from loopline.core.params import DatasetParams, FeaturizeParams
+from loopline.data.columns import Columns
+from loopline.data.contract import DataContract
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,8 @@ class NoSettings(BaseModel):
 class Dataset(ABC):
     """A tabular dataset: contract, offline source, joins, target, time and features.
 
-    `time_column` is None for a dataset without event time: its examples are split at
-    random (seeded, stratified by target), production batches are cut by arrival time
-    (the prediction log's `logged_at`), and a retrain learns from the labeled arrivals.
+    `time_column` is None for a dataset without event time: its time axis is then by
+    arrival (`loopline.data.time_axis`), which decides everything that follows from it.
     """
 
     name: ClassVar[str]
@@ -104,24 +103,6 @@ class Dataset(ABC):
     def record_type_name(self) -> str:
         """The name of one prediction input in the API schema: `FlightRecord`."""
         return f"{self.wording.record.title().replace(' ', '')}Record"
-
-    @property
-    def has_time(self) -> bool:
-        """True when examples carry an event time (time-window splits and batches)."""
-        return self.time_column is not None
-
-    def require_time(self, what: str) -> str:
-        """The time column, or a ConfigError saying `what` needs one."""
-        if self.time_column is None:
-            raise ConfigError(
-                f"{what} cuts examples into periods of the time column, and dataset "
-                f"{self.name!r} has none: it goes by arrival instead"
-            )
-        return self.time_column
-
-    def context_columns(self) -> list[str]:
-        """The columns examples carry besides the record: the time (if any) and the target."""
-        return [c for c in (self.time_column, self.target_column) if c is not None]
 
     def settings(self, params: DatasetParams) -> Any:
         """`dataset.settings` validated by this dataset's `settings_model`."""
@@ -150,18 +131,6 @@ class Dataset(ABC):
 
         The spec's `settings` must be `spec_settings(featurize, params)`: what rebuilds it.
         """
-
-    def event_days(self, columns: Columns) -> np.ndarray:
-        """Each record's date (ISO `YYYY-MM-DD`, from the time column); None if impossible.
-
-        A dataset without a time column has no dates: all None.
-        """
-        if self.time_column is None:
-            return np.full(len(next(iter(columns.values()))), None, dtype=object)
-        days = self.event_time(columns).astype("datetime64[D]")
-        text = np.datetime_as_string(days).astype(object)
-        text[np.isnat(days)] = None
-        return text
 
     def event_time(self, columns: Columns) -> np.ndarray:
         """The time column (datetime64) computed from record columns (`loopline.data.columns`)."""
@@ -215,8 +184,8 @@ def read_table(name: str, path: Path) -> pd.DataFrame:
 
     def unreadable(problem: str) -> DataContractError:
         return DataContractError(
-            f"table {name!r} at {path}: {problem}. Run `loopline data` to restore the pinned "
-            "raw data, or replace the file with a valid Parquet table."
+            f"table {name!r} at {shown(path)}: {problem}. Run `loopline data` to restore the "
+            "pinned raw data, or replace the file with a valid Parquet table."
         )
 
     if not path.is_file():

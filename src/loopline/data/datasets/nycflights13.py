@@ -20,8 +20,9 @@ import pandas as pd
 from pandas.tseries.holiday import USFederalHolidayCalendar
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopline.data.columns import Columns, join_text
+from loopline.core.errors import DataContractError
 from loopline.core.params import DatasetParams, FeaturizeParams
+from loopline.data.columns import Columns, join_text
 from loopline.data.contract import (
     ClockDelay,
     DataContract,
@@ -34,7 +35,6 @@ from loopline.data.contract import (
     Table,
 )
 from loopline.data.datasets.base import Dataset, FeatureSpec, Lookup, Wording, spec_settings
-from loopline.core.errors import DataContractError
 from loopline.data.rules import clock_minutes
 
 CARRIERS = (

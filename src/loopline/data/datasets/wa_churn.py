@@ -16,11 +16,11 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from loopline.data.columns import Columns
+from loopline.core.errors import DataContractError
 from loopline.core.params import DatasetParams, FeaturizeParams
+from loopline.data.columns import Columns
 from loopline.data.contract import DataContract, Field_, GroupRule, Role, Table, ValueTogether
 from loopline.data.datasets.base import Dataset, FeatureSpec, NoSettings, Wording, spec_settings
-from loopline.core.errors import DataContractError
 
 YES_NO = ("No", "Yes")
 NO_INTERNET = "No internet service"

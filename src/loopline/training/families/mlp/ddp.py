@@ -40,8 +40,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from loopline.core.io import atomic_path, write_json
-from loopline.core.params import MLPParams
 from loopline.core.seeds import seed_everything
+from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.network import (
     CHECKPOINT_FILE,
     WEIGHTS_FILE,

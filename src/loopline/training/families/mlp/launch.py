@@ -2,7 +2,7 @@
 
 One process per GPU (NCCL) or N gloo processes on CPU; only rank 0 writes a checkpoint
 (weights as safetensors, the rest as JSON: nothing is unpickled), which is read back here
-as an `MLPClassifier`. Kept apart from `loopline.training.train` so that launching needs only
+as an `MLPClassifier`. Kept apart from the family module so that launching needs only
 torch and the library, not every model family's packages.
 """
 
@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from loopline.core.errors import LooplineError
 from loopline.core.io import read_json
-from loopline.core.params import MLPParams
+from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.network import (
     CHECKPOINT_FILE,
     WEIGHTS_FILE,

@@ -98,7 +98,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, features: pd.DataFrame, y: object = None) -> MLPClassifier:
         """Not supported: the weights come from distributed training (mlp_train)."""
         raise NotImplementedError(
-            "MLPClassifier wraps weights trained by loopline.training.families.mlp.ddp under torchrun"
+            "MLPClassifier wraps weights trained under torchrun "
+            "(loopline.training.families.mlp.ddp)"
         )
 
     def _network(self) -> TabularMLP:

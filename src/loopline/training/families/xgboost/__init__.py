@@ -1,18 +1,46 @@
-"""XGBoost (`hist`) with native categorical splits and early stopping on the validation window."""
+"""XGBoost (`hist`) with native categorical splits and early stopping on the validation split.
+
+Trains in this process or on a Dask cluster (`engine`, see `dask`); exported as XGBoost's
+own UBJSON, scored by XGBoost (and by Treelite for a handful of rows).
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
 import xgboost
+from pydantic import Field
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from loopline.core.params import XGBoostParams
+from loopline.core.params import Section
+from loopline.scoring.features import FeatureTables
+from loopline.scoring.formats import write_xgboost
+from loopline.training.families import Family, Fitted, TrainContext
 from loopline.training.feature_sets import FeatureSets
 
 log = logging.getLogger(__name__)
+
+
+class XGBoostParams(Section):
+    """`train.xgboost`: XGBoost `hist` with native categories and early stopping."""
+
+    n_estimators: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, le=1)
+    max_depth: int = Field(ge=1)
+    min_child_weight: float = Field(ge=0)
+    subsample: float = Field(gt=0, le=1)
+    colsample_bytree: float = Field(gt=0, le=1)
+    reg_lambda: float = Field(ge=0)
+    max_cat_to_onehot: int = Field(ge=1)
+    early_stopping_rounds: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda"]
+    engine: Literal["local", "dask"]  # dask: xgboost.dask over a Dask cluster
+    scheduler: str | None  # dask: a scheduler address (tcp://host:8786); None: a local cluster
+    dask_workers: int = Field(ge=1, le=64)  # ... of this many single-threaded workers
 
 
 class AsCategories(TransformerMixin, BaseEstimator):
@@ -71,7 +99,7 @@ def _settings(params: XGBoostParams, seed: int) -> dict:
     }
 
 
-def train(data: FeatureSets, params: XGBoostParams, seed: int) -> Pipeline:
+def train(data: FeatureSets, params: XGBoostParams, context: TrainContext) -> Fitted:
     """Fit on train, stop when validation log loss has not improved for a while.
 
     `params.engine` picks where: this process, or the workers of a Dask cluster (each
@@ -81,16 +109,34 @@ def train(data: FeatureSets, params: XGBoostParams, seed: int) -> Pipeline:
     categories = AsCategories({c: data.tables.cardinalities[c] for c in data.categorical})
     train_x, valid_x = categories.transform(data.x["train"]), categories.transform(data.x["valid"])
     if params.engine == "dask":
-        from loopline.training.families.xgboost_dask import fit_on_dask  # noqa: PLC0415 - dask loads on demand
+        from loopline.training.families.xgboost.dask import fit_on_dask  # noqa: PLC0415
 
-        model = fit_on_dask(_settings(params, seed), params, (train_x, data.y["train"]),
+        model = fit_on_dask(_settings(params, context.seed), params, (train_x, data.y["train"]),
                             (valid_x, data.y["valid"]))  # fmt: skip
     else:
-        model = xgboost.XGBClassifier(**_settings(params, seed), n_jobs=None)
+        model = xgboost.XGBClassifier(**_settings(params, context.seed), n_jobs=None)
         model.fit(train_x, data.y["train"], eval_set=[(valid_x, data.y["valid"])], verbose=False)
     log.info(
         "xgboost: best validation loss at tree %d of at most %d",
         model.best_iteration + 1,
         params.n_estimators,
     )
-    return Pipeline([("categories", categories), ("classify", model)])
+    return Fitted(Pipeline([("categories", categories), ("classify", model)]))
+
+
+def export(pipeline: Any, tables: FeatureTables, out: Path) -> dict[str, Any]:
+    """The booster, cut to the trees early stopping chose, as UBJSON."""
+    model = pipeline.named_steps["classify"]
+    booster = model.get_booster()
+    if model.best_iteration is not None:
+        booster = booster[: model.best_iteration + 1]
+    return write_xgboost(booster, out)
+
+
+FAMILY = Family(
+    name="xgboost",
+    summary="XGBoost `hist`, native categorical splits, early stopping on validation",
+    params=XGBoostParams,
+    train=train,
+    export=export,
+)

@@ -1,0 +1,98 @@
+"""`loopline registry`: show and change the registered model's aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loopline.core.errors import LooplineError
+from loopline.workspace import Workspace
+
+registry_app = typer.Typer(
+    help="Show and change the registered model's aliases.", no_args_is_help=True
+)
+ParamsOption = Annotated[Path, typer.Option("--params", help="Path to params.yaml.")]
+PARAMS = Path("params.yaml")
+
+
+def _fail(error: LooplineError) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@registry_app.command("status")
+def registry_status(params: ParamsOption = PARAMS) -> None:
+    """Which version is champion and which is challenger."""
+    status = Workspace.load(params).registry.status()
+    typer.echo(f"model: {status['model']}")
+    for alias, info in status["aliases"].items():
+        if info is None:
+            typer.echo(f"  {alias:<10} (none)")
+        else:
+            typer.echo(
+                f"  {alias:<10} version {info['version']} ({info['family']}), "
+                f"last decision: {info['decision']}, test roc_auc {info['test_roc_auc']}"
+            )
+
+
+@registry_app.command("history")
+def registry_history(
+    params: ParamsOption = PARAMS,
+    limit: Annotated[int, typer.Option(help="Show the last N decisions.")] = 20,
+) -> None:
+    """The promotion ledger: who was champion when, and why."""
+    entries = Workspace.load(params).registry.ledger.entries()[-limit:]
+    if not entries:
+        typer.echo("no decisions recorded yet")
+    for entry in entries:
+        typer.echo(
+            f"{entry['time']}  {entry['action']:<8} v{entry['version']:<4} "
+            f"champion {entry['previous_champion']} -> {entry['champion']}  "
+            f"by {entry['actor']}: {entry['reason']}"
+        )
+        for line in entry.get("checks") or []:
+            typer.echo(f"      {line}")
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="Registered version to promote.")],
+    params: ParamsOption = PARAMS,
+    force: Annotated[bool, typer.Option(help="Skip the rule (needs --reason).")] = False,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "",
+    dry_run: Annotated[bool, typer.Option(help="Report the decision, move nothing.")] = False,
+) -> None:
+    """Promote a version to champion if it passes the promotion rule (or --force)."""
+    from loopline.promotion.gate import judge_on_recent_window  # noqa: PLC0415 - scoring loads
+
+    workspace = Workspace.load(params)
+    try:
+        if force:
+            if not reason:
+                raise LooplineError("--force needs --reason: the ledger records why")
+            entry = workspace.registry.force_promote(version, reason)
+            typer.echo(f"version {version} is champion (forced; was {entry['previous_champion']})")
+            return
+        gate, entry = judge_on_recent_window(workspace, version, dry_run)
+    except LooplineError as error:
+        raise _fail(error) from None
+    typer.echo(f"{entry['action']}: version {version}; champion is now {entry['champion']}")
+    for line in gate.reasons():
+        typer.echo(f"  {line}")
+    if not gate.passed:
+        raise typer.Exit(code=2)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    params: ParamsOption = PARAMS,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "manual rollback",
+) -> None:
+    """Point champion back at the previous champion (recorded in the ledger)."""
+    try:
+        entry = Workspace.load(params).registry.rollback(reason)
+    except LooplineError as error:
+        raise _fail(error) from None
+    typer.echo(f"rolled back: champion {entry['previous_champion']} -> {entry['champion']}")

@@ -1,0 +1,139 @@
+"""The promotion gate: gather the evidence on the freshest window, apply the rule, record it.
+
+The window is the pipeline's test split (the family was chosen on validation), less any
+rows the champion was fitted or chosen on (the time axis decides which those are). Both
+models are scored on it as they are served, by their compiled scorers. If the champion
+moves while this runs, the challenger is judged again against the new one (at most
+`REJUDGE_ATTEMPTS` times), so no challenger replaces a champion it did not face.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from loopline.core import tags
+from loopline.promotion.rule import Evidence, GateResult, decide, no_fresh_window
+from loopline.registry.lock import RegistryError
+from loopline.registry.versions import CHAMPION, ChampionMovedError, Registry
+from loopline.scoring.registered import load_version
+from loopline.scoring.scorer import CompiledScorer
+from loopline.workspace import Workspace
+
+REJUDGE_ATTEMPTS = 3  # a champion that moves this often while judging is an operator's fight
+log = logging.getLogger(__name__)
+
+
+def latency_ms_per_1000(scorer: CompiledScorer, records: pd.DataFrame, repeats: int = 5) -> float:
+    """Median wall time of scoring 1,000 records (after one warm-up call)."""
+    batch = records.head(1000)
+    scorer.score_frame(batch)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        scorer.score_frame(batch)
+        timings.append((time.perf_counter() - started) * 1000 * 1000 / len(batch))
+    return float(np.median(timings))
+
+
+def collect_evidence(
+    registry: Registry,
+    version: str,
+    champion_version: str | None,
+    window: pd.DataFrame,
+    *,
+    record_columns: list[str],
+    target_column: str,
+    slice_columns: tuple[str, ...],
+) -> Evidence:
+    """Score the challenger and `champion_version`, as served, on the same rows."""
+    records = window[record_columns]
+    challenger_version = load_version(registry, version)
+    challenger = challenger_version.scorer
+    champion = None
+    if champion_version is not None and champion_version != version:
+        champion_scorer = load_version(registry, champion_version).scorer
+        champion = champion_scorer.score_frame(records)["probability"].to_numpy()
+    return Evidence(
+        labels=window[target_column].to_numpy(),
+        challenger=challenger.score_frame(records)["probability"].to_numpy(),
+        champion=champion,
+        slices=window[list(slice_columns)].reset_index(drop=True),
+        latency_ms_per_1000=latency_ms_per_1000(challenger, records),
+        size_mb=challenger_version.size_mb,
+    )
+
+
+def ledger_evidence(gate: GateResult) -> dict:
+    """What the ledger keeps of a verdict: its window, checks (as read, and as fields), scores."""
+    return {
+        "window": gate.window, "checks": gate.reasons(),
+        "check_results": [
+            {"name": c.name, "passed": c.passed, "detail": c.detail} for c in gate.checks
+        ],
+        "challenger_scores": gate.challenger, "champion_scores": gate.champion,
+        "difference": gate.difference,
+    }  # fmt: skip
+
+
+def record(
+    registry: Registry, version: str, gate: GateResult, *, dry_run: bool, faced: str | None
+) -> dict:
+    """Apply `gate` to the registry: move `champion` if it passed; the ledger entry."""
+    return registry.record_decision(
+        version, passed=gate.passed, dry_run=dry_run, faced=faced, evidence=ledger_evidence(gate)
+    )
+
+
+def apply_rule(
+    registry: Registry,
+    version: str,
+    evidence: Evidence,
+    *,
+    seed: int,
+    dry_run: bool,
+    faced: str | None,
+    window: str = "given",
+) -> tuple[GateResult, dict]:
+    """Decide on `version` with the promotion rule and record the decision.
+
+    `window` describes the rows the evidence was gathered on; `faced` is the champion.
+    """
+    gate = decide(evidence, registry.params, seed, window=window)
+    return gate, record(registry, version, gate, dry_run=dry_run, faced=faced)
+
+
+def judge_on_recent_window(
+    workspace: Workspace, version: str, dry_run: bool
+) -> tuple[GateResult, dict]:
+    """Apply the promotion rule to `version` on the newest window neither model has used."""
+    registry, dataset, params = workspace.registry, workspace.dataset, workspace.params
+    test = pd.read_parquet(workspace.layout.examples("test"))
+    min_rows = params.registry.min_window_rows
+    for _ in range(REJUDGE_ATTEMPTS):
+        champion = registry.alias_version(CHAMPION)
+        window, described = workspace.axis.gate_window(
+            test, params, registry.tag(version, tags.window("valid")),
+            registry.tag(None if champion == version else champion, tags.window("valid")),
+        )  # fmt: skip
+        try:
+            if len(window) < min_rows or window[dataset.target_column].nunique() < 2:
+                gate = no_fresh_window(described, min_rows)
+                return gate, record(registry, version, gate, dry_run=dry_run, faced=champion)
+            evidence = collect_evidence(
+                registry, version, champion, window, record_columns=dataset.record_columns(),
+                target_column=dataset.target_column, slice_columns=dataset.slice_columns,
+            )  # fmt: skip
+            return apply_rule(
+                registry, version, evidence, seed=params.seed, dry_run=dry_run,
+                faced=champion, window=described,
+            )  # fmt: skip
+        except ChampionMovedError as moved:
+            log.info("%s: judging version %s again", moved, version)
+    raise RegistryError(
+        f"the champion moved {REJUDGE_ATTEMPTS} times while version {version} was judged; "
+        "nothing was changed: judge it again when the registry is quiet"
+    )

@@ -1,0 +1,266 @@
+"""Loopline's prediction service (BentoML): the registry's champion behind a typed API.
+
+`bentoml serve loopline.serving.service:PredictionAPI` starts it (`serving/service.py`,
+the bento's entry, is this module). The public `PredictionAPI`
+validates requests against the schema generated from the data contract, gives each
+request and prediction an id, logs every prediction durably (group commit) before it
+answers, and returns probability, label, model name and version. API key, body-size,
+JSON-only and load-shedding guards run before any route sees a request. GET /healthz,
+/readyz, /metadata; POST /predict, /reload.
+
+The routes are a small FastAPI app mounted on the service (BentoML serves it in its own
+workers, behind its health probes, metrics and middleware, and merges its OpenAPI into
+/docs.json). `/predict` validates the raw body in one pydantic pass into plain dicts; a
+`@bentoml.api` route would parse it into model objects first, and that framework layer
+alone cost ~30% of a request in the serving bench (bench/README.md).
+
+The champion is scored by its compiled scorer (`loopline.scoring`): NumPy features and a
+safe-format estimator, well under a millisecond per record. `serve.batching` picks where:
+
+* `false`: in each API worker's own process (`serve.workers` of them), no internal hop;
+* `true`: in the internal `PredictionModel` service, whose `score` is a BentoML batchable
+  API: records of concurrent requests are merged into one model call (adaptive batching).
+
+Either way the scorer follows the `champion` alias (polling, or at once on /reload) and,
+in shadow mode, scores the challenger too. Settings come from params.yaml
+(`LOOPLINE_PARAMS` names another file), through its Workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import Any
+
+import aiohttp
+import bentoml
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
+from fastapi import FastAPI, Request, Response
+from pydantic import ValidationError
+
+from loopline.data import columns as cols
+from loopline.infra.environment import configure_logging, quiet_environment
+from loopline.serving.champion import ChampionHolder, NoChampionError
+from loopline.serving.guards import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    JsonOnlyMiddleware,
+    LoadShedMiddleware,
+)
+from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
+from loopline.workspace import Workspace
+
+# BentoML reads batching, workers and limits from the decorators, so settings load at import.
+WORKSPACE = Workspace.load()
+SERVE = WORKSPACE.params.serve
+DATASET = WORKSPACE.dataset
+RECORD_FIELDS = DATASET.record_fields()
+REQUEST = RequestSchema.of(
+    DATASET.contract, SERVE.max_records_per_request, DATASET.record_type_name
+)
+SCORE_ATTEMPTS = 3
+CONNECTION_CLOSED = "Connection closed."  # aiohttp's message when a session closes mid-read
+log = logging.getLogger("loopline.serving")
+
+
+def _holder() -> ChampionHolder:
+    """The champion (and shadow challenger), loaded and followed; one scoring thread."""
+    quiet_environment()
+    configure_logging()
+    holder = ChampionHolder(WORKSPACE.registry, shadow=SERVE.shadow, threads=1)
+    holder.refresh()
+    holder.start(SERVE.poll_seconds)
+    return holder
+
+
+def score_with(holder: ChampionHolder, columns: cols.Columns) -> list[dict[str, Any]]:
+    """The holder's scores; no loaded model is a 503 naming why (e.g. a refused version)."""
+    try:
+        return holder.score(columns)
+    except NoChampionError as error:
+        raise ServiceUnavailable(str(error)) from None
+
+
+# BentoML's client of a dependency opens a new HTTP session every `max_requests` calls
+# (default 100) and closes the old one under the calls still in flight; with one model
+# worker there is nothing to rebalance, so the session lives as long as the process.
+KEEP_CONNECTION = {"max_requests": 2**31 - 1, "max_age": 365 * 86400.0}
+
+
+@bentoml.service(
+    name="loopline-model", workers=1, traffic={"timeout": 60}, runner_connection=KEEP_CONNECTION
+)
+class PredictionModel:
+    """Scores records with adaptive batching (started only when `serve.batching` is on)."""
+
+    def __init__(self) -> None:
+        self.holder = _holder()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.snapshot()[0] is not None
+
+    @bentoml.api(
+        batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms
+    )
+    def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Probability, label and version for each record (a batch from many requests)."""
+        return score_with(self.holder, cols.from_records(records, RECORD_FIELDS))
+
+    @bentoml.api
+    def describe(self) -> dict[str, Any]:
+        """The loaded champion (and shadow)."""
+        return self.holder.describe()
+
+    @bentoml.api
+    def reload(self) -> dict[str, Any]:
+        """Check the aliases now."""
+        return self.holder.reload()
+
+
+@bentoml.service(
+    name="loopline",
+    workers=SERVE.workers,
+    traffic={"timeout": 60},
+    endpoints={"livez": "/healthz", "readyz": "/readyz"},
+    metrics={"enabled": SERVE.metrics},
+    logging={"access": {"enabled": SERVE.access_log}},
+)
+class PredictionAPI:
+    """The public prediction API (its HTTP routes are `routes` below)."""
+
+    if SERVE.batching:
+        model = bentoml.depends(PredictionModel)
+
+    def __init__(self) -> None:
+        self.holder = None if SERVE.batching else _holder()
+        self.log = WORKSPACE.open_prediction_log(SERVE.log_commit_delay_ms)
+
+    def __is_ready__(self) -> bool:
+        return self.holder is None or self.holder.snapshot()[0] is not None
+
+    async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Score validated records, log every prediction durably, then answer.
+
+        A prediction's id is its request's (a random UUID) and its position: unique, and
+        one request's rows sit together in the log's primary-key index.
+        """
+        request_id = uuid.uuid4().hex
+        columns = cols.from_records(records, RECORD_FIELDS)
+        scored = await self._score(records, columns)
+        logged_at = dt.datetime.now(dt.UTC).isoformat()
+        days = WORKSPACE.axis.event_days(columns)
+        rows = [
+            {**record, **result, "prediction_id": f"{request_id}-{i}", "request_id": request_id,
+             "logged_at": logged_at, "event_day": day}
+            for i, (record, result, day) in enumerate(zip(records, scored, days, strict=True))
+        ]  # fmt: skip
+        await asyncio.wrap_future(self.log.submit(rows))  # answered only once durable
+        return {
+            "request_id": request_id,
+            "predictions": [{name: row[name] for name in ANSWERED} for row in rows],
+        }
+
+    async def _score(
+        self, records: list[dict[str, Any]], columns: cols.Columns
+    ) -> list[dict[str, Any]]:
+        """Score in this process, or through the batching model service.
+
+        BentoML's internal client replaces its HTTP session every 100 calls and closes the
+        old one under calls still in flight (bentoml/BentoML#4971): the call fails with a
+        connection error, or with aiohttp's RuntimeError("Connection closed.") when the
+        body was being read. Scoring is idempotent, so such a call is simply sent again.
+        """
+        if self.holder is not None:
+            return score_with(self.holder, columns)
+        for attempt in range(1, SCORE_ATTEMPTS + 1):
+            try:
+                return await self.model.to_async.score(records)
+            except (aiohttp.ClientConnectionError, RuntimeError) as error:
+                dropped = not isinstance(error, RuntimeError) or str(error) == CONNECTION_CLOSED
+                if not dropped or attempt == SCORE_ATTEMPTS:
+                    raise
+                log.warning("model service connection dropped (attempt %d); retrying", attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def describe(self) -> dict[str, Any]:
+        """What /metadata shows about the served models."""
+        if self.holder is not None:
+            return self.holder.describe()
+        return await self.model.to_async.describe()
+
+    async def reload(self) -> dict[str, Any]:
+        """Check the aliases now."""
+        if self.holder is not None:
+            return self.holder.reload()
+        return await self.model.to_async.reload()
+
+
+ANSWERED = tuple(Prediction.model_fields)  # what each prediction in an answer carries
+routes = FastAPI(title="loopline", openapi_url=None, docs_url=None, redoc_url=None)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def _failure(error: BentoMLException) -> Response:
+    """A failed scoring call as its HTTP status (503 when no model can be loaded)."""
+    return _json(int(error.error_code), {"error": error.message})
+
+
+@routes.post(
+    "/predict",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": REQUEST.json_schema()}},
+        }
+    },
+    responses={
+        200: {"model": PredictResponse, "description": "One prediction per record, in order"},
+        400: {"description": "The body breaks the input schema; `details` name each field"},
+        503: {"description": "No model loaded (the reason is named), or over capacity"},
+    },
+)
+async def predict(request: Request) -> Response:
+    """Each record's probability of the dataset's positive class, with the model's label."""
+    try:
+        records = REQUEST.records(await request.body())
+    except ValidationError as error:
+        details = error.errors(include_url=False, include_context=False, include_input=False)
+        return _json(400, {"error": f"{error.error_count()} invalid input(s)", "details": details})
+    try:
+        return _json(200, await bentoml.get_current_service().predict(records))
+    except BentoMLException as error:
+        return _failure(error)
+
+
+@routes.get("/metadata")
+async def metadata() -> dict[str, Any]:
+    """Served model version, alias, data version, metrics, input schema."""
+    described = await bentoml.get_current_service().describe()
+    schema = REQUEST.record_json_schema()
+    return {**described, "input_schema": schema, "max_records": SERVE.max_records_per_request}
+
+
+@routes.post("/reload")
+async def reload() -> Response:
+    """Pick up a moved champion alias now (needs the API key when one is set)."""
+    try:
+        return _json(200, await bentoml.get_current_service().reload())
+    except BentoMLException as error:
+        return _failure(error)
+
+
+# Mounted after BentoML's own routes (probes, metrics, /docs.json); it answers its paths.
+PredictionAPI.mount_asgi_app(routes)
+PredictionAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
+PredictionAPI.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SERVE.max_body_bytes)
+PredictionAPI.add_asgi_middleware(JsonOnlyMiddleware)
+PredictionAPI.add_asgi_middleware(
+    LoadShedMiddleware, max_in_flight=SERVE.max_in_flight, retry_after_s=SERVE.retry_after_s
+)
