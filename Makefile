@@ -23,7 +23,7 @@ export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test lint format data ui team serve deploy replay clean
+.PHONY: help setup run test pinned lint format data ui team serve deploy replay clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,6 +45,13 @@ test: setup  ## lint, format check, the import layers and the whole test suite
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+pinned: run  ## make run, then fail if dvc.lock or metrics/ differ from the committed ones
+	@changed="$$(git status --porcelain -- dvc.lock metrics)"; \
+	if [ -n "$$changed" ]; then \
+		echo "make run changed what the commit pins (same code, data and params must give the same files):"; \
+		echo "$$changed"; git --no-pager diff -- dvc.lock metrics; exit 1; \
+	fi; echo "dvc.lock and metrics/ are exactly the committed ones"
 
 lint: setup  ## ruff check + format check + the import layers only
 	$(BIN)/ruff check .

@@ -3,15 +3,22 @@ only what a change touches; `dvc exp run` tries a hyperparameter."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
+from loopline.core.io import read_json
 from loopline.data.datastore import directory_md5
+from loopline.infra.processes import free_port
 from loopline.registry.versions import CHAMPION
 from loopline.workspace import Workspace
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
@@ -40,7 +47,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefec
     for stage in stages:
         assert f"Running stage '{stage}'" in output
     shutil.copy(project / "dvc.lock", project.parent / "first-run.lock")  # before other tests
+    shutil.copytree(project, project.parent / "pristine", symlinks=True)  # for the replay
     return project
+
+
+@pytest.fixture(scope="module")
+def pristine(project: Path) -> Path:
+    """The project as `dvc repro` left it, before any other test here changed it."""
+    return project.parent / "pristine"
 
 
 def test_the_dag_leaves_a_champion_in_the_registry(
@@ -125,3 +139,58 @@ def test_push_wipe_pull_restores_data_and_outputs(project: Path, prefect_api: st
         shutil.rmtree(project / path)
     _dvc(project, prefect_api, "pull")
     assert {p: directory_md5(project / p) for p in before} == before
+
+
+PLAYED = re.compile(r"2013-07-01\.\.2013-07-07 served")  # the replay's line for its first batch
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sigterm_stops_a_replay_and_everything_it_started(pristine: Path) -> None:
+    """`timeout`/`kill` sends SIGTERM to `loopline replay` alone, mid-run: every process it
+    started (Prefect server, BentoML service and workers, the deployments runner, the
+    replay) stops, its ports are free again, and the report holds the batch it played."""
+    params_file = pristine / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["serve"].update({"port": free_port(), "poll_seconds": 1})
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    prefect_port, log = free_port(), pristine / "replay.log"
+    command = [str(Path(sys.executable).parent / "loopline"), "replay", "--start", "2013-07-01",
+               "--end", "2013-07-28", "--port", str(prefect_port)]  # fmt: skip
+    env = {k: v for k, v in tool_env().items() if k != "PREFECT_API_URL"}
+    with log.open("w") as output:
+        replay = subprocess.Popen(
+            command, cwd=pristine, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    started: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 600
+        while not PLAYED.search(log.read_text()):
+            assert replay.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            started |= {p.pid: p for p in psutil.Process(replay.pid).children(recursive=True)}
+            time.sleep(1)
+        started |= {p.pid: p for p in psutil.Process(replay.pid).children(recursive=True)}
+        replay.send_signal(signal.SIGTERM)  # to the command only, as `timeout` does
+        assert replay.wait(timeout=180) != 0
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+    time.sleep(1)
+    left = [p for p in started.values() if p.is_running() and p.status() != "zombie"]
+    assert left == [], [p.cmdline() for p in left]
+    assert len(started) >= 4, started  # the servers, the runner and the replay itself
+    assert _free(raw["serve"]["port"])
+    assert _free(prefect_port)
+    report = read_json(pristine / raw["paths"]["replay"] / "report.json")
+    assert report["interrupted"] == "SIGTERM"
+    assert report["periods"][0]["first_day"] == "2013-07-01"

@@ -17,77 +17,72 @@ DRIFT_TAB, QUALITY_TAB, DATA_TAB = "Drift", "Quality", "Data quality"
 
 
 def _panels(columns: MonitoredColumns, wording: Wording) -> list[tuple[str, Any]]:
+    """Every panel of the dashboard with its tab, in order."""
     from evidently.sdk.models import PanelMetric  # noqa: PLC0415 - heavy import
     from evidently.sdk.panels import line_plot_panel  # noqa: PLC0415
 
-    def value_drift(names: tuple[str, ...]) -> list[PanelMetric]:
-        return [
-            PanelMetric(legend=n, metric="ValueDrift", metric_labels={"column": n}) for n in names
-        ]
-
-    drift_share = PanelMetric(
-        legend="share of traffic features drifted",
-        metric="DriftedColumnsCount",
-        metric_labels={"value_type": "share"},
+    tabs = (
+        (DRIFT_TAB, _drift_panels(columns, PanelMetric)),
+        (QUALITY_TAB, _quality_panels(columns, wording, PanelMetric)),
+        (DATA_TAB, _data_panels(columns, PanelMetric)),
     )
-    precision_recall = [
-        PanelMetric(legend="precision", metric="Precision"),
-        PanelMetric(legend="recall", metric="Recall"),
-    ]
-    positive_rates = [
-        PanelMetric(
-            legend=f"observed {wording.positive} rate",
-            metric="MeanValue",
-            metric_labels={"column": columns.target},
-        ),
-        PanelMetric(
-            legend="mean predicted probability",
-            metric="MeanValue",
-            metric_labels={"column": PROBABILITY},
-        ),
-    ]
+    return [(tab, line_plot_panel(*panel)) for tab, panels in tabs for panel in panels]
+
+
+def _drift_panels(columns: MonitoredColumns, metric: Any) -> list[tuple]:
+    """The drift tab: the share that decides, then each field's drift score."""
+
+    def value_drift(names: tuple[str, ...]) -> list[Any]:
+        return [metric(legend=n, metric="ValueDrift", metric_labels={"column": n}) for n in names]
+
+    drift_share = metric(
+        legend="share of traffic features drifted", metric="DriftedColumnsCount",
+        metric_labels={"value_type": "share"},
+    )  # fmt: skip
     return [
-        (DRIFT_TAB, line_plot_panel(
-            "Traffic drift share",
-            [drift_share],
-            "Share of the counted features (the contract's drift='share' fields) whose "
-            "distribution moved away from the champion's training data; a retrain is "
-            "considered above the limit.",
-        )),
-        (DRIFT_TAB, line_plot_panel(
-            "Counted features: drift score",
-            value_drift(columns.share),
-            "Distance from the training distribution (threshold 0.1).",
-        )),
-        (DRIFT_TAB, line_plot_panel(
-            "Reported features: drift score",
-            value_drift(columns.report),
-            "Shown, not counted (drift='report' in the contract, which says why).",
-        )),
-        (QUALITY_TAB, line_plot_panel(
-            "Ranking quality (once labels arrive)",
-            [PanelMetric(legend="ROC-AUC", metric="RocAuc")],
-            "ROC-AUC of the served model on each labeled batch.",
-        )),
-        (QUALITY_TAB, line_plot_panel(
-            "Precision and recall at the model's threshold", precision_recall
-        )),
-        (QUALITY_TAB, line_plot_panel(
-            f"{wording.positive.capitalize()} rate: observed vs predicted", positive_rates
-        )),
-        (DATA_TAB, line_plot_panel(
-            "Missing values: share of the batch",
-            [PanelMetric(legend=n, metric="MissingValueCount",
-                         metric_labels={"column": n, "value_type": "share"})
-             for n in columns.rarely_missing],
-            "Fields the contract says are rarely missing. A dead feed shows here; "
-            "the monitor reports it as an incident and does not count the batch as drift.",
-        )),
-        (DATA_TAB, line_plot_panel(
-            "Duplicated rows",
-            [PanelMetric(legend="rows repeating another", metric="DuplicatedRowCount")],
-            "The same record sent again and again (a client or queue re-sending).",
-        )),
+        ("Traffic drift share", [drift_share],
+         "Share of the counted features (the contract's drift='share' fields) whose "
+         "distribution moved away from the champion's training data; a retrain is "
+         "considered above the limit."),
+        ("Counted features: drift score", value_drift(columns.share),
+         "Distance from the training distribution (threshold 0.1)."),
+        ("Reported features: drift score", value_drift(columns.report),
+         "Shown, not counted (drift='report' in the contract, which says why)."),
+    ]  # fmt: skip
+
+
+def _quality_panels(columns: MonitoredColumns, wording: Wording, metric: Any) -> list[tuple]:
+    """The quality tab: ranking, precision and recall, observed vs predicted rate."""
+    positive_rates = [
+        metric(legend=f"observed {wording.positive} rate", metric="MeanValue",
+               metric_labels={"column": columns.target}),
+        metric(legend="mean predicted probability", metric="MeanValue",
+               metric_labels={"column": PROBABILITY}),
+    ]  # fmt: skip
+    return [
+        ("Ranking quality (once labels arrive)", [metric(legend="ROC-AUC", metric="RocAuc")],
+         "ROC-AUC of the served model on each labeled batch."),
+        ("Precision and recall at the model's threshold",
+         [metric(legend="precision", metric="Precision"),
+          metric(legend="recall", metric="Recall")]),
+        (f"{wording.positive.capitalize()} rate: observed vs predicted", positive_rates),
+    ]  # fmt: skip
+
+
+def _data_panels(columns: MonitoredColumns, metric: Any) -> list[tuple]:
+    """The data tab: missing values of the rarely-missing fields, duplicated rows."""
+    missing = [
+        metric(legend=n, metric="MissingValueCount",
+               metric_labels={"column": n, "value_type": "share"})
+        for n in columns.rarely_missing
+    ]  # fmt: skip
+    return [
+        ("Missing values: share of the batch", missing,
+         "Fields the contract says are rarely missing. A dead feed shows here; "
+         "the monitor reports it as an incident and does not count the batch as drift."),
+        ("Duplicated rows",
+         [metric(legend="rows repeating another", metric="DuplicatedRowCount")],
+         "The same record sent again and again (a client or queue re-sending)."),
     ]  # fmt: skip
 
 

@@ -84,7 +84,27 @@ def run_report(
     also the target, and the snapshot adds classification quality and the positive rate.
     """
     evidently = _evidently()
-    from evidently.metrics import (  # noqa: PLC0415
+    definition = _definition(evidently, columns, labeled=labeled)
+    keep = [*columns.tested, PROBABILITY, LABEL, *([columns.target] if labeled else [])]
+
+    def dataset(frame: pd.DataFrame) -> Any:
+        return evidently.Dataset.from_pandas(
+            frame[keep].reset_index(drop=True), data_definition=definition
+        )
+
+    report = evidently.Report(_metrics(columns, labeled=labeled))
+    return report.run(
+        current_data=dataset(current), reference_data=dataset(reference),
+        timestamp=timestamp, name=name,
+    )  # fmt: skip
+
+
+def _metrics(columns: MonitoredColumns, *, labeled: bool) -> list[Any]:
+    """What a snapshot measures: drift per field, the drift share and data quality.
+
+    With labels also the classification quality and the observed positive rate.
+    """
+    from evidently.metrics import (  # noqa: PLC0415 - heavy import
         DriftedColumnsCount,
         DuplicatedRowCount,
         F1Score,
@@ -101,9 +121,15 @@ def run_report(
     # data quality, for the dashboard (the monitor's incident checks are in traffic.py)
     metrics += [MissingValueCount(column=c) for c in columns.rarely_missing]
     metrics += [DuplicatedRowCount()]
-    classification = None
     if labeled:
         metrics += [RocAuc(), Precision(), Recall(), F1Score(), MeanValue(column=columns.target)]
+    return metrics
+
+
+def _definition(evidently: Any, columns: MonitoredColumns, *, labeled: bool) -> Any:
+    """Evidently's reading of the frames: which columns are numbers, categories, the task."""
+    classification = None
+    if labeled:
         classification = [
             evidently.BinaryClassification(
                 target=columns.target, prediction_labels=LABEL,
@@ -112,23 +138,11 @@ def run_report(
         ]  # fmt: skip
     numeric = [c for c in columns.tested if c in columns.numeric]
     categorical = [c for c in columns.tested if c not in columns.numeric]
-    definition = evidently.DataDefinition(
+    return evidently.DataDefinition(
         numerical_columns=[*numeric, PROBABILITY],
         categorical_columns=[*categorical, LABEL, *([columns.target] if labeled else [])],
         classification=classification,
     )
-    keep = [*columns.tested, PROBABILITY, LABEL, *([columns.target] if labeled else [])]
-
-    def dataset(frame: pd.DataFrame) -> Any:
-        return evidently.Dataset.from_pandas(
-            frame[keep].reset_index(drop=True), data_definition=definition
-        )
-
-    report = evidently.Report(metrics)
-    return report.run(
-        current_data=dataset(current), reference_data=dataset(reference),
-        timestamp=timestamp, name=name,
-    )  # fmt: skip
 
 
 def drift_result(snapshot: Any, columns: MonitoredColumns) -> DriftResult:

@@ -102,30 +102,68 @@ def no_fresh_window(described: str, min_rows: int) -> GateResult:
     )
 
 
-def decide(
-    evidence: Evidence, params: RegistryParams, seed: int, window: str = "given"
-) -> GateResult:
-    """Apply every check of the rule (see the module docstring) on `window`'s rows."""
-    primary = params.primary_metric
-    challenger = ranking_scores(evidence.labels, evidence.challenger)
-    checks = [Check("window", True, window)]
+def floors_check(challenger: dict, labels: np.ndarray, params: RegistryParams) -> Check:
+    """Every metric at or above its floor, and PR-AUC a multiple of the positive rate."""
     below = {m: challenger[m] for m, floor in params.floors.items() if challenger[m] < floor}
     floors = ", ".join(f"{m} {challenger[m]:.4f} >= {f}" for m, f in params.floors.items())
-    positive_rate = float(np.mean(evidence.labels))
+    positive_rate = float(np.mean(labels))
     lift = challenger["pr_auc"] / positive_rate if positive_rate > 0 else 0.0
     if lift < params.min_pr_auc_lift:
         below["pr_auc_lift"] = round(lift, 3)
     floors += (
         f", pr_auc lift {lift:.2f}x positive rate {positive_rate:.3f} >= {params.min_pr_auc_lift}x"
     )
-    checks.append(
-        Check(
-            "floors",
-            not below,
-            f"{floors or 'none configured'}" + (f"; below: {below}" if below else ""),
-        )
-    )
+    detail = f"{floors or 'none configured'}" + (f"; below: {below}" if below else "")
+    return Check("floors", not below, detail)
 
+
+def beats_champion_check(
+    challenger: dict, champion: dict, difference: dict, params: RegistryParams
+) -> Check:
+    """The paired bootstrap difference in the primary metric at least the margin."""
+    primary = params.primary_metric
+    return Check(
+        "beats champion", difference["difference"] >= params.margin,
+        f"{primary} {challenger[primary]:.4f} vs {champion[primary]:.4f}: difference "
+        f"{difference['difference']:+.4f} ({params.confidence:.0%} interval "
+        f"{difference['low']:+.4f}..{difference['high']:+.4f}), margin {params.margin}",
+    )  # fmt: skip
+
+
+def slices_check(slices: list[dict], params: RegistryParams) -> Check:
+    """No slice regressed by more than the limit against the champion (worst first)."""
+    worst = [s for s in slices if s["regression"] > params.slice_max_regression]
+    detail = "no slice large enough"
+    if slices:
+        first = slices[0]
+        detail = f"{len(slices)} slices compared, worst {first['slice']} {first['regression']:+.4f}"
+    return Check(
+        "slices", not worst,
+        detail + (f"; regressed: {[s['slice'] for s in worst]}" if worst else ""),
+    )  # fmt: skip
+
+
+def budget_checks(evidence: Evidence, params: RegistryParams) -> list[Check]:
+    """Scoring latency and model size within their budgets."""
+    budget = params.latency_budget_ms_per_1000
+    return [
+        Check(
+            "latency", evidence.latency_ms_per_1000 <= budget,
+            f"{evidence.latency_ms_per_1000:.1f} ms per 1,000 rows (budget {budget})",
+        ),
+        Check(
+            "size", evidence.size_mb <= params.size_budget_mb,
+            f"{evidence.size_mb:.2f} MB (budget {params.size_budget_mb})",
+        ),
+    ]  # fmt: skip
+
+
+def decide(
+    evidence: Evidence, params: RegistryParams, seed: int, window: str = "given"
+) -> GateResult:
+    """Apply every check of the rule (see the module docstring) on `window`'s rows."""
+    challenger = ranking_scores(evidence.labels, evidence.challenger)
+    checks = [Check("window", True, window), floors_check(challenger, evidence.labels, params)]
     champion = difference = None
     slices: list[dict] = []
     if evidence.champion is None:
@@ -135,48 +173,13 @@ def decide(
         champion = ranking_scores(evidence.labels, evidence.champion)
         difference = paired_bootstrap(
             evidence.labels, evidence.challenger, evidence.champion,
-            metric=RANKING_METRICS[primary], samples=params.bootstrap_samples,
+            metric=RANKING_METRICS[params.primary_metric], samples=params.bootstrap_samples,
             confidence=params.confidence, seed=seed,
         )  # fmt: skip
-        won = difference["difference"] >= params.margin
-        checks.append(Check(
-            "beats champion", won,
-            f"{primary} {challenger[primary]:.4f} vs {champion[primary]:.4f}: difference "
-            f"{difference['difference']:+.4f} ({params.confidence:.0%} interval "
-            f"{difference['low']:+.4f}..{difference['high']:+.4f}), margin {params.margin}",
-        ))  # fmt: skip
+        checks.append(beats_champion_check(challenger, champion, difference, params))
         slices = slice_regressions(evidence, params)
-        worst = [s for s in slices if s["regression"] > params.slice_max_regression]
-        detail = "no slice large enough"
-        if slices:
-            worst_slice = slices[0]
-            detail = (
-                f"{len(slices)} slices compared, "
-                f"worst {worst_slice['slice']} {worst_slice['regression']:+.4f}"
-            )
-        checks.append(
-            Check(
-                "slices",
-                not worst,
-                detail + (f"; regressed: {[s['slice'] for s in worst]}" if worst else ""),
-            )
-        )
-
-    budget = params.latency_budget_ms_per_1000
-    checks.append(
-        Check(
-            "latency",
-            evidence.latency_ms_per_1000 <= budget,
-            f"{evidence.latency_ms_per_1000:.1f} ms per 1,000 rows (budget {budget})",
-        )
-    )
-    checks.append(
-        Check(
-            "size",
-            evidence.size_mb <= params.size_budget_mb,
-            f"{evidence.size_mb:.2f} MB (budget {params.size_budget_mb})",
-        )
-    )
+        checks.append(slices_check(slices, params))
+    checks += budget_checks(evidence, params)
     return GateResult(
         passed=all(c.passed for c in checks), checks=checks, challenger=challenger,
         champion=champion, difference=difference, slices=slices, window=window,

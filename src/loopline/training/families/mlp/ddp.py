@@ -25,13 +25,16 @@ again (`logit_offset`), so its probabilities stay calibrated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import math
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -97,184 +100,285 @@ def sum_across_ranks(*values: float, device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def main() -> None:  # noqa: PLR0915 - one readable loop, kept in one place on purpose
-    """Train, early-stop, and (first process of each node) save the best weights and history."""
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place: its global rank, how many there are, its device."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def node_leader(self) -> bool:
+        """The first process of its node: it logs, tracks and saves."""
+        return self.local_rank == 0
+
+    def sync(self) -> None:
+        """Wait for the GPU's queued work (timings measure work done, not work queued)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def start_processes() -> Ranks:
+    """Join the process group: NCCL on GPUs, gloo (deterministic) on CPU."""
+    use_cuda = torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ranks = Ranks(
+        dist.get_rank(), dist.get_world_size(), local_rank,
+        torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"),
+    )  # fmt: skip
+    if use_cuda:
+        torch.cuda.set_device(ranks.device)
+    else:
+        torch.use_deterministic_algorithms(True)
+    level = logging.INFO if ranks.node_leader else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s")
+    return ranks
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """The train and valid splits as tensors on the device, and the network's shape."""
+
+    shape: MLPShape
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # numeric, codes, labels
+    valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def load(cls, features: Path, params: MLPParams, device: torch.device) -> DeviceData:
+        """Read the feature sets once and move them to `device`."""
+        data = load_feature_sets(features)
+        cardinalities = data.tables.cardinalities
+        shape = MLPShape(
+            numeric=tuple(data.numeric), categorical=tuple(data.categorical),
+            cardinalities=tuple(cardinalities[c] for c in data.categorical),
+            embedding_max_dim=params.embedding_max_dim, hidden=tuple(params.hidden),
+            dropout=params.dropout,
+        )  # fmt: skip
+        tensors = {}
+        for split in ("train", "valid"):
+            numeric, codes = to_tensors(data.x[split], shape)
+            labels = torch.from_numpy(data.y[split]).float()
+            tensors[split] = tuple(t.to(device) for t in (numeric, codes, labels))
+        return cls(shape, tensors["train"], tensors["valid"])
+
+
+class Precision:
+    """Mixed precision on GPU (bf16, or fp16 with a gradient scaler); full precision on CPU."""
+
+    def __init__(self, setting: str, device: torch.device) -> None:
+        self.dtype = amp_dtype(setting, device)
+        self.device = device
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype is torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's autocast context (none in full precision)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def epoch_shard(rows: int, ranks: Ranks, generator: torch.Generator) -> torch.Tensor:
+    """This rank's rows for one epoch: one seeded permutation, every `world`-th row of it."""
+    order = torch.randperm(rows, generator=generator).to(ranks.device)
+    rows_per_rank = rows // ranks.world  # every rank takes the same number of rows and steps
+    return order[ranks.rank : rows_per_rank * ranks.world : ranks.world]
+
+
+def train_epoch(
+    ddp: nn.Module,
+    data: DeviceData,
+    shard: torch.Tensor,
+    *,
+    step: Callable[..., torch.Tensor],
+    per_rank_batch: int,
+    ranks: Ranks,
+    timing: dict[str, float],
+) -> tuple[float, int]:
+    """One pass over this rank's shard; (summed training loss, rows seen)."""
+    ddp.train()
+    x_num, x_cat, y = data.train
+    loss_sum, seen = 0.0, 0
+    for start in range(0, len(shard), per_rank_batch):
+        ranks.sync()
+        began = time.perf_counter()
+        index = shard[start : start + per_rank_batch]
+        batch = (x_num[index], x_cat[index], y[index])
+        ranks.sync()
+        sliced = time.perf_counter()
+        loss = step(*batch)
+        loss_sum += float(loss.detach()) * len(index)
+        seen += len(index)
+        ranks.sync()
+        timing["data_s"] += sliced - began
+        timing["compute_s"] += time.perf_counter() - sliced
+    timing["rows"] += seen
+    return loss_sum, seen
+
+
+def valid_loss_sum(
+    ddp: DistributedDataParallel, data: DeviceData, precision: Precision, offset: float,
+    ranks: Ranks,
+) -> tuple[float, int]:  # fmt: skip
+    """This rank's share of the validation rows: (summed log loss, rows), calibrated logits."""
+    ddp.eval()
+    v_num, v_cat, v_y = data.valid
+    plain_loss = nn.BCEWithLogitsLoss(reduction="sum")
+    with torch.inference_mode(), precision.autocast():
+        mine = slice(ranks.rank, None, ranks.world)
+        logits = ddp.module(v_num[mine], v_cat[mine]).float() + offset
+        return float(plain_loss(logits, v_y[mine])), len(v_y[mine])
+
+
+def save(out: Path, best: dict, checkpoint: dict) -> None:
+    """The best weights (safetensors) and the checkpoint record, each written atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, tmp)
+    write_json(checkpoint, out / CHECKPOINT_FILE)
+
+
+def throughput(timing: dict[str, float], ranks: Ranks, precision: Precision) -> dict:
+    """Rows per second over all ranks, and the share spent slicing batches vs computing."""
+    total_s = timing["data_s"] + timing["compute_s"]
+    return {
+        "world_size": ranks.world, "device": str(ranks.device),
+        "amp": str(precision.dtype) if precision.dtype else "off",
+        "train_rows_per_s": timing["rows"] * ranks.world / total_s,
+        "data_fraction": timing["data_s"] / total_s,
+        "compute_fraction": timing["compute_s"] / total_s, "train_seconds": total_s,
+    }  # fmt: skip
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", required=True, help="MLPParams as JSON")
     parser.add_argument("--seed", type=int, required=True)
-    args = parser.parse_args()
-    params = MLPParams.model_validate_json(args.params)
+    return parser.parse_args()
 
-    # -- processes and devices ---------------------------------------------------------------
-    use_cuda = torch.cuda.is_available()
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.use_deterministic_algorithms(True)
-    node_leader = local_rank == 0  # one per node: logs, tracks, saves
-    logging.basicConfig(
-        level=logging.INFO if node_leader else logging.WARNING, format="%(message)s"
-    )
-    seed_everything(args.seed)  # identical initial weights on every rank
 
-    # -- data: tensors made once, on the device ----------------------------------------------
-    data = load_feature_sets(args.features)
-    cardinalities = data.tables.cardinalities
-    shape = MLPShape(
-        numeric=tuple(data.numeric),
-        categorical=tuple(data.categorical),
-        cardinalities=tuple(cardinalities[c] for c in data.categorical),
-        embedding_max_dim=params.embedding_max_dim,
-        hidden=tuple(params.hidden),
-        dropout=params.dropout,
-    )
-    tensors = {}
-    for split in ("train", "valid"):
-        numeric, codes = to_tensors(data.x[split], shape)
-        labels = torch.from_numpy(data.y[split]).float()
-        tensors[split] = tuple(t.to(device) for t in (numeric, codes, labels))
-    x_num, x_cat, y = tensors["train"]
-    v_num, v_cat, v_y = tensors["valid"]
-    positives = float(y.sum())
-    pos_weight = (len(y) - positives) / positives
-    logit_offset = -math.log(pos_weight)
+@dataclass(frozen=True)
+class Optimisation:
+    """How the weights move: one `step` per batch, the schedule it advances, the precision."""
 
-    # -- model, optimiser, schedule ------------------------------------------------------------
-    model = TabularMLP(shape).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+    step: Callable[..., torch.Tensor]
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    precision: Precision
+    per_rank_batch: int
+
+
+def optimisation(
+    ddp: DistributedDataParallel, params: MLPParams, ranks: Ranks, pos_weight: float, rows: int
+) -> Optimisation:
+    """AdamW with warm-up + cosine, positives up-weighted, gradients clipped, mixed precision."""
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, params.weight_decay), lr=params.learning_rate
+        parameter_groups(ddp.module, params.weight_decay), lr=params.learning_rate
     )
-    rows_per_rank = len(y) // world  # every rank takes the same number of rows and steps
-    per_rank_batch = max(1, params.batch_size // world)
-    steps_per_epoch = math.ceil(rows_per_rank / per_rank_batch)
+    per_rank_batch = max(1, params.batch_size // ranks.world)
+    steps_per_epoch = math.ceil(rows // ranks.world / per_rank_batch)
+    total_steps = steps_per_epoch * params.max_epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(
-            steps_per_epoch * params.max_epochs, params.warmup_fraction, params.min_lr_fraction
-        ),
+        optimizer, lr_lambda(total_steps, params.warmup_fraction, params.min_lr_fraction)
     )
-    train_loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
-    plain_loss = nn.BCEWithLogitsLoss(reduction="sum")
-    autocast_dtype = amp_dtype(params.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16)
+    train_loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=ranks.device))
+    precision = Precision(params.amp, ranks.device)
 
-    def autocast():  # noqa: ANN202
-        if autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
+    def step(x_num: torch.Tensor, x_cat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch: forward, scaled backward, clip, step, schedule."""
+        with precision.autocast():
+            loss = train_loss(ddp(x_num, x_cat).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(ddp.parameters(), params.grad_clip)
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        schedule.step()
+        return loss
 
-    def sync() -> None:
-        if use_cuda:
-            torch.cuda.synchronize(device)
+    return Optimisation(step, schedule, precision, per_rank_batch)
 
-    tracker = None
-    if node_leader and os.environ.get("MLFLOW_RUN_ID"):
-        import mlflow  # noqa: PLC0415 - the tracking node's leader only
 
-        tracker = mlflow
-    best = {"loss": math.inf, "epoch": -1, "state": None}
+def main() -> None:
+    """Train, early-stop, and (first process of each node) save the best weights and history."""
+    args = _arguments()
+    params = MLPParams.model_validate_json(args.params)
+    ranks = start_processes()
+    seed_everything(args.seed)  # identical initial weights on every rank
+    data = DeviceData.load(args.features, params, ranks.device)
+    rows = len(data.train[2])
+    positives = float(data.train[2].sum())
+    pos_weight = (rows - positives) / positives
+    logit_offset = -math.log(pos_weight)  # the saved model undoes the up-weighting
+    model = TabularMLP(data.shape).to(ranks.device)
+    on_gpu = ranks.device.type == "cuda"
+    ddp = DistributedDataParallel(model, device_ids=[ranks.local_rank] if on_gpu else None)
+    opt = optimisation(ddp, params, ranks, pos_weight, rows)
+
+    tracker = _tracker(ranks)
+    best: dict = {"loss": math.inf, "epoch": -1, "state": None}
     history: list[dict] = []
     timing = {"data_s": 0.0, "compute_s": 0.0, "rows": 0}
     generator = torch.Generator().manual_seed(args.seed)
-
-    # -- the loop ------------------------------------------------------------------------------
     for epoch in range(params.max_epochs):
-        ddp.train()
-        order = torch.randperm(len(y), generator=generator).to(device)
-        shard = order[rank : rows_per_rank * world : world]
-        loss_sum, seen = 0.0, 0
-        for start in range(0, rows_per_rank, per_rank_batch):
-            sync()
-            began = time.perf_counter()
-            index = shard[start : start + per_rank_batch]
-            batch = (x_num[index], x_cat[index], y[index])
-            sync()
-            sliced = time.perf_counter()
-            with autocast():
-                loss = train_loss(ddp(batch[0], batch[1]).float(), batch[2])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(ddp.parameters(), params.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            loss_sum += float(loss.detach()) * len(index)
-            seen += len(index)
-            sync()
-            timing["data_s"] += sliced - began
-            timing["compute_s"] += time.perf_counter() - sliced
-        timing["rows"] += seen
-
-        # validation: each rank scores its share of rows, losses are summed over ranks
-        ddp.eval()
-        with torch.inference_mode(), autocast():
-            mine = slice(rank, None, world)
-            logits = model(v_num[mine], v_cat[mine]).float() + logit_offset
-            valid_sum = float(plain_loss(logits, v_y[mine]))
-        train_sum, train_rows, valid_total, valid_rows = sum_across_ranks(
-            loss_sum, seen, valid_sum, len(v_y[mine]), device=device
+        shard = epoch_shard(rows, ranks, generator)
+        loss_sum, seen = train_epoch(
+            ddp, data, shard, step=opt.step, per_rank_batch=opt.per_rank_batch, ranks=ranks,
+            timing=timing,
+        )  # fmt: skip
+        valid_sum, valid_rows = valid_loss_sum(ddp, data, opt.precision, logit_offset, ranks)
+        train_sum, train_rows, valid_total, valid_all = sum_across_ranks(
+            loss_sum, seen, valid_sum, valid_rows, device=ranks.device
         )
         record = {
-            "epoch": epoch,
-            "train_loss": train_sum / train_rows,
-            "valid_log_loss": valid_total / valid_rows,
-            "learning_rate": schedule.get_last_lr()[0],
-        }
+            "epoch": epoch, "train_loss": train_sum / train_rows,
+            "valid_log_loss": valid_total / valid_all,
+            "learning_rate": opt.schedule.get_last_lr()[0],
+        }  # fmt: skip
         history.append(record)
         if record["valid_log_loss"] < best["loss"] - 1e-5:
-            best = {
-                "loss": record["valid_log_loss"],
-                "epoch": epoch,
-                "state": copy.deepcopy(model.state_dict()),
-            }
-        if node_leader:
-            log.info(
-                "epoch %(epoch)d train %(train_loss).4f valid %(valid_log_loss).4f "
-                "lr %(learning_rate).2e",
-                record,
-            )
-            if tracker is not None:
-                tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            best = {"loss": record["valid_log_loss"], "epoch": epoch,
+                    "state": copy.deepcopy(model.state_dict())}  # fmt: skip
+        _report(record, ranks, tracker)
         if epoch - best["epoch"] >= params.patience:
             break
 
-    # -- each node's leader saves -------------------------------------------------------------
-    if node_leader:
-        total_s = timing["data_s"] + timing["compute_s"]
-        state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
-        with atomic_path(args.out / WEIGHTS_FILE) as tmp:
-            save_file(state, tmp)
-        checkpoint = {
-            "shape": shape_as_dict(shape),
-            "logit_offset": logit_offset,
-            "best_epoch": best["epoch"],
-            "epochs_run": len(history),
-            "saved_by_rank": rank,  # this node's leader: global rank 0 only if it came first
-            "history": history,
-            "throughput": {
-                "world_size": world,
-                "device": str(device),
-                "amp": str(autocast_dtype) if autocast_dtype else "off",
-                "train_rows_per_s": timing["rows"] * world / total_s,
-                "data_fraction": timing["data_s"] / total_s,
-                "compute_fraction": timing["compute_s"] / total_s,
-                "train_seconds": total_s,
-            },
-        }
-        write_json(checkpoint, args.out / CHECKPOINT_FILE)
-        log.info(
-            "best epoch %d of %d, valid log loss %.4f", best["epoch"], len(history), best["loss"]
-        )
+    if ranks.node_leader:  # every rank holds the same weights: each node's leader saves
+        save(args.out, best, {
+            "shape": shape_as_dict(data.shape), "logit_offset": logit_offset,
+            "best_epoch": best["epoch"], "epochs_run": len(history),
+            "saved_by_rank": ranks.rank,  # this node's leader: rank 0 only if it came first
+            "history": history, "throughput": throughput(timing, ranks, opt.precision),
+        })  # fmt: skip
+        log.info("best epoch %d of %d, valid log loss %.4f", best["epoch"], len(history),
+                 best["loss"])  # fmt: skip
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _tracker(ranks: Ranks) -> Any:
+    """MLflow, for the node leader of a tracked run (MLFLOW_RUN_ID set); else None."""
+    if ranks.node_leader and os.environ.get("MLFLOW_RUN_ID"):
+        import mlflow  # noqa: PLC0415 - the tracking node's leader only
+
+        return mlflow
+    return None
+
+
+def _report(record: dict, ranks: Ranks, tracker: Any) -> None:
+    """One line per epoch, and the epoch's metrics to MLflow (node leaders only)."""
+    if not ranks.node_leader:
+        return
+    log.info(
+        "epoch %(epoch)d train %(train_loss).4f valid %(valid_log_loss).4f lr %(learning_rate).2e",
+        record,
+    )
+    if tracker is not None:
+        tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
 
 if __name__ == "__main__":
