@@ -139,7 +139,7 @@ def _run_stages(
     running: Processes, workspace: Workspace, last: str | None, env: dict[str, str]
 ) -> int:
     """Run dvc.yaml's stage commands in order, up to `last`; the first non-zero exit, or 0."""
-    for name, line in stage_commands(workspace.root / "dvc.yaml", last):
+    for name, line in stage_commands(workspace.root / "dvc.yaml", workspace.params_file, last):
         typer.echo(f"$ {line}  (stage {name})")
         returncode = running.run(shlex.split(line), env, cwd=workspace.root)
         if returncode != 0:

@@ -18,26 +18,42 @@ from typing import Any
 import yaml
 
 from loopline.core.errors import LooplineError
+from loopline.core.params import PARAMS_ENV, read_params_yaml
 
 
-def stage_commands(dvc_yaml: Path, last: str | None = None) -> list[tuple[str, str]]:
+def stage_commands(
+    dvc_yaml: Path, params_file: Path, last: str | None = None
+) -> list[tuple[str, str]]:
     """(stage name, command line) of dvc.yaml's stages in file order, foreach expanded.
 
-    The order in dvc.yaml is already one that DVC's graph allows; `last` stops after that
-    stage. This is how a dataset that DVC does not track runs the same pipeline.
+    A `foreach` over a params key (`${evaluate.candidates}`) takes that key's value from
+    `params_file`, as DVC takes it from params.yaml. The order in dvc.yaml is already one
+    that DVC's graph allows; `last` stops after that stage. This is how a dataset that
+    DVC does not track runs the same pipeline.
     """
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     names = list(stages)
     if last is not None and last not in names:
         raise LooplineError(f"no stage {last!r} in {dvc_yaml}; stages: {names}")
+    values = read_params_yaml(params_file)
     commands = []
     for name in names[: names.index(last) + 1 if last else None]:
         definition = stages[name]
         command = definition["do"]["cmd"] if "foreach" in definition else definition["cmd"]
-        for item in definition.get("foreach", [None]):
+        for item in _items(definition.get("foreach", [None]), values):
             line = command.replace("${item}", str(item)) if item is not None else command
             commands.append((name, line))
     return commands
+
+
+def _items(foreach: list | str, values: Mapping[str, Any]) -> list:
+    """A foreach list, or the list a `${dotted.key}` names in the params."""
+    if not isinstance(foreach, str):
+        return foreach
+    node: Any = values
+    for part in foreach.removeprefix("${").removesuffix("}").split("."):
+        node = node[part]
+    return list(node)
 
 
 def set_arguments(overrides: Mapping[str, Any]) -> list[str]:
@@ -79,7 +95,7 @@ def run_stages(root: Path, env: Mapping[str, str], timeout_s: float) -> None:
     stage's last output.
     """
     deadline = time.monotonic() + timeout_s
-    for name, line in stage_commands(root / "dvc.yaml"):
+    for name, line in stage_commands(root / "dvc.yaml", Path(env[PARAMS_ENV])):
         result = subprocess.run(
             shlex.split(line), cwd=root, env=dict(env), capture_output=True, text=True,
             timeout=max(deadline - time.monotonic(), 1), check=False,
