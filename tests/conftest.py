@@ -189,6 +189,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 FAST_TRAIN = {
     "hist_gb": {"max_iter": 60},
     "xgboost": {"n_estimators": 300, "early_stopping_rounds": 30, "learning_rate": 0.1},
+    "lightgbm": {"n_estimators": 300, "early_stopping_rounds": 30, "learning_rate": 0.1},
     "mlp": {"hidden": [32, 16], "batch_size": 512, "max_epochs": 4, "patience": 2},
 }
 

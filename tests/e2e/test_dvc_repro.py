@@ -40,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, small_tables: dict, prefec
         "train@logistic",
         "train@hist_gb",
         "train@xgboost",
+        "train@lightgbm",
         "train@mlp",
         "evaluate",
         "register",

@@ -42,7 +42,7 @@ from tests.integration.conftest import bento_server
 pytestmark = pytest.mark.slow
 
 PARAMS = "params.wa_churn.yaml"
-FAMILIES = ("logistic", "hist_gb", "xgboost", "mlp")
+FAMILIES = ("logistic", "hist_gb", "xgboost", "lightgbm", "mlp")
 
 
 @pytest.fixture(scope="module")

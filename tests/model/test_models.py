@@ -96,7 +96,7 @@ def test_identifiers_and_batching_do_not_change_a_prediction(
     np.testing.assert_allclose(single, every[[5]], rtol=0, atol=PARITY_TOLERANCE)
 
 
-@pytest.mark.parametrize("family", ["hist_gb", "xgboost"])
+@pytest.mark.parametrize("family", ["hist_gb", "xgboost", "lightgbm"])
 def test_direction_storm_weather_raises_the_risk(
     family: str, scorers: dict, test_records: pd.DataFrame
 ) -> None:
