@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from loopline.training.families import family_params
-from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.launch import train_mlp
+from loopline.training.families.mlp.params import MLPParams
 from loopline.training.feature_sets import FeatureSets, load_feature_sets
 from loopline.workspace import Workspace
 

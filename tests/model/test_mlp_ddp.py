@@ -18,9 +18,9 @@ import torch
 from loopline.core.params import Params
 from loopline.infra.processes import free_port
 from loopline.training.families import family_params
-from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.ddp import lr_lambda
 from loopline.training.families.mlp.launch import join_training, train_mlp
+from loopline.training.families.mlp.params import MLPParams
 from loopline.training.feature_sets import load_feature_sets
 from loopline.training.metrics import classification_metrics
 

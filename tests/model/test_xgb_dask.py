@@ -10,7 +10,7 @@ import xgboost
 from loopline.core.params import Params, parse_params
 from loopline.data.datasets.base import Dataset
 from loopline.training.families import family_params
-from loopline.training.families.xgboost import XGBoostParams
+from loopline.training.families.xgboost.params import XGBoostParams
 from loopline.training.feature_sets import load_feature_sets
 from loopline.training.train import train_family
 from tests.conftest import small_params_dict, write_features

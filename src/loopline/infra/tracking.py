@@ -6,18 +6,9 @@ call, made when a Workspace first needs the tracking store (never at import).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 
 from loopline.core.params import MlflowParams
-
-
-def tracking_uri_at(uri: str, root: Path) -> str:
-    """`uri` with a relative SQLite path resolved against `root` (others unchanged)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
-    return uri
 
 
 def configure_mlflow(params: MlflowParams) -> str:

@@ -9,36 +9,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field
+from typing import Any
 
 from loopline.core.errors import LooplineError
-from loopline.core.params import Section
 from loopline.scoring.features import FeatureTables
 from loopline.scoring.formats import write_mlp
 from loopline.training.families import Family, Fitted, TrainContext
+from loopline.training.families.mlp.params import MLPParams
 from loopline.training.feature_sets import FeatureSets
-
-
-class MLPParams(Section):
-    """`train.mlp`: the network, its optimiser and schedule, and the DDP launch."""
-
-    embedding_max_dim: int = Field(ge=1)
-    hidden: tuple[int, ...]
-    dropout: float = Field(ge=0, lt=1)
-    batch_size: int = Field(ge=8)  # global: split across all processes
-    learning_rate: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    warmup_fraction: float = Field(ge=0, lt=1)
-    min_lr_fraction: float = Field(ge=0, le=1)
-    max_epochs: int = Field(ge=1)
-    patience: int = Field(ge=1)
-    grad_clip: float = Field(gt=0)
-    amp: Literal["auto", "bf16", "fp16", "off"]
-    nproc_per_node: int = Field(ge=1)
-    nnodes: int = Field(ge=1)
-    rdzv_endpoint: str
 
 
 def train(data: FeatureSets, params: MLPParams, context: TrainContext) -> Fitted:

@@ -44,7 +44,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from loopline.core.io import atomic_path, write_json
 from loopline.core.seeds import seed_everything
-from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.network import (
     CHECKPOINT_FILE,
     WEIGHTS_FILE,
@@ -53,6 +52,7 @@ from loopline.training.families.mlp.network import (
     shape_as_dict,
     to_tensors,
 )
+from loopline.training.families.mlp.params import MLPParams
 from loopline.training.feature_sets import load_feature_sets
 
 log = logging.getLogger("loopline.mlp_train")

@@ -20,13 +20,13 @@ from safetensors.torch import load_file
 
 from loopline.core.errors import LooplineError
 from loopline.core.io import read_json
-from loopline.training.families.mlp import MLPParams
 from loopline.training.families.mlp.network import (
     CHECKPOINT_FILE,
     WEIGHTS_FILE,
     MLPClassifier,
     shape_from_dict,
 )
+from loopline.training.families.mlp.params import MLPParams
 
 log = logging.getLogger(__name__)
 

@@ -8,39 +8,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import xgboost
-from pydantic import Field
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from loopline.core.params import Section
 from loopline.scoring.features import FeatureTables
 from loopline.scoring.formats import write_xgboost
 from loopline.training.families import Family, Fitted, TrainContext
+from loopline.training.families.xgboost.params import XGBoostParams
 from loopline.training.feature_sets import FeatureSets
 
 log = logging.getLogger(__name__)
-
-
-class XGBoostParams(Section):
-    """`train.xgboost`: XGBoost `hist` with native categories and early stopping."""
-
-    n_estimators: int = Field(ge=1)
-    learning_rate: float = Field(gt=0, le=1)
-    max_depth: int = Field(ge=1)
-    min_child_weight: float = Field(ge=0)
-    subsample: float = Field(gt=0, le=1)
-    colsample_bytree: float = Field(gt=0, le=1)
-    reg_lambda: float = Field(ge=0)
-    max_cat_to_onehot: int = Field(ge=1)
-    early_stopping_rounds: int = Field(ge=1)
-    device: Literal["auto", "cpu", "cuda"]
-    engine: Literal["local", "dask"]  # dask: xgboost.dask over a Dask cluster
-    scheduler: str | None  # dask: a scheduler address (tcp://host:8786); None: a local cluster
-    dask_workers: int = Field(ge=1, le=64)  # ... of this many single-threaded workers
 
 
 class AsCategories(TransformerMixin, BaseEstimator):

@@ -23,7 +23,7 @@ import pandas as pd
 import xgboost
 import xgboost.dask
 
-from loopline.training.families.xgboost import XGBoostParams
+from loopline.training.families.xgboost.params import XGBoostParams
 
 log = logging.getLogger(__name__)
 
