@@ -50,7 +50,6 @@ LOCATIONS = (
     "monitor.workspace", "monitor.reports", "monitor.state", "team.home", "team.artifacts",
     "team.params_file", "featurize.split.keys_file",
 )  # fmt: skip
-TRACKING_URI = "mlflow.tracking_uri"  # sqlite:///relative.db is a place too
 DVC_PARAMS = "params.yaml"  # the params file dvc.yaml's stages declare
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +30,7 @@ from loopline.data.time_axis import ReplayOptions
 from loopline.infra import processes
 from loopline.infra.dvc import stage_commands
 from loopline.infra.environment import configure_logging, quiet_environment, tool_environment
-from loopline.infra.processes import Processes, stopped_by_signals
+from loopline.infra.processes import Processes, python_module, stopped_by_signals
 from loopline.workspace import Workspace
 
 app = typer.Typer(help="Loopline: a closed-loop MLOps reference project.", no_args_is_help=True)
@@ -70,10 +69,6 @@ def prefect_api(running: Processes, workspace: Workspace, port: int) -> str:
         return workspace.params.prefect.api_url
     home = workspace.root / ".prefect"
     return running.start(processes.prefect_server(home, "127.0.0.1", port), reuse=True)
-
-
-def _python(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
 
 
 @app.command()
@@ -124,7 +119,7 @@ def run(
         env = tool_environment(PREFECT_API_URL=api_url, **{PARAMS_ENV: str(workspace.params_file)})
         if workspace.dvc_tracked:
             typer.echo(f"$ dvc repro {stage or ''}  (Prefect API {api_url})")
-            command = _python("dvc", "repro", *(["--force"] if force else []),
+            command = python_module("dvc", "repro", *(["--force"] if force else []),
                               *([stage] if stage else []))  # fmt: skip
             returncode = running.run(command, env, cwd=workspace.root)
         else:
@@ -277,7 +272,7 @@ def monitor(
     days = [f"--{name}={value}" for name, value in bounds if value]
     with managed() as running:
         workspace = Workspace.load(params)
-        command = _python("pipelines.monitor", "--params", str(workspace.params_file), *days)
+        command = python_module("pipelines.monitor", "--params", str(workspace.params_file), *days)
         returncode = running.run(command, tool_environment(), cwd=workspace.root)
     raise typer.Exit(code=returncode)
 
@@ -331,7 +326,7 @@ def replay(  # noqa: PLR0917 - typer: every option is a parameter
         raise fail(error) from None
     with managed() as running:
         url, api_url = _loop_servers(running, workspace, port)
-        command = _python("pipelines.replay", "--params", str(workspace.params_file),
+        command = python_module("pipelines.replay", "--params", str(workspace.params_file),
                           "--url", url, "--api-url", api_url, *_replay_flags(options))  # fmt: skip
         returncode = running.run(command, tool_environment(PREFECT_API_URL=api_url),
                                  cwd=workspace.root)  # fmt: skip

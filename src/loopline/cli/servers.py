@@ -125,8 +125,8 @@ def _start_services(running: Processes, workspace: Workspace, servers: TeamServe
     )  # fmt: skip
     servers.prefect_api = running.start(prefect)
     servers.health["prefect"] = _health(f"{servers.prefect_api}/health")
-    artifacts = team.artifacts if "://" in team.artifacts else str(Path(team.artifacts).resolve())
-    if "://" not in team.artifacts:
+    artifacts = team.artifacts  # a URL, or a folder (absolute: the Workspace anchored it)
+    if "://" not in artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
     mlflow = processes.mlflow_server(
         team.host, _port(team.ports.mlflow, team.host), servers.database("mlflow"),

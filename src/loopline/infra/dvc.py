@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from loopline.core.errors import LooplineError
 from loopline.core.params import PARAMS_ENV, read_params_yaml
+from loopline.infra.processes import python_module
 
 
 def stage_commands(
@@ -76,8 +76,8 @@ def run_experiment(
 
     Raises LooplineError with DVC's last output if the experiment fails.
     """
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name,
-               *set_arguments(overrides)]  # fmt: skip
+    command = python_module("dvc", "exp", "run", "--temp", "--name", name,
+                            *set_arguments(overrides))  # fmt: skip
     result = subprocess.run(
         command, cwd=root, env=dict(env), capture_output=True, text=True, timeout=timeout_s,
         check=False,

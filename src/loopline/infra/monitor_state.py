@@ -129,5 +129,7 @@ class MonitorState:
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         """One decision by its id (None if there is no such decision)."""
-        found = [d for d in self.decisions() if d["decision_id"] == decision_id]
-        return found[0] if found else None
+        query = sa.select(DECISIONS).where(DECISIONS.c.decision_id == decision_id)
+        with self.engine.connect() as db:
+            row = db.execute(query).mappings().first()
+        return None if row is None else {**row, "detail": json.loads(row["detail"])}

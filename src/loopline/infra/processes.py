@@ -235,10 +235,6 @@ class Processes:
                     )
             time.sleep(1)
 
-    def pids(self) -> list[int]:
-        """Process ids of the servers started here (not their children)."""
-        return [running.process.pid for running in self.running]
-
     def stop_all(self) -> None:
         """Stop every started server, newest first (a SIGTERM during this is held off)."""
         while self.running:
@@ -255,7 +251,8 @@ class Processes:
 # -- one builder per server ------------------------------------------------------------------
 
 
-def _python(*args: str) -> list[str]:
+def python_module(*args: str) -> list[str]:
+    """`python -m ...` with this interpreter: the tools installed beside it, whatever PATH says."""
     return [sys.executable, "-m", *args]
 
 
@@ -275,7 +272,7 @@ def prefect_server(
     api = f"http://{host}:{port}/api"
     home.mkdir(parents=True, exist_ok=True)
     return Server(
-        "prefect", _python("prefect", "server", "start", "--host", host, "--port", str(port)),
+        "prefect", python_module("prefect", "server", "start", "--host", host, "--port", str(port)),
         http_ready(f"{api}/health"), api, env=env, log_file=log_file or home / "server.log",
     )  # fmt: skip
 
@@ -295,7 +292,7 @@ def mlflow_server(
     `artifacts_destination` makes it serve artifacts itself (clients upload over HTTP, a
     shared store); `default_artifact_root` points clients at a folder they write directly.
     """
-    command = _python("mlflow", "server", "--host", host, "--port", str(port))
+    command = python_module("mlflow", "server", "--host", host, "--port", str(port))
     if workers:
         command += ["--workers", str(workers)]
     command += ["--backend-store-uri", backend_store]
@@ -311,7 +308,7 @@ def evidently_ui(workspace: Path, host: str, port: int, log_file: Path | None = 
     """`evidently ui` over a workspace folder: the drift dashboard."""
     workspace.mkdir(parents=True, exist_ok=True)
     url = f"http://{host}:{port}"
-    command = _python("evidently.cli", "ui", "--workspace", str(workspace), "--host", host,
+    command = python_module("evidently.cli", "ui", "--workspace", str(workspace), "--host", host,
                       "--port", str(port))  # fmt: skip
     return Server("evidently", command, http_ready(f"{url}/api/version"), url, log_file=log_file)
 
@@ -331,7 +328,7 @@ def bentoml_service(
     """
     environment = tool_environment(LOOPLINE_PARAMS=str(params_file), **{**SERVICE_ENV, **env})
     url = f"http://{host}:{port}"
-    command = _python("bentoml", "serve", SERVICE, "--host", host, "--port", str(port))
+    command = python_module("bentoml", "serve", SERVICE, "--host", host, "--port", str(port))
     return Server(
         "bentoml", command, http_ready(f"{url}/readyz"), url, env=environment,
         cwd=params_file.parent, log_file=log_file,
@@ -356,7 +353,7 @@ def postgres(data_dir: Path, host: str, port: int, log_file: Path | None = None)
 
 def prefect_worker(pool: str, name: str, api_url: str, cwd: Path, log_file: Path) -> Server:
     """A Prefect process worker of `pool`; ready once the server lists it online."""
-    command = _python("prefect", "worker", "start", "--pool", pool, "--type", "process",
+    command = python_module("prefect", "worker", "start", "--pool", pool, "--type", "process",
                       "--name", name)  # fmt: skip
     return Server(
         f"worker {name}", command, lambda: name in online_workers(api_url, pool), api_url,
@@ -375,7 +372,7 @@ def online_workers(api_url: str, pool: str) -> list[str]:
 
 def deployments_command(params_file: Path) -> list[str]:
     """The command that creates the loop's deployments (and, without a pool, runs them)."""
-    return _python("pipelines.deployments", "--params", str(params_file))
+    return python_module("pipelines.deployments", "--params", str(params_file))
 
 
 def deployment_runner(params_file: Path, api_url: str, log_file: Path) -> Server:

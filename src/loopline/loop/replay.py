@@ -35,7 +35,8 @@ import pandas as pd
 from loopline.core.errors import LooplineError
 from loopline.data.time_axis import ReplayBatch, Replayed, ReplayOptions
 from loopline.infra.prefect import wait_for_flow_run
-from loopline.monitoring.records import BatchOutcome, flag_dict
+from loopline.monitoring.records import BatchOutcome
+from loopline.monitoring.run import outcome_fields
 from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
 from loopline.training.metrics import period_quality
@@ -197,10 +198,7 @@ class Replay:
         state, monitor = self.workspace.monitor_state, self.workspace.params.monitor
         outcome = BatchOutcome.from_dict(state.history(1)[-1])
         decision = state.decisions()[-1]
-        return {
-            "outcome": outcome.as_dict(),
-            "flags": [flag_dict(flag) for flag in outcome.flags(monitor)],
-            "flagged_because": outcome.reasons(monitor),
+        return outcome_fields(outcome, monitor) | {
             "reason": decision["reason"], "trigger": bool(decision["trigger"]),
             "decision_id": decision["decision_id"],
         }  # fmt: skip

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from loopline.core.params import MonitorParams
 from loopline.data.time_axis import Batch
 from loopline.monitoring.dashboard import open_project
 from loopline.monitoring.drift import MonitoredColumns
@@ -70,18 +71,27 @@ def judge(workspace: Workspace, batch: Batch, measured: Measured, retrain_runnin
     return Judged(measured, decision, decision_id, labeled_until)
 
 
+def outcome_fields(outcome: BatchOutcome, monitor: MonitorParams) -> dict[str, Any]:
+    """A batch's outcome as a monitor run returns it: its fields and the limits it crossed.
+
+    The limits come twice: as fields (`flags`, what code reads) and in words (for people).
+    """
+    return {
+        "outcome": outcome.as_dict(),
+        "flags": [flag_dict(flag) for flag in outcome.flags(monitor)],
+        "flagged_because": outcome.reasons(monitor),
+    }
+
+
 def summary(workspace: Workspace, judged: Judged) -> dict[str, Any]:
     """What a monitor run returns: the decision and the batch, in fields and in words."""
     outcome, monitor = judged.measured.outcome, workspace.params.monitor
     return {
         "measured": True, "decision_id": judged.decision_id,
         "trigger": judged.decision.trigger, "reason": judged.decision.reason,
-        "held_by": judged.decision.held_by,
-        "flags": [flag_dict(flag) for flag in outcome.flags(monitor)],
-        "flagged_because": outcome.reasons(monitor),
+        "held_by": judged.decision.held_by, **outcome_fields(outcome, monitor),
         "incidents": [str(incident) for incident in outcome.incidents],
         "labeled_until": str(judged.labeled_until), "report": str(judged.measured.report_path),
-        "outcome": outcome.as_dict(),
     }  # fmt: skip
 
 
