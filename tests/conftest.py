@@ -152,7 +152,11 @@ def tool_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server on a free loopback port for the whole session."""
-    home = tmp_path_factory.mktemp("prefect-home")
+    yield from prefect_server_for(tmp_path_factory.mktemp("prefect-home"))
+
+
+def prefect_server_for(home: Path) -> Iterator[str]:
+    """A Prefect server with its database in `home`, on a free loopback port, until closed."""
     with Processes() as running:
         api_url = running.start(processes.prefect_server(home, "127.0.0.1", free_port()))
         yield api_url

@@ -36,13 +36,29 @@ from loopline.scoring.registered import load_version
 from loopline.workspace import Workspace
 from pipelines.monitor import monitor
 from pipelines.retrain import retrain
-from tests.conftest import churn_params_dict, churn_slice, make_project, run_in_project
+from tests.conftest import (
+    churn_params_dict,
+    churn_slice,
+    make_project,
+    prefect_server_for,
+    run_in_project,
+)
 from tests.integration.conftest import bento_server
 
 pytestmark = pytest.mark.slow
 
 PARAMS = "params.wa_churn.yaml"
 FAMILIES = ("logistic", "hist_gb", "xgboost", "lightgbm", "mlp")
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's own Prefect server: its loop must not see another test's retrain.
+
+    On the session's server, a retrain that the loop test's automation started after its
+    runner stopped stays in progress, and the monitor here rightly holds every trigger.
+    """
+    yield from prefect_server_for(tmp_path_factory.mktemp("churn-prefect"))
 
 
 @pytest.fixture(scope="module")
