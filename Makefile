@@ -50,7 +50,7 @@ pinned: run  ## make run, then fail if dvc.lock or metrics/ differ from the comm
 	@changed="$$(git status --porcelain -- dvc.lock metrics)"; \
 	if [ -n "$$changed" ]; then \
 		echo "make run changed what the commit pins (same code, data and params must give the same files):"; \
-		echo "$$changed"; git --no-pager diff -- dvc.lock metrics; exit 1; \
+		echo "$$changed"; git --no-pager diff HEAD -- dvc.lock metrics; exit 1; \
 	fi; echo "dvc.lock and metrics/ are exactly the committed ones"
 
 lint: setup  ## ruff check + format check + the import layers only

@@ -86,3 +86,9 @@ def test_the_check_goes_red_when_a_dep_is_dropped() -> None:
     missing = missing_deps(_module(declared["cmd"]), deps)
     assert "src/loopline/training/metrics.py" in missing
     assert "src/loopline/training/families" in missing  # the plug-ins, as one folder
+
+
+@pytest.mark.parametrize("stage", sorted(_stages()))
+def test_every_stage_depends_on_the_script_that_runs_it(stage: str) -> None:
+    """stage.sh chooses the Python and pins the BLAS kernel: both shape what a stage writes."""
+    assert STAGE_SCRIPT in _stages()[stage]["deps"], f"stage {stage!r} does not list {STAGE_SCRIPT}"
