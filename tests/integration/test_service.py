@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -161,6 +163,56 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server: str, tmp_path:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
     assert "7 selected / 7 total" in result.stdout  # /predict, /metadata, /reload among them
+
+
+STALLED = 500
+
+
+def _stall(url: str) -> socket.socket:
+    """A connection that sends its headers and the first bytes of a body, then nothing."""
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    stalled = socket.create_connection((host, port), timeout=30)
+    stalled.sendall(
+        b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b'content-length: 2000\r\n\r\n{"records": [{"carrier": '
+    )
+    return stalled
+
+
+def _status_once_closed(stalled: socket.socket) -> bytes:
+    """The status line the server sent, read until it closed (a server that keeps the
+    connection open makes `recv` time out, failing the test)."""
+    received = b""
+    while chunk := stalled.recv(65536):
+        received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
+def test_stalled_clients_time_out_with_408_and_never_block_normal_requests(
+    server: str, serving_world: ServingWorld, columns: list[str]
+) -> None:
+    """500 connections stall mid-body: normal requests are answered meanwhile, and after
+    serve.client_timeout_s every stalled connection gets 408 and is closed by the server."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    payload = {"records": _records(serving_world.test_records.iloc[:5], columns)}
+    stalled = [_stall(server) for _ in range(STALLED)]
+    try:
+        with httpx.Client(timeout=30) as http:
+            statuses = Counter(
+                http.post(f"{server}/predict", json=payload).status_code for _ in range(50)
+            )
+        assert statuses == {200: 50}
+        for connection in stalled:  # answered meanwhile: no stalled one has its 408 yet
+            connection.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                connection.recv(1)
+            connection.settimeout(30)
+        answers = Counter(_status_once_closed(connection) for connection in stalled)
+    finally:
+        for connection in stalled:
+            connection.close()
+    assert answers == {b"HTTP/1.1 408 Request Timeout": STALLED}
 
 
 def test_hot_swap_under_concurrent_requests_drops_nothing(

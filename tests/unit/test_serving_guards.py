@@ -1,6 +1,9 @@
-"""The API key and body-size guards, around a trivial ASGI app."""
+"""The intake, API key, JSON-only and load guards, around a trivial ASGI app."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -9,7 +12,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from loopline.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware
+from loopline.serving.guards import (
+    ApiKeyMiddleware,
+    IntakeMiddleware,
+    JsonOnlyMiddleware,
+    LoadShedMiddleware,
+)
 
 
 async def echo(request: Request) -> JSONResponse:
@@ -22,9 +30,9 @@ def _client(monkeypatch: pytest.MonkeyPatch, key: str | None, limit: int = 1000)
     else:
         monkeypatch.setenv("TEST_API_KEY", key)
     app = Starlette(routes=[Route("/predict", echo, methods=["POST"]), Route("/healthz", echo)])
+    app.add_middleware(JsonOnlyMiddleware)  # Starlette: the last added runs first
     app.add_middleware(ApiKeyMiddleware, env_var="TEST_API_KEY")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limit)
-    app.add_middleware(JsonOnlyMiddleware)
+    app.add_middleware(IntakeMiddleware, max_open=8, deadline_s=5, max_bytes=limit, retry_after_s=1)
     return TestClient(app)
 
 
@@ -55,6 +63,7 @@ def test_bodies_over_the_limit_get_413_by_header_and_by_stream(
     response = client.post("/predict", content=b"x" * 101)
     assert response.status_code == 413
     assert "over 100 bytes" in response.json()["error"]
+    assert response.headers["connection"] == "close"  # the unread rest must not be parsed
     streamed = client.post("/predict", content=iter([b"x" * 60, b"x" * 60]))  # chunked, no length
     assert streamed.status_code == 413
 
@@ -73,3 +82,84 @@ def test_json_with_a_charset_and_a_missing_type_pass(monkeypatch: pytest.MonkeyP
     charset = {"content-type": "application/json; charset=utf-8"}
     assert client.post("/predict", content=b"{}", headers=charset).status_code == 200
     assert client.post("/predict", content=b"{}").status_code == 200
+
+
+# The intake guard on its own clock: requests as ASGI calls whose bodies arrive, or stall.
+
+
+async def _ok(scope: dict, receive: Any, send: Any) -> None:
+    """Read the body, answer 200 with its length."""
+    body = (await receive())["body"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(len(body)).encode()})
+
+
+def _request(body: bytes | None) -> tuple[dict, Any]:
+    """A POST /predict scope and its `receive`: the body at once, or (None) a stalled one."""
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    events = [{"type": "http.request", "body": body or b"", "more_body": False}]
+
+    async def receive() -> dict:
+        if body is None:
+            await asyncio.Event().wait()  # headers came, the body never does
+        return events.pop() if events else {"type": "http.disconnect"}
+
+    return scope, receive
+
+
+async def _answer(app: Any, body: bytes | None) -> dict:
+    """Send one request through `app`: its status, headers and body."""
+    scope, receive = _request(body)
+    answer: dict = {}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer.update(status=message["status"], headers=dict(message["headers"]))
+        else:
+            answer["body"] = message.get("body", b"")
+
+    await app(scope, receive, send)
+    return answer
+
+
+def _intake(app: Any, max_open: int = 100, deadline_s: float = 0.3) -> IntakeMiddleware:
+    return IntakeMiddleware(app, max_open, deadline_s, max_bytes=1000, retry_after_s=2)
+
+
+def test_a_stalled_body_gets_408_and_its_connection_closed() -> None:
+    intake = _intake(_ok)
+    answer = asyncio.run(asyncio.wait_for(_answer(intake, None), 5))
+    assert answer["status"] == 408
+    assert answer["headers"][b"connection"] == b"close"
+    assert b"not received within 0.3 s" in answer["body"]
+    assert (intake.timed_out, intake.open) == (1, 0)
+
+
+def test_past_the_open_bound_requests_are_refused_at_once_and_admitted_again_after() -> None:
+    async def scenario() -> list[int]:
+        intake = _intake(_ok, max_open=3)
+        stalled = [asyncio.create_task(_answer(intake, None)) for _ in range(3)]
+        await asyncio.sleep(0.05)  # the three are open, waiting for bodies
+        refused = await asyncio.wait_for(_answer(intake, b"{}"), 0.1)  # at once, no wait
+        assert refused["headers"][b"retry-after"] == b"2"
+        assert refused["headers"][b"connection"] == b"close"
+        timed_out = [answer["status"] for answer in await asyncio.gather(*stalled)]
+        admitted = await _answer(intake, b"{}")
+        return [refused["status"], *timed_out, admitted["status"]]
+
+    assert asyncio.run(scenario()) == [503, 408, 408, 408, 200]
+
+
+def test_stalled_bodies_do_not_hold_places_in_the_in_flight_limit() -> None:
+    """One place in flight, 50 stalled clients: a normal request still gets its answer."""
+
+    async def scenario() -> tuple[int, list[int]]:
+        app = _intake(LoadShedMiddleware(_ok, max_in_flight=1, retry_after_s=1))
+        stalled = [asyncio.create_task(_answer(app, None)) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        normal = await asyncio.wait_for(_answer(app, b'{"records": []}'), 0.1)
+        return normal["status"], [answer["status"] for answer in await asyncio.gather(*stalled)]
+
+    status, stalled = asyncio.run(scenario())
+    assert status == 200
+    assert stalled == [408] * 50

@@ -1,12 +1,14 @@
-"""HTTP guards for the service, as ASGI middleware: API key, body size, JSON only, load.
+"""HTTP guards for the service, as ASGI middleware: intake, API key, JSON only, load.
 
-Each answers with a small JSON error before the request reaches BentoML, so a missing key
-is a 401, an oversized body a 413, a non-JSON body a 415 and a request over capacity a
-503 with Retry-After, never a 500 or a hang.
+Each answers with a small JSON error before the request reaches BentoML, so a worker
+with too many open requests answers 503 at once, a body that stalls gets 408, an
+oversized body 413, a missing key 401, a non-JSON body 415 and a request over the
+in-flight limit 503 with Retry-After: never a 500 or a hang.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -21,6 +23,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Probes and the API description stay reachable without a key.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/"})
+CLOSE = (b"connection", b"close")  # uvicorn closes the connection after such an answer
 
 
 async def _reject(
@@ -59,43 +62,96 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-class BodyLimitMiddleware:
-    """Answer 413 to bodies over `max_bytes`, by Content-Length or while streaming."""
+class IntakeMiddleware:
+    """Bound the open requests of a worker and take each body whole, in time, or refuse it.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    It runs first, before every other guard, so what the rest of the service sees is a
+    request whose body has fully arrived:
+
+    * more than `max_open` requests open in this worker (their bodies still arriving or
+      being answered): 503 + Retry-After at once, and the connection is closed;
+    * a body that has not fully arrived `deadline_s` after its headers did: 408, closed
+      (nginx's client_body_timeout; a stalled client no longer holds a place in the
+      in-flight limit while it waits, since that limit starts counting after the body);
+    * a body over `max_bytes`, by Content-Length or while it streams: 413, closed.
+
+    Closing matters: the unread rest of a refused body would otherwise be read as the next
+    request on a kept-alive connection. A connection that never finishes its headers never
+    reaches the app (uvicorn keeps it, cheaply, until the client goes); bench/README.md
+    measures what hundreds of those cost normal requests.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_open: int, deadline_s: float, max_bytes: int, retry_after_s: int
+    ) -> None:
         self.app = app
+        self.max_open = max_open
+        self.deadline_s = deadline_s
         self.max_bytes = max_bytes
+        self.retry_after = str(retry_after_s).encode()
+        self.open = 0
+        self.refused = 0
+        self.timed_out = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI event."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        if self.open >= self.max_open:
+            self.refused += 1
+            await _reject(
+                send, 503, f"over capacity ({self.max_open} requests open); retry",
+                [(b"retry-after", self.retry_after), CLOSE],
+            )  # fmt: skip
+            return
+        self.open += 1
+        try:
+            body = await self._body(scope, receive, send)
+            if body is not None:
+                await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.open -= 1
+
+    async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once the request has been answered (or the client left)."""
+        too_large = f"request body over {self.max_bytes} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(send, 413, f"request body over {self.max_bytes} bytes")
-            return
+            await _reject(send, 413, too_large, [CLOSE])
+            return None
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                self.timed_out += 1
+                late = f"request body not received within {self.deadline_s:g} s"
+                await _reject(send, 408, late, [CLOSE])
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            received += len(chunk)
             if received > self.max_bytes:
-                raise _TooLargeError
-            return message
+                await _reject(send, 413, too_large, [CLOSE])
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-        try:
-            await self.app(scope, counted_receive, guarded_send)
-        except _TooLargeError:
-            if not started:
-                await _reject(send, 413, f"request body over {self.max_bytes} bytes")
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the buffered body, then the client's next events."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 class JsonOnlyMiddleware:
@@ -157,7 +213,3 @@ class LoadShedMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-
-class _TooLargeError(Exception):
-    """Raised inside the app when the streamed body passes the limit."""

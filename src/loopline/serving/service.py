@@ -4,8 +4,9 @@
 the bento's entry, is this module). The public `PredictionAPI`
 validates requests against the schema generated from the data contract, gives each
 request and prediction an id, logs every prediction durably (group commit) before it
-answers, and returns probability, label, model name and version. API key, body-size,
-JSON-only and load-shedding guards run before any route sees a request. GET /healthz,
+answers, and returns probability, label, model name and version. Intake (open requests,
+body deadline and size), API key, JSON-only and load-shedding guards run before any route
+sees a request. GET /healthz,
 /readyz, /metadata; POST /predict, /reload.
 
 The routes are a small FastAPI app mounted on the service (BentoML serves it in its own
@@ -46,7 +47,7 @@ from loopline.infra.environment import configure_logging, quiet_environment
 from loopline.serving.champion import ChampionHolder, NoChampionError
 from loopline.serving.guards import (
     ApiKeyMiddleware,
-    BodyLimitMiddleware,
+    IntakeMiddleware,
     JsonOnlyMiddleware,
     LoadShedMiddleware,
 )
@@ -258,8 +259,12 @@ async def reload() -> Response:
 
 # Mounted after BentoML's own routes (probes, metrics, /docs.json); it answers its paths.
 PredictionAPI.mount_asgi_app(routes)
+# The first added runs first: intake (open requests, body deadline and size) before the rest.
+PredictionAPI.add_asgi_middleware(
+    IntakeMiddleware, max_open=SERVE.max_open_requests, deadline_s=SERVE.client_timeout_s,
+    max_bytes=SERVE.max_body_bytes, retry_after_s=SERVE.retry_after_s,
+)  # fmt: skip
 PredictionAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
-PredictionAPI.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SERVE.max_body_bytes)
 PredictionAPI.add_asgi_middleware(JsonOnlyMiddleware)
 PredictionAPI.add_asgi_middleware(
     LoadShedMiddleware, max_in_flight=SERVE.max_in_flight, retry_after_s=SERVE.retry_after_s
