@@ -6,7 +6,13 @@ are then scored, through MLflow, on the test split's rows that neither was fitte
 chosen on, and the promotion rule (registry section of params.yaml) decides
 (`loopline.promotion.gate`). Every decision goes to the ledger, the version's tags and a
 model card; `metrics/register.json` (tracked by DVC) keeps only what a rerun repeats, the
-decision file and card in `paths.registration` also keep the measured latency. Where the
+decision file and card in `paths.registration` also keep the measured latency.
+
+The registry lives in MLflow, outside DVC, so the stage also writes a receipt of what it
+registered (`registered.json`: model, family, scorer digest), a DVC output kept in the
+cache and not in git. A clean clone has none, so `dvc repro` registers there too: with
+only committed outputs, DVC would find the stage up to date and leave the clone's fresh
+registry empty, with nothing to serve. Where the
 time axis asks for it (a dataset placed by arrival), a sample of the training split is
 logged with the version's run as the monitor's drift reference.
 """
@@ -32,6 +38,8 @@ from loopline.registry.reference import log_reference
 from loopline.scoring.scorer import SCORER_DIR, scorer_digest
 from loopline.training.tracking import PARENT_RUN_ENV, lineage_tags
 from loopline.workspace import Workspace
+
+RECEIPT = "registered.json"  # what the stage registered (a DVC output, see above)
 
 
 def best_on_validation(workspace: Workspace) -> str:
@@ -118,6 +126,9 @@ def write_records(
          **gate.challenger},
         params.paths.metrics / "register.json",
     )  # fmt: skip
+    digest = scorer_digest(params.paths.models / family / SCORER_DIR)
+    receipt = {"model": registry.name, "family": family, "scorer_digest": digest}
+    write_json(receipt, out / RECEIPT)  # no version: a rerun elsewhere may number it anew
 
 
 @flow(name="register")

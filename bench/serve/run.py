@@ -17,9 +17,12 @@ best model path (the compiled scorer) and the same number of worker processes:
   * bentoml-floor:    a BentoML service that does nothing (bench/serve/bentoml_floor.py):
                       the framework's own cost per request, for scale.
 
-Loads: 1 client x 1 record, 32 clients x 1 record, 4 clients x 100 records, then bursts of
-200 and 500 concurrent clients x 3 requests (status counts: shed 503s with Retry-After,
-5xx, hung = no answer in 30 s) and a recovery check right after each burst. The load
+Loads: 1 client x 1 record, 32 clients x 1 record, 4 clients x 100 records; one client
+beside 500 connections stalled mid-body (headers sent, 20 of 2,000 body bytes) and beside
+500 stalled mid-headers, then what the server did with the stalled ones (answered and
+closed, or still open 12 s later); then bursts of 200 and 500 concurrent clients x 3
+requests (status counts: shed 503s with Retry-After, 5xx, hung = no answer in 30 s) and a
+recovery check right after each burst. The load
 generator (asyncio + aiohttp, bodies pre-encoded) runs on the same machine; compare ratios.
 
 Everything runs with OMP_NUM_THREADS=1, as the service's workers do (the bench re-executes
@@ -69,6 +72,12 @@ LOADS = {  # name: (records per request, concurrent clients, requests)
 }
 BURSTS = {"200 clients x 3": 200, "500 clients x 3": 500}
 HANG_S = 30
+STALLED = 500  # connections that stop sending, held while one normal client runs
+STALLS = {  # name: where a stalled connection stops
+    "beside 500 stalled mid-body": b"body",
+    "beside 500 stalled mid-headers": b"headers",
+}
+STALL_WAIT_S = 12  # how long to wait, after the normal client, for the server to close them
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -117,6 +126,37 @@ async def load(url: str, bodies: list[bytes], clients: int, requests: int) -> di
     return {**percentiles(latencies), "requests_per_s": round(requests / elapsed, 1),
             "ok_records_per_s": round(ok * records / elapsed, 1), "statuses": dict(statuses),
             "shed_with_retry_after": retry_after}  # fmt: skip
+
+
+def _opening(path: str, where: bytes) -> bytes:
+    """The first bytes of a POST that stops mid-headers or after 20 bytes of a 2 KB body."""
+    head = f"POST {path} HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/json\r\n"
+    if where == b"headers":
+        return head.encode() + b"content-len"
+    return head.encode() + b"content-length: 2000\r\n\r\n" + b'{"records": [{"dist'
+
+
+async def beside_stalled(url: str, path: str, bodies: list[bytes], where: bytes) -> dict:
+    """One normal client's latency while `STALLED` connections stall, then what became of
+    those: the status line the server sent before closing, or "still open"."""
+    address = url.removeprefix("http://").split(":")
+    stalled = [await asyncio.open_connection(address[0], int(address[1])) for _ in range(STALLED)]
+    for _, writer in stalled:
+        writer.write(_opening(path, where))
+    await asyncio.gather(*(writer.drain() for _, writer in stalled))
+    normal = await load(f"{url}{path}", bodies, 1, 200)
+
+    async def fate(reader: asyncio.StreamReader) -> str:
+        try:
+            answer = await asyncio.wait_for(reader.read(), STALL_WAIT_S)
+        except TimeoutError:
+            return "still open"
+        return answer.split(b"\r\n", 1)[0].decode(errors="replace") or "closed, no answer"
+
+    fates = Counter(await asyncio.gather(*(fate(reader) for reader, _ in stalled)))
+    for _, writer in stalled:
+        writer.close()
+    return {**normal, "stalled": dict(fates)}
 
 
 def bodies_of(records: list[dict], size: int, key: str) -> list[bytes]:
@@ -230,8 +270,10 @@ def run_peer(url: str, predict: str, key: str, records: list[dict], bursts: bool
         name: asyncio.run(load(target, bodies_of(records, size, key), clients, count))
         for name, (size, clients, count) in LOADS.items()
     }
+    singles = bodies_of(records, 1, key)
+    for name, where in STALLS.items():
+        results[name] = asyncio.run(beside_stalled(url, predict, singles, where))
     if bursts:
-        singles = bodies_of(records, 1, key)
         for name, clients in BURSTS.items():
             results[name] = asyncio.run(load(target, singles, clients, clients * 3))
             recovery = asyncio.run(load(target, singles, 1, 20))

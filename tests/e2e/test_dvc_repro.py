@@ -68,16 +68,23 @@ def test_the_dag_leaves_a_champion_in_the_registry(
     assert (project / "registry" / "cards" / "loopline-late-arrival-v1.md").is_file()
 
 
-def test_a_second_clean_run_writes_the_same_dvc_lock_and_clean_lineage(
-    project: Path, small_tables: dict, prefect_api: str, tmp_path: Path
+def test_a_clean_clone_of_the_pinned_run_writes_the_same_lock_and_registers_a_champion(
+    pristine: Path, small_tables: dict, prefect_api: str, tmp_path: Path
 ) -> None:
-    """Same code, data and params from a clean state: dvc.lock byte for byte; and the
+    """A clean clone of the commit that pinned the first run (its dvc.lock and committed
+    metrics, no outputs, an empty registry): `dvc repro` writes dvc.lock byte for byte,
+    registers and promotes a champion there too (the registry is outside DVC), and the
     registered version's commit is not `+dirty` (the pipeline's own writes do not count)."""
     again = make_project(tmp_path / "again", small_tables, fast_params_dict())
-    _dvc(again, prefect_api, "repro")
-    first = (project.parent / "first-run.lock").read_text()
+    first = (pristine.parent / "first-run.lock").read_text()
+    (again / "dvc.lock").write_text(first)
+    shutil.copytree(pristine / "metrics", again / "metrics", dirs_exist_ok=True)
+    subprocess.run(["git", "commit", "-qam", "pin the first run"], cwd=again, check=True)
+    output = _dvc(again, prefect_api, "repro")
+    assert "Running stage 'register'" in output
     assert (again / "dvc.lock").read_text() == first
     workspace = Workspace.load(again / "params.yaml")
+    assert workspace.registry.alias_version(CHAMPION) == "1"
     model_name = workspace.params.registry.model_name
     tags = workspace.registry.client.get_model_version(model_name, "1").tags
     assert not tags["loopline.git_commit"].endswith("+dirty"), tags["loopline.git_commit"]
