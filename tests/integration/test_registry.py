@@ -340,3 +340,54 @@ def test_a_crashed_holders_lock_expires_and_a_busy_lock_names_its_holder(world: 
         assert client.get_registered_model("crash.lock").tags[RegistryLock.TOKEN] != (
             "a holder that never releases"
         )
+
+
+class NotCompiled(mlflow.pyfunc.PythonModel):
+    """A plain pyfunc: registrable, but no compiled scorer, so the service refuses it."""
+
+    def predict(
+        self, context: object, model_input: list[object], params: object = None
+    ) -> list[object]:
+        return model_input
+
+
+def test_an_alias_moved_outside_loopline_is_reported_rolled_back_and_promoted_past(
+    world: dict, tmp_path: Path
+) -> None:
+    """v1 is the ledger's champion; someone points the alias at v2 in MLflow (no compiled
+    scorer). status warns and says what to do; promote of a good v3 is judged against v1;
+    rollback returns to the ledger's champion, not "nothing to roll back to"."""
+    from loopline.promotion.audit import champion_warnings  # noqa: PLC0415
+
+    params = _own_model(world, tmp_path, "drift", margin=-1.0, slice_max_regression=1.0)
+    registry = _registry(params)
+    v1 = registry.register(*world["uris"]["weak"], {})
+    registry.force_promote(v1, "setup")
+    with mlflow.start_run():
+        plain = mlflow.pyfunc.log_model(name="model", python_model=NotCompiled())
+    v2 = registry.register(plain.model_uri, plain.run_id, {})
+    assert champion_warnings(registry) == []
+    registry.client.set_registered_model_alias(registry.name, CHAMPION, v2)  # the MLflow UI
+
+    warnings = champion_warnings(registry)
+    assert f"points at version {v2}, a version the ledger never promoted" in warnings[0]
+    assert f"version {v2} cannot be served" in warnings[1]
+    assert "no compiled scorer" in warnings[1]
+    assert f"`loopline registry rollback` points it back at version {v1}" in warnings[2]
+    assert registry.status()["ledger_champion"] == v1
+
+    assert registry.rollback("alias drifted")["champion"] == v1
+    assert registry.alias_version(CHAMPION) == v1
+    assert champion_warnings(registry) == []
+
+    registry.client.set_registered_model_alias(registry.name, CHAMPION, v2)  # drifts again
+    pipeline = world["pipeline"].model_copy(update={"registry": params})
+    workspace = Workspace(pipeline.paths.features / "params.yaml", pipeline)
+    v3 = registry.register(*world["uris"]["strong"], {})
+    gate, entry = judge_on_recent_window(workspace, v3, dry_run=False)
+    assert gate.passed, gate.reasons()
+    assert (entry["action"], entry["faced"], entry["judged_against"]) == ("promote", v2, v1)
+    assert "no compiled scorer" in entry["unservable_champion"]
+    assert gate.champion  # scored against v1's predictions, not judged as a first model
+    assert registry.alias_version(CHAMPION) == v3
+    assert registry.ledger_champion() == v3

@@ -24,17 +24,27 @@ def _fail(error: LooplineError) -> typer.Exit:
 
 @registry_app.command("status")
 def registry_status(params: ParamsOption = PARAMS) -> None:
-    """Which version is champion and which is challenger."""
-    status = Workspace.load(params).registry.status()
+    """Which version is champion and which is challenger, and any drift from the ledger.
+
+    It warns when the champion alias points at a version the ledger did not leave as
+    champion, or at one the service refuses to load, and says what to do.
+    """
+    from loopline.promotion.audit import champion_warnings  # noqa: PLC0415 - scoring loads
+
+    registry = Workspace.load(params).registry
+    status = registry.status()
     typer.echo(f"model: {status['model']}")
     for alias, info in status["aliases"].items():
         if info is None:
             typer.echo(f"  {alias:<10} (none)")
         else:
             typer.echo(
-                f"  {alias:<10} version {info['version']} ({info['family']}), "
+                f"  {alias:<10} version {info['version']} ({info['family'] or 'no family tag'}), "
                 f"last decision: {info['decision']}, test roc_auc {info['test_roc_auc']}"
             )
+    typer.echo(f"  {'ledger':<10} champion: version {status['ledger_champion']}")
+    for line in champion_warnings(registry):
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW)
 
 
 @registry_app.command("history")
@@ -79,6 +89,11 @@ def registry_promote(
     except LooplineError as error:
         raise _fail(error) from None
     typer.echo(f"{entry['action']}: version {version}; champion is now {entry['champion']}")
+    if "unservable_champion" in entry:
+        typer.echo(
+            f"  judged against version {entry['judged_against']}, the last good champion: "
+            f"version {entry['faced']} cannot be served ({entry['unservable_champion']})"
+        )
     for line in gate.reasons():
         typer.echo(f"  {line}")
     if not gate.passed:

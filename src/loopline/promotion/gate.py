@@ -5,6 +5,10 @@ rows the champion was fitted or chosen on (the time axis decides which those are
 models are scored on it as they are served, by their compiled scorers. If the champion
 moves while this runs, the challenger is judged again against the new one (at most
 `REJUDGE_ATTEMPTS` times), so no challenger replaces a champion it did not face.
+
+A champion alias can point at a version that cannot be served (moved outside Loopline to
+a version without a compiled scorer): then the challenger is judged against the last good
+champion the ledger recorded (`comparable_champion`), and the ledger says so.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.core import tags
+from loopline.promotion.audit import unservable
 from loopline.promotion.rule import Evidence, GateResult, decide, no_fresh_window
 from loopline.registry.lock import RegistryError
 from loopline.registry.versions import CHAMPION, ChampionMovedError, Registry
@@ -79,13 +84,46 @@ def ledger_evidence(gate: GateResult) -> dict:
     }  # fmt: skip
 
 
+def comparable_champion(
+    registry: Registry, champion: str | None, version: str
+) -> tuple[str | None, dict]:
+    """The version to judge `version` against, and what the ledger should note about it.
+
+    That is the champion, if it can be loaded as the service loads it; otherwise the newest
+    version the ledger recorded as a good champion that can (None: judged as the first).
+    """
+    if champion is None or champion == version:
+        return champion, {}
+    refused = unservable(registry, champion)
+    if refused is None:
+        return champion, {}
+    good = next(
+        (
+            good
+            for good in reversed(registry.ledger_champions())
+            if good not in (champion, version) and unservable(registry, good) is None
+        ),
+        None,
+    )
+    log.warning("champion version %s cannot be served (%s): judging against %s",
+                champion, refused, good)  # fmt: skip
+    return good, {"judged_against": good, "unservable_champion": refused}
+
+
 def record(
-    registry: Registry, version: str, gate: GateResult, *, dry_run: bool, faced: str | None
+    registry: Registry,
+    version: str,
+    gate: GateResult,
+    *,
+    dry_run: bool,
+    faced: str | None,
+    notes: dict | None = None,
 ) -> dict:
     """Apply `gate` to the registry: move `champion` if it passed; the ledger entry."""
     return registry.record_decision(
-        version, passed=gate.passed, dry_run=dry_run, faced=faced, evidence=ledger_evidence(gate)
-    )
+        version, passed=gate.passed, dry_run=dry_run, faced=faced,
+        evidence=ledger_evidence(gate) | (notes or {}),
+    )  # fmt: skip
 
 
 def apply_rule(
@@ -97,13 +135,15 @@ def apply_rule(
     dry_run: bool,
     faced: str | None,
     window: str = "given",
+    notes: dict | None = None,
 ) -> tuple[GateResult, dict]:
     """Decide on `version` with the promotion rule and record the decision.
 
-    `window` describes the rows the evidence was gathered on; `faced` is the champion.
+    `window` describes the rows the evidence was gathered on; `faced` is the champion;
+    `notes` join the ledger entry (see `comparable_champion`).
     """
     gate = decide(evidence, registry.params, seed, window=window)
-    return gate, record(registry, version, gate, dry_run=dry_run, faced=faced)
+    return gate, record(registry, version, gate, dry_run=dry_run, faced=faced, notes=notes)
 
 
 def judge_on_recent_window(
@@ -115,21 +155,24 @@ def judge_on_recent_window(
     min_rows = params.registry.min_window_rows
     for _ in range(REJUDGE_ATTEMPTS):
         champion = registry.alias_version(CHAMPION)
+        against, notes = comparable_champion(registry, champion, version)
         window, described = workspace.axis.gate_window(
             test, params, registry.tag(version, tags.window("valid")),
-            registry.tag(None if champion == version else champion, tags.window("valid")),
+            registry.tag(None if against == version else against, tags.window("valid")),
         )  # fmt: skip
         try:
             if len(window) < min_rows or window[dataset.target_column].nunique() < 2:
                 gate = no_fresh_window(described, min_rows)
-                return gate, record(registry, version, gate, dry_run=dry_run, faced=champion)
+                return gate, record(
+                    registry, version, gate, dry_run=dry_run, faced=champion, notes=notes
+                )
             evidence = collect_evidence(
-                registry, version, champion, window, record_columns=dataset.record_columns(),
+                registry, version, against, window, record_columns=dataset.record_columns(),
                 target_column=dataset.target_column, slice_columns=dataset.slice_columns,
             )  # fmt: skip
             return apply_rule(
                 registry, version, evidence, seed=params.seed, dry_run=dry_run,
-                faced=champion, window=described,
+                faced=champion, window=described, notes=notes,
             )  # fmt: skip
         except ChampionMovedError as moved:
             log.info("%s: judging version %s again", moved, version)

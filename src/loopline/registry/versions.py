@@ -92,9 +92,31 @@ class Registry:
         found = self.client.search_model_versions(f"name='{self.name}'")
         return str(max(int(v.version) for v in found)) if found else None
 
+    def ledger_champions(self) -> list[str]:
+        """The good champions: each version the ledger recorded as champion, oldest first.
+
+        A version is recorded so when it is promoted (judged or forced) or rolled back to.
+        """
+        return [
+            entry["champion"]
+            for entry in self.ledger.entries()
+            if entry["action"] in ("promote", "rollback") and entry["champion"] is not None
+        ]
+
+    def ledger_champion(self) -> str | None:
+        """The champion the ledger's last decision left (None before the first)."""
+        champions = self.ledger_champions()
+        return champions[-1] if champions else None
+
     def status(self) -> dict[str, Any]:
-        """Aliases with their versions, and each version's family and decision tags."""
-        status: dict[str, Any] = {"model": self.name, "aliases": {}}
+        """Aliases with their versions, and each version's family and decision tags.
+
+        `ledger_champion` is the champion the ledger's last decision left: when the alias
+        points elsewhere, it was moved outside Loopline.
+        """
+        status: dict[str, Any] = {
+            "model": self.name, "aliases": {}, "ledger_champion": self.ledger_champion()
+        }  # fmt: skip
         for alias in (CHAMPION, CHALLENGER):
             version = self.alias_version(alias)
             if version is None:
@@ -131,8 +153,9 @@ class Registry:
     ) -> dict[str, Any]:
         """Apply a gate's verdict: move `champion` if it passed (and this is no dry run).
 
-        `faced` is the champion the gate compared against (None: there was none);
-        `evidence` joins the ledger entry as it is (its `checks` are the gate's lines).
+        `faced` is the champion alias's version when judging began (None: there was none);
+        `evidence` joins the ledger entry as it is (its `checks` are the gate's lines, and
+        `judged_against` names the version compared when `faced` could not be loaded).
         Under the lock the champion is read again; if it is another version now,
         ChampionMovedError is raised and nothing is changed: the caller judges again.
         """
@@ -156,21 +179,28 @@ class Registry:
         return entry
 
     def rollback(self, reason: str) -> dict[str, Any]:
-        """Point `champion` back at the version that was champion before the current one.
+        """Point `champion` back at the last version the ledger recorded as a good champion.
 
-        "Before" follows promotions only, so repeated rollbacks walk back through history
-        (v3 -> v2 -> v1) instead of toggling between two versions.
+        If the alias was moved outside Loopline (the MLflow UI lets anyone), that is the
+        champion the ledger's last decision left. Otherwise it is the one that was champion
+        before the current one; "before" follows promotions only, so repeated rollbacks
+        walk back through history (v3 -> v2 -> v1) instead of toggling between two.
         """
         with self.lock.held():
             current = self.alias_version(CHAMPION)
             if current is None:
                 raise RegistryError(f"{self.name} has no champion to roll back")
+            recorded = self.ledger_champion()
             promotions = [
                 entry
                 for entry in self.ledger.entries()
                 if entry["action"] == "promote" and entry["version"] == current
             ]
-            previous = promotions[-1]["previous_champion"] if promotions else None
+            if recorded is not None and recorded != current:
+                previous = recorded  # the alias drifted: back to what the ledger decided
+                reason = f"{reason} (the alias had been moved outside Loopline)"
+            else:
+                previous = promotions[-1]["previous_champion"] if promotions else None
             if previous is None:
                 raise RegistryError(
                     f"version {current} is the first champion of {self.name}: "
