@@ -4,16 +4,21 @@ Starts the service as `bench.serve.run` does (the project's champion, a scratch 
 log), drives it with 32 clients x 1 record, and meanwhile samples one API worker with
 py-spy (`py-spy record --format raw --threads`, every thread, idle ones left out) for
 `--seconds`. Each sampled stack is put in the first of these that it matches, read from
-its frames:
+its frames. The prediction-log writer thread's stacks, by the thread's name:
 
-  * log writer: commit  - the prediction-log writer thread inside the database commit
-  * log writer: insert  - the writer thread building and executing the insert
-  * log writer: other   - the writer thread anywhere else (waiting for work, locks)
-  * hand-off            - futures and thread wake-ups between the event loop and writer
+  * log writer: commit  - inside the database commit (the fsync)
+  * log writer: insert  - executing the insert
+  * log writer: other   - anywhere else (taking the group, locks, resolving futures)
+
+The other threads' (the event loop's) stacks, by the innermost frame that is one of:
+
   * scoring             - the compiled scorer (features and the estimator)
-  * validation          - the request's pydantic pass and building the answer's rows
+  * validation          - the request's pydantic pass, record columns
   * our guards          - loopline.serving.guards (intake, key, JSON only, load shed)
-  * HTTP and framework  - uvicorn, starlette, BentoML, OpenTelemetry, Prometheus, asyncio
+  * hand-off            - futures and wake-ups between the event loop and the writer
+  * our request code    - the routes, ids and rows, submitting to the log
+  * HTTP and framework  - uvicorn, starlette, FastAPI, BentoML, OpenTelemetry, Prometheus,
+                          asyncio, json
   * other
 
 Prints one JSON document: the load's numbers and each category's share of the samples.
@@ -43,33 +48,21 @@ from loopline.infra.processes import Processes, bentoml_service, free_port
 from loopline.workspace import Workspace
 
 WORKER_MODULE = "_bentoml_impl.worker.service"
-# category: frame substrings, any of which puts a stack there (checked in this order)
-WRITER = "prediction-log-writer"
+WRITER = "prediction-log-writer"  # the log's writer thread, by name
+# The event loop's stacks, by the innermost frame that names one of these (checked in order).
 CATEGORIES = {
-    "log writer: commit": ("commit", "do_commit"),
-    "log writer: insert": ("do_executemany", "_execute_context", "insert", "execute"),
-    "hand-off": (
-        "wrap_future",
-        "_chain_future",
-        "call_soon_threadsafe",
-        "set_result",
-        "futures/_base.py",
-        "_copy_future_state",
-    ),
     "scoring": ("loopline/scoring/",),
-    "validation": ("pydantic", "serving/schema.py", "data/columns.py", "(predict) "),
+    "validation": ("pydantic", "serving/schema.py", "data/columns.py"),
     "our guards": ("serving/guards.py",),
-    "HTTP and framework": (
-        "uvicorn",
-        "starlette",
-        "bentoml",
-        "opentelemetry",
-        "prometheus",
-        "asyncio",
-        "fastapi",
-        "httptools",
-        "h11",
-    ),
+    "hand-off": ("concurrent/futures/", "wrap_future", "_chain_future", "call_soon_threadsafe"),
+    "our request code": ("serving/service.py", "infra/prediction_log.py", "serving/champion.py"),
+    "HTTP and framework": ("uvicorn/", "starlette/", "bentoml/", "_bentoml_", "opentelemetry/",
+                           "prometheus_client/", "fastapi/", "httptools", "h11/", "asyncio/",
+                           "json/"),
+}  # fmt: skip
+WRITER_PARTS = {  # the writer thread's stacks, by any frame
+    "log writer: commit": ("commit (", "do_commit", "_commit_impl"),
+    "log writer: insert": ("do_executemany", "do_execute", "_execute_context"),
 }
 
 
@@ -82,16 +75,18 @@ def api_worker(server_pid: int) -> int:
 
 
 def category(stack: str) -> str:
-    """The category of one sampled stack (py-spy raw: `thread;frame;frame...`)."""
-    thread, _, frames = stack.partition(";")
-    if WRITER in thread or "_write_groups" in frames:
-        for name in ("log writer: commit", "log writer: insert"):
-            if any(marker in frames for marker in CATEGORIES[name]):
+    """The category of one sampled stack (py-spy raw: `thread (id): name;frame;frame...`)."""
+    thread, _, joined = stack.partition(";")
+    frames = joined.split(";")
+    if WRITER in thread:
+        for name, markers in WRITER_PARTS.items():
+            if any(marker in frame for frame in frames for marker in markers):
                 return name
         return "log writer: other"
-    for name, markers in CATEGORIES.items():
-        if not name.startswith("log writer") and any(marker in frames for marker in markers):
-            return name
+    for frame in reversed(frames):  # innermost first
+        for name, markers in CATEGORIES.items():
+            if any(marker in frame for marker in markers):
+                return name
     return "other"
 
 

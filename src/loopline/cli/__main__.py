@@ -1,5 +1,5 @@
 """`python -m loopline.cli`: the same as the `loopline` command."""
 
-from loopline.cli.app import app
+from loopline.cli.app import main
 
-app()
+main()

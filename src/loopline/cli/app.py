@@ -24,6 +24,7 @@ import typer
 
 from loopline.cli.registry import registry_app
 from loopline.cli.servers import describe, team_servers, ui_servers
+from loopline.cli.unreachable import client_settings, server_down
 from loopline.core.errors import LooplineError
 from loopline.core.params import PARAMS_ENV
 from loopline.data.time_axis import ReplayOptions
@@ -44,7 +45,19 @@ PARAMS = Path("params.yaml")
 @app.callback()
 def _setup() -> None:
     quiet_environment()
+    client_settings()
     configure_logging()
+
+
+def main() -> None:
+    """The `loopline` command: `app`, with a server that cannot be reached told in one line."""
+    try:
+        app()
+    except Exception as error:
+        if (line := server_down(error)) is None:
+            raise
+        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None
 
 
 def fail(error: LooplineError) -> typer.Exit:
@@ -394,4 +407,4 @@ def ui(
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -200,7 +200,12 @@ class PredictionAPI:
 
 
 ANSWERED = tuple(Prediction.model_fields)  # what each prediction in an answer carries
-routes = FastAPI(title="loopline", openapi_url=None, docs_url=None, redoc_url=None)
+# BentoML's OpenTelemetry middleware already traces each request; FastAPI's own telemetry
+# would check its providers on every request (~3% of a worker in the serving profile).
+NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
+routes = FastAPI(
+    title="loopline", openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
+)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
