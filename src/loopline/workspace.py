@@ -214,9 +214,11 @@ class Workspace:
 
     def open_prediction_log(self, commit_delay_ms: float = 0.0) -> PredictionLog:
         """A new handle on the prediction log (the service's own holds its commits back)."""
+        serve = self.params.serve
         return PredictionLog(
-            self.params.serve.prediction_log, self.dataset.record_fields(),
-            self.dataset.key_columns, self.dataset.target_column, commit_delay_ms,
+            serve.prediction_log, self.dataset.record_fields(), self.dataset.key_columns,
+            self.dataset.target_column, commit_delay_ms=commit_delay_ms,
+            durability=serve.log_durability,
         )  # fmt: skip
 
     @functools.cached_property

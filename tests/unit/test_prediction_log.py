@@ -94,27 +94,46 @@ WRITER = """
 import sys
 from loopline.data.datasets import get_dataset
 from loopline.infra.prediction_log import PredictionLog
-log = PredictionLog(sys.argv[1], get_dataset("nycflights13").record_fields())
+log = PredictionLog(sys.argv[1], get_dataset("nycflights13").record_fields(),
+                    durability=sys.argv[2])
 print("ready", flush=True)
 for request in range(100000):
     log.append([{"prediction_id": f"{request}-{i}", "request_id": str(request),
                  "logged_at": "t", "model_name": "m", "model_version": "1",
                  "probability": 0.5, "label": 1} for i in range(50)])
+    print(request, flush=True)  # stored: a service would answer this request now
 """
 
 
-def test_a_killed_writer_leaves_only_whole_requests(store_url: str) -> None:
-    """SIGKILL in the middle of writing: the store opens, every request has all 50 rows."""
+@pytest.mark.parametrize("durability", ["process", "power"])
+def test_a_killed_writer_leaves_only_whole_requests_and_every_stored_one(
+    store_url: str, durability: str
+) -> None:
+    """SIGKILL in the middle of writing: the store opens, every request has all 50 rows,
+    and every request whose append had returned is there (either durability setting)."""
     path = store_url
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, path], stdout=subprocess.PIPE)
-    assert writer.stdout.readline().strip() == b"ready"
+    command = [sys.executable, "-c", WRITER, path, durability]
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
     time.sleep(1.5)
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
+    reported = [line for line in writer.stdout.read().splitlines() if line.isdigit()]
     frame = read_predictions(path)
     assert len(frame) > 0
     assert (frame.groupby("request_id").size() == 50).all()
+    assert reported, "the writer stored nothing before it was killed"
+    assert set(map(str, range(int(reported[-1]) + 1))) <= set(frame["request_id"])
     PredictionLog(path, FIELDS).append([_row(0, "after-crash")])  # still writable
+
+
+def test_process_durability_skips_the_fsync_power_keeps_it(tmp_path: Path) -> None:
+    """SQLite's `synchronous`: NORMAL (1) for "process", FULL (2) for "power"."""
+    for durability, level in (("process", 1), ("power", 2)):
+        log = PredictionLog(tmp_path / f"{durability}.sqlite", FIELDS, durability=durability)
+        with log.engine.connect() as db:
+            assert db.exec_driver_sql("PRAGMA synchronous").scalar() == level
+        log.close()
 
 
 def test_a_log_from_an_older_contract_gains_the_new_columns(tmp_path: Path) -> None:

@@ -214,6 +214,7 @@ class ServeParams(Section):
     shadow: bool
     prediction_log: str  # a SQLite file (path) or a database URL
     log_commit_delay_ms: float = Field(ge=0, le=1000)
+    log_durability: Literal["process", "power"]
     metrics: bool
     access_log: bool
     api_key_env: str

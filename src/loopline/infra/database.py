@@ -6,8 +6,13 @@ folder), or a database URL such as `postgresql://user:password@host:5432/looplin
 prediction log and the monitor state are SQLAlchemy Core tables, so the same code runs on
 both; what differs is confined here:
 
-* SQLite: WAL mode, `synchronous=FULL` (a commit is on disk before it returns), a 30 s
-  busy timeout; one writer at a time, serialised by the callers (`cross_process_lock`).
+* SQLite: WAL mode, a 30 s busy timeout, one writer at a time, serialised by the callers
+  (`cross_process_lock`). `synchronous=FULL` by default: a commit is on the disk before
+  it returns, so it survives power loss. `power_safe=False` (the prediction log's
+  `serve.log_durability: process`) takes `synchronous=NORMAL`: a commit is in the WAL,
+  in the OS's page cache, before it returns, so it survives any process being killed
+  (SIGKILL included) but not the machine losing power; the WAL is synced at checkpoints,
+  and the file is never corrupted either way.
 * PostgreSQL: the psycopg 3 driver; commits are durable by default
   (`synchronous_commit=on`) and concurrent writers need no lock of ours.
 """
@@ -50,18 +55,19 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(url: URL) -> Engine:
+def create_engine(url: URL, *, power_safe: bool = True) -> Engine:
     """An engine with the durability settings above; creates a SQLite file's folder."""
     if not is_sqlite(url):
         return sa.create_engine(url, pool_pre_ping=True)
     Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30})
+    synchronous = "FULL" if power_safe else "NORMAL"
 
     @sa.event.listens_for(engine, "connect")
     def _durable(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 

@@ -10,7 +10,10 @@ Writes use group commit: `submit` queues a request's rows and returns a future; 
 writer thread takes everything queued, writes it in one transaction and resolves the
 futures only after the commit is durable. So many requests share one fsync, no request is
 answered before its rows are stored, and after a crash a request's rows are either all
-there or not at all, with nothing written before lost. `commit_delay_ms` (like
+there or not at all, with nothing written before lost. Stored means what `durability`
+says (`serve.log_durability`): "process", a commit survives any process being killed;
+"power", it is also on the disk, surviving power loss (SQLite: `loopline.infra.database`;
+PostgreSQL commits are the server's and durable either way). `commit_delay_ms` (like
 PostgreSQL's `commit_delay`) holds a commit back a little so that more requests join it:
 fewer fsyncs under load, a little more latency each.
 
@@ -31,6 +34,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
@@ -74,7 +78,9 @@ class PredictionLog:
         record_fields: Mapping[str, str],
         key_columns: Sequence[str] = (),
         target_column: str = "label_true",
+        *,
         commit_delay_ms: float = 0.0,
+        durability: Literal["process", "power"] = "power",
     ) -> None:
         self.url = database_url(location)
         self.commit_delay_s = commit_delay_ms / 1000
@@ -97,7 +103,7 @@ class PredictionLog:
         self._queued = threading.Condition()
         self._writer: threading.Thread | None = None
         self._closing = False
-        self.engine = create_engine(self.url)
+        self.engine = create_engine(self.url, power_safe=durability == "power")
         self._columns = self.predictions.columns.keys()
         self._insert = _insert_statement(self.engine.dialect, self.predictions)
         tables = [self.predictions, self.labels] if self.key_columns else [self.predictions]
