@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import sqlite3
@@ -15,9 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
 from loopline.data.datasets import get_dataset
-from loopline.infra.prediction_log import PredictionLog, read_predictions
+from loopline.infra.prediction_log import LogUnavailableError, PredictionLog, read_predictions
+from tests.conftest import fresh_database
 
 DATASET = get_dataset("nycflights13")
 FIELDS = DATASET.record_fields()  # the contract's record fields and their types
@@ -146,3 +149,45 @@ def test_a_log_from_an_older_contract_gains_the_new_columns(tmp_path: Path) -> N
     frame = read_predictions(path)
     assert pd.isna(frame.set_index("prediction_id").loc["old", "probability"])
     assert "event_day" in frame.columns
+
+
+def test_an_outage_refuses_requests_in_one_line_logs_once_and_recovers(
+    postgres: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log's PostgreSQL database disappears (connections cut, database renamed) under
+    requests: each is refused with a one-line LogUnavailableError, the log says so once
+    (no traceback), and when the database is back the writer's probe ends the outage by
+    itself, with one line saying how long it lasted."""
+    url = fresh_database(postgres)
+    name = url.database
+    log = PredictionLog(url, FIELDS)
+    log.append([_row(0, "before")])
+    admin = sa.create_engine(postgres.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as db:
+        db.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        db.exec_driver_sql(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"')
+    with caplog.at_level(logging.WARNING, logger="loopline.infra.prediction_log"):
+        for request in range(5):
+            with pytest.raises(LogUnavailableError, match=r"^prediction log unavailable: ") as no:
+                log.append([_row(request, f"during-{request}")])
+            assert "\n" not in str(no.value)
+        assert log.outage.down
+        with admin.connect() as db:
+            db.exec_driver_sql(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"')
+        deadline = time.monotonic() + 20
+        while log.outage.down:
+            assert time.monotonic() < deadline, "the outage never ended"
+            time.sleep(0.2)
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(logged) == 2, logged
+    assert [level for level, _ in logged] == ["ERROR", "WARNING"]
+    assert " is down: OperationalError: " in logged[0][1]
+    assert "recovered after" in logged[1][1]
+    assert "(5 requests refused meanwhile)" in logged[1][1]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
+    log.append([_row(1, "after")])
+    assert set(read_predictions(url)["request_id"]) == {"before", "after"}
+    log.close()
+    admin.dispose()

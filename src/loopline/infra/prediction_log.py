@@ -48,10 +48,16 @@ from loopline.infra.database import (
     database_url,
     upsert,
 )
+from loopline.infra.outage import Outage
 
 log = logging.getLogger(__name__)
 
+PROBE_S = 1.0  # during an outage, how often the writer checks whether the store is back
 SQL_TYPES = {"int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "datetime": sa.Text}
+
+
+class LogUnavailableError(LooplineError):
+    """The store refused a commit (a database outage): the request was not logged."""
 
 
 def _meta_columns() -> list[sa.Column]:
@@ -104,6 +110,7 @@ class PredictionLog:
         self._writer: threading.Thread | None = None
         self._closing = False
         self.engine = create_engine(self.url, power_safe=durability == "power")
+        self.outage = Outage(f"prediction log {self}", log)
         self._columns = self.predictions.columns.keys()
         self._insert = _insert_statement(self.engine.dialect, self.predictions)
         tables = [self.predictions, self.labels] if self.key_columns else [self.predictions]
@@ -124,8 +131,9 @@ class PredictionLog:
     def submit(self, rows: Sequence[dict]) -> Future:
         """Queue `rows` for the next group commit; the future resolves once they are stored.
 
-        Await it from async code with `asyncio.wrap_future`. A failed commit sets the
-        exception on the future of every request in that group.
+        Await it from async code with `asyncio.wrap_future`. A failed commit sets a
+        LogUnavailableError (its reason in one line) on the future of every request in
+        that group; the outage is logged once, when it starts and when it ends (`outage`).
         """
         done: Future = Future()
         values = [tuple(row.get(c) for c in self._columns) for row in rows]
@@ -141,27 +149,55 @@ class PredictionLog:
             self._queued.notify()
         return done
 
+    def _next_group(self) -> list[tuple[list[tuple], Future]]:
+        """What is queued, once there is something (or the log closes).
+
+        During an outage it returns an empty group every `PROBE_S`: the writer then
+        probes the store, so the outage can end while no request arrives.
+        """
+        with self._queued:
+            while not self._queue and not self._closing:
+                if not self.outage.down:
+                    self._queued.wait()
+                elif not self._queued.wait(PROBE_S):
+                    return []
+            if self.commit_delay_s and not self._closing:
+                self._queued.wait(self.commit_delay_s)  # let more requests join
+            group, self._queue = self._queue, []
+            return group
+
     def _write_groups(self) -> None:
         """The writer thread: commit whatever is queued, as one transaction, until closed."""
         while True:
-            with self._queued:
-                while not self._queue and not self._closing:
-                    self._queued.wait()
-                if self.commit_delay_s and not self._closing:
-                    self._queued.wait(self.commit_delay_s)  # let more requests join
-                group, self._queue = self._queue, []
+            group = self._next_group()
             if not group:
-                return  # closing, nothing left
+                if self._closing:
+                    return  # closing, nothing left
+                self._probe()
+                continue
             try:
                 with self._transaction() as db:
                     db.exec_driver_sql(self._insert, [v for rows, _ in group for v in rows])
-            except Exception as error:  # every waiting request learns it failed
-                log.exception("prediction log commit of %d requests failed", len(group))
+            except Exception as error:  # every waiting request learns why, in one line
+                unavailable = LogUnavailableError(
+                    f"prediction log unavailable: {self.outage.failed(error, len(group))}"
+                )
                 for _, done in group:
-                    done.set_exception(error)
+                    done.set_exception(unavailable)
                 continue
+            self.outage.succeeded()
             for _, done in group:
                 done.set_result(None)
+
+    def _probe(self) -> None:
+        """During an outage, check with a cheap query whether the store is back."""
+        try:
+            with self.engine.connect() as db:
+                db.exec_driver_sql("SELECT 1")
+        except Exception as error:  # still down: counted, not logged again
+            self.outage.failed(error, requests=0)
+        else:
+            self.outage.succeeded()
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread."""

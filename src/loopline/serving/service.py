@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from loopline.data import columns as cols
 from loopline.infra.environment import configure_logging, quiet_environment
+from loopline.infra.prediction_log import LogUnavailableError
 from loopline.serving.champion import ChampionHolder, NoChampionError
 from loopline.serving.guards import (
     ApiKeyMiddleware,
@@ -140,6 +141,9 @@ class PredictionAPI:
         self.log = WORKSPACE.open_prediction_log(SERVE.log_commit_delay_ms)
 
     def __is_ready__(self) -> bool:
+        """A champion loaded (when scoring here) and the prediction log taking commits."""
+        if self.log.outage.down:
+            return False
         return self.holder is None or self.holder.snapshot()[0] is not None
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,7 +162,10 @@ class PredictionAPI:
              "logged_at": logged_at, "event_day": day}
             for i, (record, result, day) in enumerate(zip(records, scored, days, strict=True))
         ]  # fmt: skip
-        await asyncio.wrap_future(self.log.submit(rows))  # answered only once durable
+        try:
+            await asyncio.wrap_future(self.log.submit(rows))  # answered only once stored
+        except LogUnavailableError as error:  # a database outage: 503, retry later
+            raise ServiceUnavailable(str(error)) from None
         return {
             "request_id": request_id,
             "predictions": [{name: row[name] for name in ANSWERED} for row in rows],
@@ -213,8 +220,13 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def _failure(error: BentoMLException) -> Response:
-    """A failed scoring call as its HTTP status (503 when no model can be loaded)."""
-    return _json(int(error.error_code), {"error": error.message})
+    """A failed call as its HTTP status and one-line reason.
+
+    503 (no model can be loaded, or the prediction log is down) carries Retry-After.
+    """
+    status = int(error.error_code)
+    retry = {"retry-after": str(SERVE.retry_after_s)} if status == 503 else None
+    return _json(status, {"error": error.message}, retry)
 
 
 @routes.post(
