@@ -76,6 +76,7 @@ def test_a_failed_request_writes_none_of_its_rows(store_url: str) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         log.append(duplicate)
     assert log.count() == 1
+    assert not log.outage.down  # a bad request is its own failure, not the store's
 
 
 def test_writers_queue_on_the_shared_lock_file_and_go_on_when_it_is_released(

@@ -52,6 +52,9 @@ from loopline.infra.outage import Outage
 
 log = logging.getLogger(__name__)
 
+# What an unreachable or failing store raises (connection lost or refused, disk full):
+# an outage. Anything else (an integrity error) is the request's own failure.
+OUTAGE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 PROBE_S = 1.0  # during an outage, how often the writer checks whether the store is back
 SQL_TYPES = {"int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "datetime": sa.Text}
 
@@ -178,12 +181,17 @@ class PredictionLog:
             try:
                 with self._transaction() as db:
                     db.exec_driver_sql(self._insert, [v for rows, _ in group for v in rows])
-            except Exception as error:  # every waiting request learns why, in one line
+            except OUTAGE_ERRORS as error:  # the store is down: each request learns why
                 unavailable = LogUnavailableError(
                     f"prediction log unavailable: {self.outage.failed(error, len(group))}"
                 )
                 for _, done in group:
                     done.set_exception(unavailable)
+                continue
+            except Exception as error:  # a bad row (a duplicate id): a bug, not an outage
+                log.exception("prediction log commit of %d requests failed", len(group))
+                for _, done in group:
+                    done.set_exception(error)
                 continue
             self.outage.succeeded()
             for _, done in group:
