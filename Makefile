@@ -23,7 +23,7 @@ export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test pinned lint format data ui team serve deploy replay clean
+.PHONY: help setup prometheus run test pinned lint format data ui team serve deploy replay clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,10 +37,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip check
 	touch $@
 
+# Prometheus and promtool (Debian's package) for the alerts: `make ui` runs them, the alert
+# tests need them. Installed with apt where this is root on Debian; otherwise one line says
+# how, and the UIs start without alerts and the alert tests skip.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+	echo "Prometheus is not installed: sudo apt-get install prometheus (the alerts need it)"
+
 run: setup  ## the main job: fetch pinned data, run the whole pipeline (dvc repro)
 	$(BIN)/loopline run --params $(PARAMS)
 
-test: setup  ## lint, format check, the import layers and the whole test suite
+test: setup prometheus  ## lint, format check, the import layers and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -65,7 +74,7 @@ format: setup  ## apply ruff's fixes and formatting
 data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
 	$(BIN)/loopline data
 
-ui: setup  ## the UIs: Prefect :4200, MLflow :5000, Evidently drift dashboard :8000
+ui: setup prometheus  ## the UIs: Prefect :4200, MLflow :5000, Evidently :8000, Prometheus :9090
 	$(BIN)/loopline ui
 
 team: setup  ## team mode: PostgreSQL, MLflow, Prefect + workers, Evidently; writes params.team.yaml

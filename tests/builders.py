@@ -47,3 +47,12 @@ def log_compiled(
     with mlflow.start_run(run_name=name) as run:
         info = log_model(folder, dataset.contract, examples)
     return LoggedModel(info.model_uri, run.info.run_id, scorer)
+
+
+class NotCompiled(mlflow.pyfunc.PythonModel):
+    """A plain pyfunc: registrable, but no compiled scorer, so the service refuses it."""
+
+    def predict(
+        self, context: object, model_input: list[object], params: object = None
+    ) -> list[object]:
+        return model_input

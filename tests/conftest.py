@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
@@ -179,6 +181,25 @@ def fresh_database(server: URL) -> URL:
     """A new, empty database on `server` (one per test: no state shared between tests)."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     return ensure_databases(server, [name])[name]
+
+
+@contextlib.contextmanager
+def database_away(server: URL, name: str) -> Iterator[None]:
+    """Database `name` on `server` gone for the block: its connections cut, renamed away;
+    renamed back when the block ends (an outage that a store's clients must ride out)."""
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as db:
+            db.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            db.exec_driver_sql(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"')
+        yield
+    finally:
+        with admin.connect() as db:
+            db.exec_driver_sql(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"')
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

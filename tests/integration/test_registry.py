@@ -29,7 +29,7 @@ from loopline.training.families import xgboost as xgb
 from loopline.training.feature_sets import FeatureSets, load_feature_sets
 from loopline.training.train import train_family
 from loopline.workspace import Workspace
-from tests.builders import log_compiled
+from tests.builders import NotCompiled, log_compiled
 
 pytestmark = pytest.mark.slow
 SPAWN = multiprocessing.get_context("spawn")  # each process its own MLflow client
@@ -340,15 +340,6 @@ def test_a_crashed_holders_lock_expires_and_a_busy_lock_names_its_holder(world: 
         assert client.get_registered_model("crash.lock").tags[RegistryLock.TOKEN] != (
             "a holder that never releases"
         )
-
-
-class NotCompiled(mlflow.pyfunc.PythonModel):
-    """A plain pyfunc: registrable, but no compiled scorer, so the service refuses it."""
-
-    def predict(
-        self, context: object, model_input: list[object], params: object = None
-    ) -> list[object]:
-        return model_input
 
 
 def test_an_alias_moved_outside_loopline_is_reported_rolled_back_and_promoted_past(

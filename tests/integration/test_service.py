@@ -18,7 +18,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from loopline.data import columns as cols
@@ -26,7 +25,7 @@ from loopline.infra.prediction_log import read_predictions
 from loopline.registry.versions import CHAMPION
 from loopline.scoring.features import UNKNOWN_CODE
 from loopline.scoring.registered import load_version
-from tests.conftest import ROOT, fresh_database, tool_env
+from tests.conftest import ROOT, database_away, fresh_database, tool_env
 from tests.integration.conftest import ServingWorld, bento_server
 
 pytestmark = pytest.mark.slow
@@ -229,28 +228,20 @@ def test_while_the_log_database_is_down_requests_get_503_and_readiness_says_so(
     params = serving_world.write_params(
         "params-pg-log.yaml", prediction_log=url.render_as_string(hide_password=False)
     )
-    admin = sa.create_engine(postgres.set(database="postgres"), isolation_level="AUTOCOMMIT")
     payload = {"records": _records(serving_world.test_records.iloc[:3], columns)}
     with bento_server(params, tmp_path) as server, httpx.Client(timeout=30) as http:
         assert http.post(f"{server}/predict", json=payload).status_code == 200
-        with admin.connect() as db:
-            db.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            db.exec_driver_sql(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"')
-        answers = [http.post(f"{server}/predict", json=payload) for _ in range(20)]
-        assert {a.status_code for a in answers} == {503}
-        assert all(a.headers["retry-after"] == "1" for a in answers)
-        reason = answers[-1].json()["error"]
-        assert reason.startswith("prediction log unavailable: OperationalError: ")
-        assert "\n" not in reason
-        deadline = time.monotonic() + 30
-        while http.get(f"{server}/readyz").status_code == 200:  # each worker learns it
-            http.post(f"{server}/predict", json=payload)
-            assert time.monotonic() < deadline, "/readyz stayed ready with the log down"
-        with admin.connect() as db:
-            db.exec_driver_sql(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"')
+        with database_away(postgres, name):
+            answers = [http.post(f"{server}/predict", json=payload) for _ in range(20)]
+            assert {a.status_code for a in answers} == {503}
+            assert all(a.headers["retry-after"] == "1" for a in answers)
+            reason = answers[-1].json()["error"]
+            assert reason.startswith("prediction log unavailable: OperationalError: ")
+            assert "\n" not in reason
+            deadline = time.monotonic() + 30
+            while http.get(f"{server}/readyz").status_code == 200:  # each worker learns it
+                http.post(f"{server}/predict", json=payload)
+                assert time.monotonic() < deadline, "/readyz stayed ready with the log down"
         deadline, in_a_row = time.monotonic() + 30, 0
         while in_a_row < 10:  # both workers' writers probe the database back, by themselves
             assert time.monotonic() < deadline, "the service did not recover"
@@ -258,7 +249,6 @@ def test_while_the_log_database_is_down_requests_get_503_and_readiness_says_so(
             in_a_row = in_a_row + 1 if ok else 0
             time.sleep(0.1)
         assert http.get(f"{server}/readyz").status_code == 200
-    admin.dispose()
 
 
 def test_hot_swap_under_concurrent_requests_drops_nothing(

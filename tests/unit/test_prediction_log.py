@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL
 
 from loopline.data.datasets import get_dataset
 from loopline.infra.prediction_log import LogUnavailableError, PredictionLog, read_predictions
-from tests.conftest import fresh_database
+from tests.conftest import database_away, fresh_database
 
 DATASET = get_dataset("nycflights13")
 FIELDS = DATASET.record_fields()  # the contract's record fields and their types
@@ -163,20 +163,15 @@ def test_an_outage_refuses_requests_in_one_line_logs_once_and_recovers(
     name = url.database
     log = PredictionLog(url, FIELDS)
     log.append([_row(0, "before")])
-    admin = sa.create_engine(postgres.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as db:
-        db.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        db.exec_driver_sql(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"')
     with caplog.at_level(logging.WARNING, logger="loopline.infra.prediction_log"):
-        for request in range(5):
-            with pytest.raises(LogUnavailableError, match=r"^prediction log unavailable: ") as no:
-                log.append([_row(request, f"during-{request}")])
-            assert "\n" not in str(no.value)
-        assert log.outage.down
-        with admin.connect() as db:
-            db.exec_driver_sql(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"')
+        with database_away(postgres, name):
+            for request in range(5):
+                with pytest.raises(
+                    LogUnavailableError, match=r"^prediction log unavailable: "
+                ) as no:
+                    log.append([_row(request, f"during-{request}")])
+                assert "\n" not in str(no.value)
+            assert log.outage.down
         deadline = time.monotonic() + 20
         while log.outage.down:
             assert time.monotonic() < deadline, "the outage never ended"
@@ -191,4 +186,3 @@ def test_an_outage_refuses_requests_in_one_line_logs_once_and_recovers(
     log.append([_row(1, "after")])
     assert set(read_predictions(url)["request_id"]) == {"before", "after"}
     log.close()
-    admin.dispose()

@@ -122,22 +122,28 @@ async def _answer(app: Any, body: bytes | None) -> dict:
     return answer
 
 
-def _intake(app: Any, max_open: int = 100, deadline_s: float = 0.3) -> IntakeMiddleware:
-    return IntakeMiddleware(app, max_open, deadline_s, max_bytes=1000, retry_after_s=2)
+def _intake(
+    app: Any, max_open: int = 100, deadline_s: float = 0.3, refusals: list | None = None
+) -> IntakeMiddleware:
+    on_refusal = (refusals if refusals is not None else []).append
+    return IntakeMiddleware(app, max_open, deadline_s, 1000, 2, on_refusal=on_refusal)
 
 
 def test_a_stalled_body_gets_408_and_its_connection_closed() -> None:
-    intake = _intake(_ok)
+    refusals: list[str] = []
+    intake = _intake(_ok, refusals=refusals)
     answer = asyncio.run(asyncio.wait_for(_answer(intake, None), 5))
     assert answer["status"] == 408
     assert answer["headers"][b"connection"] == b"close"
     assert b"not received within 0.3 s" in answer["body"]
-    assert (intake.timed_out, intake.open) == (1, 0)
+    assert (refusals, intake.open) == (["body_timeout"], 0)
 
 
 def test_past_the_open_bound_requests_are_refused_at_once_and_admitted_again_after() -> None:
+    refusals: list[str] = []
+
     async def scenario() -> list[int]:
-        intake = _intake(_ok, max_open=3)
+        intake = _intake(_ok, max_open=3, refusals=refusals)
         stalled = [asyncio.create_task(_answer(intake, None)) for _ in range(3)]
         await asyncio.sleep(0.05)  # the three are open, waiting for bodies
         refused = await asyncio.wait_for(_answer(intake, b"{}"), 0.1)  # at once, no wait
@@ -148,13 +154,17 @@ def test_past_the_open_bound_requests_are_refused_at_once_and_admitted_again_aft
         return [refused["status"], *timed_out, admitted["status"]]
 
     assert asyncio.run(scenario()) == [503, 408, 408, 408, 200]
+    assert refusals == ["open_requests", "body_timeout", "body_timeout", "body_timeout"]
 
 
 def test_stalled_bodies_do_not_hold_places_in_the_in_flight_limit() -> None:
     """One place in flight, 50 stalled clients: a normal request still gets its answer."""
 
+    def bad(reason: str) -> None:
+        raise AssertionError(f"nothing may be shed for capacity here ({reason})")
+
     async def scenario() -> tuple[int, list[int]]:
-        app = _intake(LoadShedMiddleware(_ok, max_in_flight=1, retry_after_s=1))
+        app = _intake(LoadShedMiddleware(_ok, max_in_flight=1, retry_after_s=1, on_refusal=bad))
         stalled = [asyncio.create_task(_answer(app, None)) for _ in range(50)]
         await asyncio.sleep(0.05)
         normal = await asyncio.wait_for(_answer(app, b'{"records": []}'), 0.1)

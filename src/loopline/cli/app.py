@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shlex
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,7 @@ from typing import Annotated
 import typer
 
 from loopline.cli.registry import registry_app
-from loopline.cli.servers import describe, team_servers, ui_servers
+from loopline.cli.servers import alert_servers, describe, team_servers, ui_servers
 from loopline.cli.unreachable import client_settings, server_down
 from loopline.core.errors import LooplineError
 from loopline.core.params import PARAMS_ENV
@@ -379,15 +380,18 @@ def _replay_flags(options: ReplayOptions) -> list[str]:
 
 
 @app.command()
-def ui(
+def ui(  # noqa: PLR0917 - typer: every option is a parameter
     params: ParamsOption = PARAMS,
     prefect_port: Annotated[int, typer.Option(help="Port of the Prefect UI.")] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     evidently_port: Annotated[int, typer.Option(help="Port of the drift dashboard.")] = 8000,
+    prometheus_port: Annotated[int, typer.Option(help="Port of Prometheus (alerts).")] = 9090,
+    exporter_port: Annotated[int, typer.Option(help="Port of the loop's exporter.")] = 9108,
 ) -> None:
     """Serve the UIs on 127.0.0.1 until Ctrl-C.
 
-    Prefect shows the flow runs, MLflow the models, Evidently the drift dashboard.
+    Prefect shows the flow runs, MLflow the models, Evidently the drift dashboard, and
+    Prometheus the alerts (over the service at serve.host:serve.port and the loop's exporter).
     """
     with managed() as running:
         workspace = Workspace.load(params)
@@ -398,12 +402,37 @@ def ui(
                 f"MLflow {settings.mlflow.tracking_uri}, drift {settings.monitor.workspace}; "
                 "open those (`loopline up --profile team` serves them)"
             )
-        for server in ui_servers(workspace, prefect_port, mlflow_port, evidently_port):
+        servers = ui_servers(workspace, prefect_port, mlflow_port, evidently_port)
+        try:
+            servers += alert_servers(workspace, prometheus_port, exporter_port)
+        except LooplineError as missing:  # the other UIs still start
+            typer.secho(f"no alerts: {missing}", fg=typer.colors.YELLOW, err=True)
+        for server in servers:
             typer.echo(f"{server.name:<10} {running.start(server)}")
         typer.echo("Ctrl-C stops them all.")
         with contextlib.suppress(KeyboardInterrupt):
             running.wait()
         typer.echo("stopping")
+
+
+@app.command()
+def exporter(
+    params: ParamsOption = PARAMS,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of /metrics.")] = 9108,
+) -> None:
+    """Serve the loop's facts for Prometheus at /metrics until Ctrl-C (`make ui` starts it).
+
+    The champion (servable? where the ledger left it?), the monitor's latest decision and
+    batch (incidents, drift), and how far the labels lag behind the predictions.
+    """
+    from loopline.loop.exporter import serve_exporter  # noqa: PLC0415 - MLflow import is slow
+
+    with managed():
+        serve_exporter(Workspace.load(params), host, port)
+        typer.echo(f"exporter at http://{host}:{port}/metrics")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
 
 if __name__ == "__main__":

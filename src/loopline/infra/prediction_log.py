@@ -284,6 +284,15 @@ class PredictionLog:
         with self.engine.connect() as db:
             return db.scalar(sa.select(sa.func.max(self.predictions.c.logged_at)))
 
+    def logged_span(self) -> tuple[str, str] | None:
+        """When the oldest and the newest predictions were logged (ISO), or None if empty."""
+        logged_at = self.predictions.c.logged_at
+        with self.engine.connect() as db:
+            oldest, newest = db.execute(
+                sa.select(sa.func.min(logged_at), sa.func.max(logged_at))
+            ).one()
+        return None if newest is None else (oldest, newest)
+
     def labeled_arrivals(self, until: str) -> pd.DataFrame:
         """Key columns and first arrival time (`logged_at`) of every labeled example.
 

@@ -2,11 +2,12 @@
 
 A `Server` says how to start one server (its command, environment, log file) and how to
 know it is up (`ready`). Each server of the project has one builder here: the Prefect
-server and its workers, MLflow, the Evidently UI, the BentoML service, PostgreSQL and the
-runner of the loop's deployments. `Processes` starts them for a block, waits for each to
-be ready, and stops every one it started, newest first, however the block ends: normally,
-by an error, by Ctrl-C, or by SIGTERM or SIGHUP (`stopped_by_signals` turns those into
-`Interrupted`, so `with` blocks unwind instead of the process dying on the spot).
+server and its workers, MLflow, the Evidently UI, the BentoML service, PostgreSQL, the
+runner of the loop's deployments, Prometheus and the loop's exporter. `Processes` starts
+them for a block, waits for each to be ready, and stops every one it started, newest
+first, however the block ends: normally, by an error, by Ctrl-C, or by SIGTERM or SIGHUP
+(`stopped_by_signals` turns those into `Interrupted`, so `with` blocks unwind instead of
+the process dying on the spot).
 
 Every child runs in a session of its own, and stopping it signals that session's whole
 process group (SIGTERM, then SIGKILL after a grace period), so a server's own workers and
@@ -391,3 +392,24 @@ def deployment_registered(api_url: str, name: str) -> bool:
         query = {"deployments": {"name": {"any_": [name]}}}
         return bool(httpx.post(f"{api_url}/deployments/filter", json=query, timeout=5).json())
     return False
+
+
+def prometheus(
+    binary: str, config_file: Path, data_dir: Path, *, host: str, port: int, log_file: Path
+) -> Server:
+    """The Prometheus server `binary` with `config_file`, its samples in `data_dir`."""
+    url = f"http://{host}:{port}"
+    command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={data_dir}",
+               f"--web.listen-address={host}:{port}"]  # fmt: skip
+    return Server("prometheus", command, http_ready(f"{url}/-/ready"), url, log_file=log_file)
+
+
+def loop_exporter(params_file: Path, host: str, port: int, log_file: Path) -> Server:
+    """`loopline exporter`: the loop's facts (registry, monitor, labels) for Prometheus."""
+    url = f"http://{host}:{port}"
+    command = python_module("loopline.cli", "exporter", "--params", str(params_file),
+                            "--host", host, "--port", str(port))  # fmt: skip
+    return Server(
+        "exporter", command, http_ready(f"{url}/metrics"), url, cwd=params_file.parent,
+        log_file=log_file,
+    )  # fmt: skip

@@ -20,6 +20,17 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Told the reason of every request a guard refuses (the service counts them for /metrics).
+OnRefusal = Callable[[str], None]
+# The reasons: shed for capacity (the two 503s), a body too slow (408) or too large (413).
+OPEN_REQUESTS, IN_FLIGHT, BODY_TIMEOUT, BODY_TOO_LARGE = (
+    "open_requests", "in_flight", "body_timeout", "body_too_large"
+)  # fmt: skip
+
+
+def _ignore(_reason: str) -> None:
+    """The default `on_refusal`: count nothing."""
+
 
 # Probes and the API description stay reachable without a key.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/"})
@@ -82,16 +93,16 @@ class IntakeMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_open: int, deadline_s: float, max_bytes: int, retry_after_s: int
-    ) -> None:
+        self, app: ASGIApp, max_open: int, deadline_s: float, max_bytes: int, retry_after_s: int,
+        *, on_refusal: OnRefusal = _ignore,
+    ) -> None:  # fmt: skip
         self.app = app
         self.max_open = max_open
         self.deadline_s = deadline_s
         self.max_bytes = max_bytes
         self.retry_after = str(retry_after_s).encode()
+        self.on_refusal = on_refusal
         self.open = 0
-        self.refused = 0
-        self.timed_out = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI event."""
@@ -99,7 +110,7 @@ class IntakeMiddleware:
             await self.app(scope, receive, send)
             return
         if self.open >= self.max_open:
-            self.refused += 1
+            self.on_refusal(OPEN_REQUESTS)
             await _reject(
                 send, 503, f"over capacity ({self.max_open} requests open); retry",
                 [(b"retry-after", self.retry_after), CLOSE],
@@ -118,6 +129,7 @@ class IntakeMiddleware:
         too_large = f"request body over {self.max_bytes} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            self.on_refusal(BODY_TOO_LARGE)
             await _reject(send, 413, too_large, [CLOSE])
             return None
         deadline = asyncio.get_running_loop().time() + self.deadline_s
@@ -128,7 +140,7 @@ class IntakeMiddleware:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                self.timed_out += 1
+                self.on_refusal(BODY_TIMEOUT)
                 late = f"request body not received within {self.deadline_s:g} s"
                 await _reject(send, 408, late, [CLOSE])
                 return None
@@ -137,6 +149,7 @@ class IntakeMiddleware:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:
+                self.on_refusal(BODY_TOO_LARGE)
                 await _reject(send, 413, too_large, [CLOSE])
                 return None
             chunks.append(chunk)
@@ -189,12 +202,15 @@ class LoadShedMiddleware:
     never shed.
     """
 
-    def __init__(self, app: ASGIApp, max_in_flight: int, retry_after_s: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_in_flight: int, retry_after_s: int, *,
+        on_refusal: OnRefusal = _ignore,
+    ) -> None:  # fmt: skip
         self.app = app
         self.max_in_flight = max_in_flight
         self.retry_after = str(retry_after_s).encode()
+        self.on_refusal = on_refusal
         self.in_flight = 0
-        self.shed = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI event."""
@@ -202,7 +218,7 @@ class LoadShedMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            self.shed += 1
+            self.on_refusal(IN_FLIGHT)
             await _reject(
                 send, 503, f"over capacity ({self.max_in_flight} requests in flight); retry",
                 [(b"retry-after", self.retry_after)],

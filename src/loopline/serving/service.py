@@ -64,6 +64,14 @@ REQUEST = RequestSchema.of(
     DATASET.contract, SERVE.max_records_per_request, DATASET.record_type_name
 )
 SCORE_ATTEMPTS = 3
+# Beside BentoML's own request metrics on /metrics (every answer by route and status):
+# why a guard refused a request, so alerts can tell shedding from failing (loop/prometheus).
+REFUSED = bentoml.metrics.Counter(
+    name="loopline_requests_refused",
+    documentation="Requests a guard refused: open_requests or in_flight (shed, 503), "
+    "body_timeout (408), body_too_large (413)",
+    labelnames=["reason"],
+)
 CONNECTION_CLOSED = "Connection closed."  # aiohttp's message when a session closes mid-read
 log = logging.getLogger("loopline.serving")
 
@@ -277,12 +285,20 @@ async def reload() -> Response:
 # Mounted after BentoML's own routes (probes, metrics, /docs.json); it answers its paths.
 PredictionAPI.mount_asgi_app(routes)
 # The first added runs first: intake (open requests, body deadline and size) before the rest.
+
+
+def count_refusal(reason: str) -> None:
+    """Count a request a guard refused, by why."""
+    REFUSED.labels(reason=reason).inc()
+
+
 PredictionAPI.add_asgi_middleware(
     IntakeMiddleware, max_open=SERVE.max_open_requests, deadline_s=SERVE.client_timeout_s,
-    max_bytes=SERVE.max_body_bytes, retry_after_s=SERVE.retry_after_s,
+    max_bytes=SERVE.max_body_bytes, retry_after_s=SERVE.retry_after_s, on_refusal=count_refusal,
 )  # fmt: skip
 PredictionAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
 PredictionAPI.add_asgi_middleware(JsonOnlyMiddleware)
 PredictionAPI.add_asgi_middleware(
-    LoadShedMiddleware, max_in_flight=SERVE.max_in_flight, retry_after_s=SERVE.retry_after_s
-)
+    LoadShedMiddleware, max_in_flight=SERVE.max_in_flight, retry_after_s=SERVE.retry_after_s,
+    on_refusal=count_refusal,
+)  # fmt: skip
