@@ -89,11 +89,11 @@ class LoopCollector(Collector):
             labels=["alias", "version"],
         )
         metrics: list[Metric] = [refused]
-        for alias in (CHAMPION, CHALLENGER):
-            version = registry.alias_version(alias)
+        aliased = {alias: registry.alias_version(alias) for alias in (CHAMPION, CHALLENGER)}
+        for alias, version in aliased.items():
             if version is not None and self._refusal(version) is not None:
                 refused.add_metric([alias, version], 1)
-        champion = registry.alias_version(CHAMPION)
+        champion = aliased[CHAMPION]
         if champion is None:
             return metrics
         metrics += [
