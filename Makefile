@@ -81,9 +81,9 @@ team: setup  ## team mode: PostgreSQL, MLflow, Prefect + workers, Evidently; wri
 	$(BIN)/loopline up --profile team --params $(PARAMS)
 
 serve: setup  ## serve the champion with BentoML on http://127.0.0.1:3000 (OpenAPI page at /)
-	$(BIN)/loopline serve --params $(PARAMS)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/loopline serve --params $(PARAMS)
 
-deploy: setup  ## serve the monitor + retrain deployments (needs a Prefect server: make ui)
+deploy: setup  ## serve the loop's deployments: monitor, retrain, jobs, score (needs make ui)
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/loopline deploy --params $(PARAMS)
 
 replay: setup  ## play unseen data (flights: Jul-Dec 2013) through the service and the loop

@@ -6,6 +6,8 @@
   Automations in the Prefect UI) that passes the event's payload as parameters; one run
   at a time (a deployment concurrency limit the Prefect server enforces): a run started
   while another is active waits in the `AwaitingConcurrencySlot` state;
+* `score-jobs/loopline-jobs`: the asynchronous prediction jobs (`POST /jobs`), run when
+  the service asks and every `jobs.sweep_minutes` as a safety net;
 * `score/loopline-score`: batch scoring on demand (Run in the Prefect UI with `source` and
   `target` Parquet paths, or `prefect deployment run score/loopline-score -p ...`).
 Schedules can be changed or paused in the UI. `python -m pipelines.deployments --params
@@ -28,7 +30,9 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from loopline.infra.environment import configure_logging, quiet_environment
 from loopline.infra.processes import stopped_by_signals
+from loopline.serving.jobs import JOBS_DEPLOYMENT
 from loopline.workspace import Workspace
+from pipelines.jobs import score_jobs
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from pipelines.retrain import retrain
 from pipelines.score import score
@@ -41,7 +45,7 @@ SCORE_DEPLOYMENT = "loopline-score"
 def loop_deployments(
     params_path: Path, job_variables: dict[str, str] | None = None
 ) -> list[RunnerDeployment]:
-    """The monitor, retrain and score deployments of the params file at `params_path`.
+    """The monitor, retrain, score-jobs and score deployments of the params file.
 
     Their entrypoints are module paths (`pipelines.retrain:retrain`), so any machine with
     Loopline installed can run them; `job_variables` go to the work pool's job template.
@@ -76,8 +80,21 @@ def loop_deployments(
             ),
             **module,
         ),
+        jobs_deployment(params_path, job_variables),
         score.to_deployment(name=SCORE_DEPLOYMENT, parameters={"params_path": path}, **module),
     ]
+
+
+def jobs_deployment(
+    params_path: Path, job_variables: dict[str, str] | None = None
+) -> RunnerDeployment:
+    """The score-jobs deployment: on request, and every `jobs.sweep_minutes`."""
+    minutes = Workspace.load(params_path).params.jobs.sweep_minutes
+    return score_jobs.to_deployment(
+        name=JOBS_DEPLOYMENT, interval=dt.timedelta(minutes=minutes),
+        parameters={"params_path": str(params_path.resolve())},
+        entrypoint_type=EntrypointType.MODULE_PATH, job_variables=job_variables,
+    )  # fmt: skip
 
 
 def serve_deployments(params_path: Path) -> None:

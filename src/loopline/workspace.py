@@ -38,6 +38,7 @@ from loopline.core.params import (
 from loopline.data.datasets import get_dataset
 from loopline.data.datasets.base import Dataset, read_tables
 from loopline.data.time_axis import TimeAxis
+from loopline.infra.job_store import JobStore
 from loopline.infra.monitor_state import MonitorState
 from loopline.infra.prediction_log import PredictionLog
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 # Settings that name a place: a relative one is read against the params file's folder.
 LOCATIONS = (
     "mlflow.artifact_root", "registry.ledger", "registry.cards", "serve.prediction_log",
+    "jobs.store",
     "monitor.workspace", "monitor.reports", "monitor.state", "team.home", "team.artifacts",
     "team.params_file", "featurize.split.keys_file",
 )  # fmt: skip
@@ -220,6 +222,11 @@ class Workspace:
             self.dataset.target_column, commit_delay_ms=commit_delay_ms,
             durability=serve.log_durability,
         )  # fmt: skip
+
+    @functools.cached_property
+    def job_store(self) -> JobStore:
+        """The asynchronous prediction jobs (`jobs.store`)."""
+        return JobStore(self.params.jobs.store)
 
     @functools.cached_property
     def monitor_state(self) -> MonitorState:

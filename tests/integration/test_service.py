@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
 import socket
 import subprocess
@@ -162,8 +163,10 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server: str, tmp_path:
         capture_output=True, text=True, timeout=600, check=False, env=tool_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "No issues found" in result.stdout
-    assert "7 selected / 7 total" in result.stdout  # /predict, /metadata, /reload among them
+    # Every generated case passed (a warning that a job's result stayed 404 or 409 is fine:
+    # fuzzed jobs are never run here, there is no Prefect server).
+    assert re.search(r"(\d+) generated, \1 passed", result.stdout), result.stdout[-4000:]
+    assert "10 selected / 10 total" in result.stdout  # /predict, /metadata, /jobs among them
 
 
 STALLED = 500

@@ -194,7 +194,7 @@ def score(
 
 @app.command()
 def deploy(params: ParamsOption = PARAMS) -> None:
-    """Create the monitor, retrain and score deployments (schedules + drift trigger).
+    """Create the loop's deployments: monitor, retrain, score-jobs, score (schedules, trigger).
 
     With `prefect.work_pool` set they go to that work pool and the command returns (the
     pool's workers run them); otherwise this process runs them until Ctrl-C.
@@ -357,8 +357,9 @@ def _loop_servers(running: Processes, workspace: Workspace, port: int) -> tuple[
     logs = workspace.params.paths.replay / "logs"
     serve = workspace.params.serve
     service = processes.bentoml_service(
-        workspace.params_file, serve.host, serve.port, logs / "service.log"
-    )
+        workspace.params_file, serve.host, serve.port, logs / "service.log",
+        PREFECT_API_URL=api_url,  # where it asks for prediction-job runs
+    )  # fmt: skip
     url = running.start(service, reuse=True)
     if workspace.params.prefect.work_pool is None:
         runner = processes.deployment_runner(

@@ -109,6 +109,7 @@ class TeamServers:
         loopline = self.database("loopline")
         return {
             "mlflow.tracking_uri": self.mlflow, "serve.prediction_log": loopline,
+            "jobs.store": loopline,
             "monitor.state": loopline, "registry.ledger": loopline,
             "monitor.workspace": self.evidently, "prefect.api_url": self.prefect_api,
             "prefect.work_pool": work_pool,

@@ -220,6 +220,18 @@ class ServeParams(Section):
     api_key_env: str
 
 
+class JobsParams(Section):
+    """Asynchronous prediction jobs (POST /jobs): where they live, how large, how they run."""
+
+    store: str  # a SQLite file (path) or a database URL
+    max_records: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    upload_timeout_s: float = Field(gt=0, le=3600)
+    chunk_rows: int = Field(ge=1)
+    lease_s: float = Field(gt=0)
+    sweep_minutes: int = Field(ge=1)
+
+
 class TrafficChecks(Section):
     """Data-quality limits on a live batch, checked before drift (loopline.monitoring.traffic)."""
 
@@ -323,6 +335,7 @@ class Params(Section):
     evaluate: EvaluateParams
     registry: RegistryParams
     serve: ServeParams
+    jobs: JobsParams
     monitor: MonitorParams
     retrain: RetrainParams
     prefect: PrefectParams

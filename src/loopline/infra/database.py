@@ -107,18 +107,28 @@ def add_missing_columns(connection: sa.Connection, table: sa.Table) -> None:
             )
 
 
+def _dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT of `table`, which knows ON CONFLICT."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415
+    return insert(table)
+
+
 def upsert(connection: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> None:
     """Insert `rows`; a row whose primary key exists replaces the stored one."""
     if not rows:
         return
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415
-    statement = insert(table)
+    statement = _dialect_insert(connection, table)
     keys = [column.name for column in table.primary_key.columns]
     replace = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
     connection.execute(
         statement.on_conflict_do_update(index_elements=keys, set_=replace), list(rows)
     )
+
+
+def insert_new(connection: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> None:
+    """Insert `rows`; a row whose primary key exists is left as stored (no error)."""
+    if rows:
+        connection.execute(_dialect_insert(connection, table).on_conflict_do_nothing(), list(rows))

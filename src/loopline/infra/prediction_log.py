@@ -46,6 +46,7 @@ from loopline.infra.database import (
     create_engine,
     cross_process_lock,
     database_url,
+    insert_new,
     upsert,
 )
 from loopline.infra.outage import Outage
@@ -130,6 +131,16 @@ class PredictionLog:
     def append(self, rows: Sequence[dict]) -> None:
         """Write `rows` (dicts with the meta and record columns) durably; wait for it."""
         self.submit(rows).result()
+
+    def append_new(self, rows: Sequence[dict]) -> None:
+        """Write the rows whose prediction id is not stored yet, now, in one transaction.
+
+        For work that may run twice (a prediction job's chunk scored again after its
+        runner died): the rows stored the first time stay, none is logged twice.
+        """
+        with self._transaction() as db:
+            insert_new(db, self.predictions, [{c: row.get(c) for c in self._columns}
+                                              for row in rows])  # fmt: skip
 
     def submit(self, rows: Sequence[dict]) -> Future:
         """Queue `rows` for the next group commit; the future resolves once they are stored.

@@ -352,13 +352,19 @@ def postgres(data_dir: Path, host: str, port: int, log_file: Path | None = None)
     )  # fmt: skip
 
 
+# How often a worker asks for runs (Prefect's default is 10 s): a prediction job or a
+# retrain that was just asked for starts within seconds.
+WORKER_QUERY_S = "2"
+
+
 def prefect_worker(pool: str, name: str, api_url: str, cwd: Path, log_file: Path) -> Server:
     """A Prefect process worker of `pool`; ready once the server lists it online."""
     command = python_module("prefect", "worker", "start", "--pool", pool, "--type", "process",
                       "--name", name)  # fmt: skip
     return Server(
         f"worker {name}", command, lambda: name in online_workers(api_url, pool), api_url,
-        env=tool_environment(PREFECT_API_URL=api_url), cwd=cwd, log_file=log_file,
+        env=tool_environment(PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS=WORKER_QUERY_S),
+        cwd=cwd, log_file=log_file,
     )  # fmt: skip
 
 

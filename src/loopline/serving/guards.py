@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -86,6 +86,9 @@ class IntakeMiddleware:
       in-flight limit while it waits, since that limit starts counting after the body);
     * a body over `max_bytes`, by Content-Length or while it streams: 413, closed.
 
+    `uploads` gives paths that take large bodies (a prediction job's records) their own
+    (max_bytes, deadline_s).
+
     Closing matters: the unread rest of a refused body would otherwise be read as the next
     request on a kept-alive connection. A connection that never finishes its headers never
     reaches the app (uvicorn keeps it, cheaply, until the client goes); bench/README.md
@@ -94,12 +97,12 @@ class IntakeMiddleware:
 
     def __init__(
         self, app: ASGIApp, max_open: int, deadline_s: float, max_bytes: int, retry_after_s: int,
-        *, on_refusal: OnRefusal = _ignore,
+        *, on_refusal: OnRefusal = _ignore, uploads: Mapping[str, tuple[int, float]] = {},
     ) -> None:  # fmt: skip
         self.app = app
         self.max_open = max_open
-        self.deadline_s = deadline_s
-        self.max_bytes = max_bytes
+        self.limits = (max_bytes, deadline_s)
+        self.uploads = dict(uploads)
         self.retry_after = str(retry_after_s).encode()
         self.on_refusal = on_refusal
         self.open = 0
@@ -126,13 +129,14 @@ class IntakeMiddleware:
 
     async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None once the request has been answered (or the client left)."""
-        too_large = f"request body over {self.max_bytes} bytes"
+        max_bytes, deadline_s = self.uploads.get(scope["path"], self.limits)
+        too_large = f"request body over {max_bytes} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             self.on_refusal(BODY_TOO_LARGE)
             await _reject(send, 413, too_large, [CLOSE])
             return None
-        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        deadline = asyncio.get_running_loop().time() + deadline_s
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -141,14 +145,14 @@ class IntakeMiddleware:
                     message = await receive()
             except TimeoutError:
                 self.on_refusal(BODY_TIMEOUT)
-                late = f"request body not received within {self.deadline_s:g} s"
+                late = f"request body not received within {deadline_s:g} s"
                 await _reject(send, 408, late, [CLOSE])
                 return None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_bytes:
+            if received > max_bytes:
                 self.on_refusal(BODY_TOO_LARGE)
                 await _reject(send, 413, too_large, [CLOSE])
                 return None
@@ -171,24 +175,29 @@ class JsonOnlyMiddleware:
     """Answer 415 to a POST whose declared media type is not application/json.
 
     BentoML would otherwise try to parse some bodies (a multipart type without a boundary,
-    for one) and fail with a 500.
+    for one) and fail with a 500. `also` names other media types a path takes (a
+    prediction job's Parquet upload).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, also: Mapping[str, frozenset[str]] = {}) -> None:
         self.app = app
+        self.also = {path: {kind.encode() for kind in kinds} for path, kinds in also.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI event."""
         if scope["type"] == "http" and scope["method"] == "POST":
             declared = dict(scope.get("headers") or []).get(b"content-type")
             media_type = (declared or b"application/json").split(b";")[0].strip().lower()
-            if media_type != b"application/json":
+            allowed = media_type == b"application/json" or media_type in self.also.get(
+                scope["path"], ()
+            )
+            if not allowed:
+                kinds = ", ".join(["application/json", *sorted(k.decode() for k in self.also.get(
+                    scope["path"], ()))])  # fmt: skip
                 await _reject(
-                    send,
-                    415,
-                    "send JSON (Content-Type: application/json), "
-                    f"not {media_type.decode(errors='replace')}",
-                )
+                    send, 415,
+                    f"send {kinds} (Content-Type), not {media_type.decode(errors='replace')}",
+                )  # fmt: skip
                 return
         await self.app(scope, receive, send)
 

@@ -7,7 +7,8 @@ request and prediction an id, logs every prediction durably (group commit) befor
 answers, and returns probability, label, model name and version. Intake (open requests,
 body deadline and size), API key, JSON-only and load-shedding guards run before any route
 sees a request. GET /healthz,
-/readyz, /metadata; POST /predict, /reload.
+/readyz, /metadata; POST /predict, /reload; asynchronous prediction jobs: POST /jobs,
+GET /jobs/{id} and /jobs/{id}/result (`loopline.serving.jobs`).
 
 The routes are a small FastAPI app mounted on the service (BentoML serves it in its own
 workers, behind its health probes, metrics and middleware, and merges its OpenAPI into
@@ -33,6 +34,8 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
+import threading
 import uuid
 from typing import Any
 
@@ -42,15 +45,25 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 
+from loopline.core.errors import DataContractError
 from loopline.data import columns as cols
 from loopline.infra.environment import configure_logging, quiet_environment
-from loopline.infra.prediction_log import LogUnavailableError
+from loopline.infra.job_store import IdempotencyConflictError, Job
+from loopline.infra.outage import one_line
+from loopline.infra.prediction_log import OUTAGE_ERRORS, LogUnavailableError
 from loopline.serving.champion import ChampionHolder, NoChampionError
 from loopline.serving.guards import (
     ApiKeyMiddleware,
     IntakeMiddleware,
     JsonOnlyMiddleware,
     LoadShedMiddleware,
+)
+from loopline.serving.jobs import (
+    PARQUET_TYPES,
+    RunRequester,
+    check_upload,
+    encode_records,
+    result_parquet,
 )
 from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
 from loopline.workspace import Workspace
@@ -63,6 +76,10 @@ RECORD_FIELDS = DATASET.record_fields()
 REQUEST = RequestSchema.of(
     DATASET.contract, SERVE.max_records_per_request, DATASET.record_type_name
 )
+JOBS = WORKSPACE.params.jobs
+JOB_REQUEST = RequestSchema.of(DATASET.contract, JOBS.max_records, DATASET.record_type_name)
+REQUIRED = {f.name for f in DATASET.contract.record_fields() if not f.nullable}
+MAX_KEY_CHARS = 255  # an Idempotency-Key header
 SCORE_ATTEMPTS = 3
 # Beside BentoML's own request metrics on /metrics (every answer by route and status):
 # why a guard refused a request, so alerts can tell shedding from failing (loop/prometheus).
@@ -147,6 +164,21 @@ class PredictionAPI:
     def __init__(self) -> None:
         self.holder = None if SERVE.batching else _holder()
         self.log = WORKSPACE.open_prediction_log(SERVE.log_commit_delay_ms)
+        self.jobs = WORKSPACE.job_store
+        api_url = WORKSPACE.params.prefect.api_url or os.environ.get("PREFECT_API_URL")
+        self.runs = RunRequester(api_url, JOBS.lease_s)
+        threading.Thread(target=self._resume_jobs, name="resume-jobs", daemon=True).start()
+
+    def _resume_jobs(self) -> None:
+        """Ask for a score-jobs run when jobs were left unfinished (the service restarted)."""
+        try:
+            unfinished = self.jobs.unfinished()
+        except OUTAGE_ERRORS as error:
+            log.warning("job store unreachable at start (%s)", one_line(error))
+            return
+        if unfinished:
+            log.info("%d jobs unfinished at start: asking for a score-jobs run", len(unfinished))
+            self.runs.request("resume")
 
     def __is_ready__(self) -> bool:
         """A champion loaded (when scoring here) and the prediction log taking commits."""
@@ -282,6 +314,130 @@ async def reload() -> Response:
         return _failure(error)
 
 
+def _job_answer(job: Job, status: int = 200) -> Response:
+    """A job's status, where to follow it and where its result will be."""
+    links = {"status_url": f"/jobs/{job.job_id}", "result_url": f"/jobs/{job.job_id}/result"}
+    return _json(status, {**job.public(), **links}, {"location": links["status_url"]})
+
+
+def _store_down(error: Exception) -> Response:
+    return _json(503, {"error": f"job store unavailable: {one_line(error)}"},
+                 {"retry-after": str(SERVE.retry_after_s)})  # fmt: skip
+
+
+@routes.post(
+    "/jobs",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": JOB_REQUEST.json_schema()},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            },
+        },
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": MAX_KEY_CHARS},
+            }
+        ],
+    },
+    responses={
+        202: {"description": "Queued: the job's id, status and result URLs"},
+        200: {"description": "The job a retried submit (same Idempotency-Key) created"},
+        400: {"description": "The records break the input schema, or the file is unusable"},
+        422: {"description": "The Idempotency-Key was used for different records"},
+    },
+)
+async def submit_job(request: Request) -> Response:
+    """Many records (JSON like /predict, or a Parquet file) scored later; answers at once."""
+    service = bentoml.get_current_service()
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
+        return _json(400, {"error": f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters"})
+    body = await request.body()
+    try:
+        if media in PARQUET_TYPES:
+            rows = await asyncio.to_thread(
+                check_upload, body, RECORD_FIELDS, REQUIRED, JOBS.max_records
+            )
+            data = body
+        else:
+            records = JOB_REQUEST.records(body)
+            rows, data = len(records), await asyncio.to_thread(encode_records, records,
+                                                               RECORD_FIELDS)  # fmt: skip
+        job, created = await asyncio.to_thread(service.jobs.submit, data, rows,
+                                               JOBS.chunk_rows, key)  # fmt: skip
+    except ValidationError as error:
+        details = error.errors(include_url=False, include_context=False, include_input=False)
+        return _json(400, {"error": f"{error.error_count()} invalid input(s)", "details": details})
+    except DataContractError as error:
+        return _json(400, {"error": str(error)})
+    except IdempotencyConflictError as error:
+        return _json(422, {"error": str(error)})
+    except OUTAGE_ERRORS as error:
+        return _store_down(error)
+    if created:
+        _ask_for_run("submitted", job.job_id)
+    return _job_answer(job, 202 if created else 200)
+
+
+ASKING: set[asyncio.Task] = set()  # run requests under way (a task needs a reference)
+
+
+def _ask_for_run(reason: str, job_id: str) -> None:
+    """Ask Prefect for a score-jobs run in the background: the answer does not wait for it."""
+    runs = bentoml.get_current_service().runs
+    task = asyncio.create_task(asyncio.to_thread(runs.request, reason, job_id))
+    ASKING.add(task)
+    task.add_done_callback(ASKING.discard)
+
+
+async def _known_job(job_id: str) -> Job | Response:
+    """The job, or the answer saying why not (unknown: 404; store down: 503)."""
+    try:
+        job = await asyncio.to_thread(bentoml.get_current_service().jobs.get, job_id)
+    except OUTAGE_ERRORS as error:
+        return _store_down(error)
+    return job if job is not None else _json(404, {"error": f"no job {job_id}"})
+
+
+@routes.get("/jobs/{job_id}")
+async def job_status(job_id: str) -> Response:
+    """Queued, running (rows done of rows), done, or failed with its reason."""
+    job = await _known_job(job_id)
+    if isinstance(job, Response):
+        return job
+    if job.claimable:  # waiting for a runner, or its runner went silent: ask again
+        _ask_for_run("waiting", job_id)
+    return _job_answer(job)
+
+
+@routes.get("/jobs/{job_id}/result")
+async def job_result(job_id: str) -> Response:
+    """A done job's rows with their scores, as one Parquet file (409 until it is done)."""
+    job = await _known_job(job_id)
+    if isinstance(job, Response):
+        return job
+    if job.state != "done":
+        why = f": {job.reason}" if job.reason else ""
+        return _json(409, {"error": f"job {job_id} is {job.state}{why}", "state": job.state})
+    store = bentoml.get_current_service().jobs
+    try:
+        data = await asyncio.to_thread(result_parquet, store, job_id)
+    except OUTAGE_ERRORS as error:
+        return _store_down(error)
+    disposition = f'attachment; filename="{job_id}.parquet"'
+    return Response(data, 200, {"content-disposition": disposition},
+                    media_type="application/vnd.apache.parquet")  # fmt: skip
+
+
 # Mounted after BentoML's own routes (probes, metrics, /docs.json); it answers its paths.
 PredictionAPI.mount_asgi_app(routes)
 # The first added runs first: intake (open requests, body deadline and size) before the rest.
@@ -295,9 +451,10 @@ def count_refusal(reason: str) -> None:
 PredictionAPI.add_asgi_middleware(
     IntakeMiddleware, max_open=SERVE.max_open_requests, deadline_s=SERVE.client_timeout_s,
     max_bytes=SERVE.max_body_bytes, retry_after_s=SERVE.retry_after_s, on_refusal=count_refusal,
+    uploads={"/jobs": (JOBS.max_body_bytes, JOBS.upload_timeout_s)},
 )  # fmt: skip
 PredictionAPI.add_asgi_middleware(ApiKeyMiddleware, env_var=SERVE.api_key_env)
-PredictionAPI.add_asgi_middleware(JsonOnlyMiddleware)
+PredictionAPI.add_asgi_middleware(JsonOnlyMiddleware, also={"/jobs": PARQUET_TYPES})
 PredictionAPI.add_asgi_middleware(
     LoadShedMiddleware, max_in_flight=SERVE.max_in_flight, retry_after_s=SERVE.retry_after_s,
     on_refusal=count_refusal,
