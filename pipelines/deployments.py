@@ -10,11 +10,13 @@
   the service asks and every `jobs.sweep_minutes` as a safety net;
 * `score/loopline-score`: batch scoring on demand (Run in the Prefect UI with `source` and
   `target` Parquet paths, or `prefect deployment run score/loopline-score -p ...`).
-Schedules can be changed or paused in the UI. `python -m pipelines.deployments --params
-P` (what `loopline deploy` runs; it needs a Prefect server: `PREFECT_API_URL`, or
-`make ui` running) serves them in its own process; with `prefect.work_pool` set (team
-mode) it deploys them to that work pool instead and exits, and the pool's workers, on any
-machine, run them.
+Beside them, the automation `loopline-crash-silent-runs` marks a flow run Crashed when its
+heartbeats stop (its worker or machine died), so it neither stays Running nor holds the
+retrain's slot, and the next trigger runs. Schedules can be changed or paused in the UI.
+`python -m pipelines.deployments --params P` (what `loopline deploy` runs; it needs a
+Prefect server: `PREFECT_API_URL`, or `make ui` running) serves them in its own process;
+with `prefect.work_pool` set (team mode) it deploys them to that work pool instead and
+exits, and the pool's workers, on any machine, run them.
 """
 
 from __future__ import annotations
@@ -24,12 +26,20 @@ import datetime as dt
 from pathlib import Path
 
 from prefect import deploy, serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.automations import Automation
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.events.schemas.events import ResourceSpecification
 
 from loopline.infra.environment import configure_logging, quiet_environment
-from loopline.infra.processes import stopped_by_signals
+from loopline.infra.processes import FLOW_HEARTBEAT_S, FLOW_SILENT_S, stopped_by_signals
 from loopline.serving.jobs import JOBS_DEPLOYMENT
 from loopline.workspace import Workspace
 from pipelines.jobs import score_jobs
@@ -40,6 +50,8 @@ from pipelines.score import score
 MONITOR_DEPLOYMENT = "loopline-monitor"
 RETRAIN_DEPLOYMENT = "loopline-retrain"
 SCORE_DEPLOYMENT = "loopline-score"
+CRASH_AUTOMATION = "loopline-crash-silent-runs"
+ENDED = ("Completed", "Failed", "Cancelled", "Crashed")
 
 
 def loop_deployments(
@@ -97,8 +109,37 @@ def jobs_deployment(
     )  # fmt: skip
 
 
+def crash_silent_runs() -> str:
+    """Create or update the automation that marks a run Crashed when its heartbeats stop.
+
+    Prefect's own recipe for zombie flow runs: after a heartbeat, expect another heartbeat
+    or an end within FLOW_SILENT_S (runs beat every FLOW_HEARTBEAT_S), per flow run.
+    """
+    trigger = EventTrigger(
+        after={"prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{end}" for end in ENDED)},
+        match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+        for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+        within=dt.timedelta(seconds=FLOW_SILENT_S),
+    )  # fmt: skip
+    crash = ChangeFlowRunState(
+        state=StateType.CRASHED,
+        message=f"no heartbeat for {FLOW_SILENT_S} s (one is sent every {FLOW_HEARTBEAT_S} s): "
+        "its worker or machine died",
+    )
+    try:
+        automation = Automation.read(name=CRASH_AUTOMATION)
+    except ValueError:
+        automation = Automation(name=CRASH_AUTOMATION, trigger=trigger, actions=[crash])
+        return str(automation.create().id)
+    automation.trigger, automation.actions = trigger, [crash]
+    automation.update()
+    return str(automation.id)
+
+
 def serve_deployments(params_path: Path) -> None:
     """Create (or update) the deployments and execute their runs until interrupted."""
+    crash_silent_runs()
     serve(*loop_deployments(params_path))
 
 
@@ -108,6 +149,7 @@ def deploy_to_pool(params_path: Path, work_pool: str) -> list[str]:
     The pool's workers start each run as a process in the params file's folder.
     """
     folder = {"working_dir": str(params_path.resolve().parent)}
+    crash_silent_runs()
     deployed = deploy(
         *loop_deployments(params_path, job_variables=folder), work_pool_name=work_pool,
         build=False, push=False, print_next_steps_message=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import httpx
 import pytest
 import yaml
 
-from loopline.cli.unreachable import server_down
+from loopline.cli.unreachable import MLFLOW_CLIENT, client_settings, server_down
+from loopline.infra.environment import OWN_ONLY_ENV, tool_environment
 from loopline.infra.processes import free_port
 from tests.conftest import fast_params_dict, tool_env
 
@@ -40,3 +42,20 @@ def test_a_refused_prefect_connection_is_named_by_its_url() -> None:
         httpx.get(f"http://127.0.0.1:{free_port()}/api/health")
     assert server_down(refused.value).startswith("cannot reach the server at http://127.0.0.1:")
     assert server_down(ValueError("something else")) is None
+
+
+def test_the_fast_failing_client_settings_stay_in_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command gives up on a down server in seconds; the servers, workers and replay it
+    starts keep MLflow's own retries (a value the user set reaches them unchanged)."""
+    for key in (*MLFLOW_CLIENT, OWN_ONLY_ENV):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # the user's own
+    client_settings()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+    child = tool_environment()
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in child
+    assert OWN_ONLY_ENV not in child
+    assert child["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import mlflow
@@ -18,6 +21,7 @@ import yaml
 from loopline.core.params import load_params
 from loopline.infra.database import database_url
 from loopline.infra.postgres import libpq
+from loopline.infra.processes import STATE_FILE
 from loopline.monitoring.dashboard import open_project
 from loopline.monitoring.drift import MonitoredColumns
 from loopline.workspace import Workspace
@@ -62,7 +66,7 @@ def test_every_server_answers_its_health_check(team: dict) -> None:
     for server in ("prefect", "mlflow", "evidently"):
         assert lines[server].split()[1] == "200", lines
     assert "2 online in pool loopline" in lines["workers"]
-    assert "3 deployments in work pool loopline" in lines["deployments"]
+    assert "4 deployments in work pool loopline" in lines["deployments"]
 
 
 def test_the_team_params_file_differs_only_in_where_things_live(team: dict) -> None:
@@ -74,8 +78,8 @@ def test_the_team_params_file_differs_only_in_where_things_live(team: dict) -> N
         for key, value in values.items() if written[section][key] != value
     }  # fmt: skip
     assert changed == {
-        ("mlflow", "tracking_uri"), ("serve", "prediction_log"), ("monitor", "state"),
-        ("registry", "ledger"),
+        ("mlflow", "tracking_uri"), ("serve", "prediction_log"), ("jobs", "store"),
+        ("monitor", "state"), ("registry", "ledger"),
         ("monitor", "workspace"), ("prefect", "api_url"), ("prefect", "work_pool"),
     }  # fmt: skip
     assert load_params(team["root"] / "params.team.yaml").prefect.work_pool == "loopline"
@@ -110,10 +114,130 @@ def test_the_monitor_pushes_to_the_evidently_service(team: dict) -> None:
     assert not (team["root"] / "monitoring").exists()  # nothing written locally
 
 
-def test_ctrl_c_stops_every_server(team: dict) -> None:
+# -- faults: what dies comes back, and a run whose worker died is marked crashed -------------
+
+SLEEPY = """from prefect import flow
+import time
+
+
+@flow(name="sleepy")
+def sleepy() -> None:
+    time.sleep(900)
+"""
+
+
+def _servers(team: dict) -> dict[str, dict]:
+    return json.loads((team["root"] / "team" / "control" / STATE_FILE).read_text())["servers"]
+
+
+def _wait(condition: Callable[[], object], timeout_s: float, what: str) -> float:
+    """Seconds until `condition()` is true (AssertionError naming `what` past the limit)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def _output(team: dict) -> str:
+    return (team["root"] / "up.log").read_text()
+
+
+def _prefect(team: dict, code: str) -> str:
+    """Run Prefect client code against the team's server, in the team folder; its last line."""
+    api_url = load_params(team["root"] / "params.team.yaml").prefect.api_url
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=team["root"], env=tool_env(PREFECT_API_URL=api_url),
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]  # what the code printed last
+
+
+def _start_sleepy(team: dict) -> str:
+    """A run of a flow that sleeps, started on the team's pool; its id once it is Running."""
+    (team["root"] / "sleepy.py").write_text(SLEEPY)
+    run_id = _prefect(team, (
+        "from prefect import flow; from prefect.deployments import run_deployment; "
+        f"flow.from_source(source={str(team['root'])!r}, entrypoint='sleepy.py:sleepy').deploy("
+        "name='sleepy', work_pool_name='loopline', build=False, print_next_steps=False); "
+        "print(run_deployment('sleepy/sleepy', timeout=0).id)"
+    ))  # fmt: skip
+    _wait(lambda: _state(team, run_id) == "RUNNING", 120, "the sleepy run starting")
+    return run_id
+
+
+def _state(team: dict, run_id: str) -> str:
+    api_url = load_params(team["root"] / "params.team.yaml").prefect.api_url
+    return httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10).json()["state_type"]
+
+
+def _flow_run_processes(team: dict, run_id: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        with contextlib.suppress(psutil.Error):
+            if (process.info["environ"] or {}).get("PREFECT__FLOW_RUN_ID") == run_id:
+                found.append(process)
+    return found
+
+
+def test_a_killed_postgres_is_reported_restarted_and_its_clients_recover(team: dict) -> None:
+    before = _servers(team)["postgres"]
+    os.kill(before["pid"], signal.SIGKILL)
+    back = _wait(lambda: "postgres up again" in _output(team), 120, "postgres restarted")
+    assert "postgres exited with code -9" in _output(team)
+    assert _servers(team)["postgres"]["pid"] != before["pid"]
+    params = load_params(team["root"] / "params.team.yaml")
+    for health in (f"{params.prefect.api_url}/health", f"{params.mlflow.tracking_uri}/health"):
+        _wait(lambda url=health: httpx.get(url, timeout=5).status_code == 200, 120, health)
+    url = database_url(params.serve.prediction_log)
+    with psycopg.connect(libpq(url)) as db:
+        assert db.execute("SELECT 1").fetchone() == (1,)
+    print(f"postgres SIGKILLed: up again {back:.1f} s later")  # noqa: T201 - the closing note
+
+
+def test_one_server_restarts_alone_on_request(team: dict) -> None:
+    before = _servers(team)
+    restarted = subprocess.run(
+        [sys.executable, "-m", "loopline.cli", "restart", "mlflow"], cwd=team["root"],
+        env=tool_env(), capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert restarted.stdout.startswith("mlflow restarted in")
+    after = _servers(team)
+    assert after["mlflow"]["pid"] != before["mlflow"]["pid"]
+    unchanged = {key for key in before if key != "mlflow"}
+    assert {key for key in unchanged if after[key]["pid"] == before[key]["pid"]} == unchanged
+    print(restarted.stdout.strip())  # noqa: T201 - the closing note
+
+
+def test_a_run_whose_worker_died_is_marked_crashed_and_the_worker_comes_back(team: dict) -> None:
+    run_id = _start_sleepy(team)
+    time.sleep(5)  # its first heartbeat is out
+    workers = {k: s for k, s in _servers(team).items() if k.startswith("loopline-worker")}
+    (worker,) = [k for k, s in workers.items() if any(
+        p.pid in {q.pid for q in _flow_run_processes(team, run_id)}
+        for p in psutil.Process(s["pid"]).children(recursive=True))]  # fmt: skip
+    for process in [psutil.Process(workers[worker]["pid"]), *_flow_run_processes(team, run_id)]:
+        process.kill()  # the worker and its flow run, as if their machine died
+    killed = time.monotonic()
+    _wait(lambda: f"{worker} up again" in _output(team), 120, "the worker restarted")
+    crashed = _wait(lambda: _state(team, run_id) == "CRASHED", 240, "the run marked crashed")
+    print(f"worker SIGKILLed: run marked CRASHED {time.monotonic() - killed:.0f} s later")  # noqa: T201
+    assert crashed > 0
+
+
+def test_ctrl_c_stops_every_server_and_their_flow_runs(team: dict) -> None:
     """Runs last: after SIGINT, `up` exits and none of the processes it started is left."""
+    run_id = _start_sleepy(team)
+    flow_runs = _flow_run_processes(team, run_id)
+    assert flow_runs
+    started = psutil.Process(team["up"].pid).children(recursive=True)  # restarted ones too
     team["up"].send_signal(signal.SIGINT)
     assert team["up"].wait(timeout=120) == 0
     time.sleep(1)
-    alive = [p for p in team["children"] if p.is_running() and p.status() != "zombie"]
+    alive = [
+        p
+        for p in [*team["children"], *started, *flow_runs]
+        if p.is_running() and p.status() != "zombie"
+    ]
     assert alive == [], [p.cmdline() for p in alive]

@@ -24,7 +24,15 @@ from typing import Annotated
 import typer
 
 from loopline.cli.registry import registry_app
-from loopline.cli.servers import alert_servers, describe, team_servers, ui_servers
+from loopline.cli.servers import (
+    alert_servers,
+    control_folder,
+    describe,
+    report,
+    request_restart,
+    team_servers,
+    ui_servers,
+)
 from loopline.cli.unreachable import client_settings, server_down
 from loopline.core.errors import LooplineError
 from loopline.core.params import PARAMS_ENV
@@ -230,9 +238,13 @@ def up(
         raise fail(LooplineError(f"--profile {profile!r}: choose embedded or team"))
     try:
         with stopped_by_signals(), team_servers(params.resolve()) as servers:
-            typer.echo(f"team servers up:\n{describe(servers)}\nCtrl-C stops them all.")
+            names = ", ".join(r.server.key for r in servers.running.running)
+            typer.echo(f"team servers up:\n{describe(servers)}\nA server that dies is started "
+                       f"again; `loopline restart NAME` restarts one ({names}).\n"
+                       "Ctrl-C stops them all.")  # fmt: skip
             with contextlib.suppress(KeyboardInterrupt):
-                servers.running.wait()
+                control = control_folder(Workspace.load(params), "team")
+                servers.running.supervise(report, control)
             typer.echo("stopping")
     except LooplineError as error:
         raise fail(error) from None
@@ -410,10 +422,28 @@ def ui(  # noqa: PLR0917 - typer: every option is a parameter
             typer.secho(f"no alerts: {missing}", fg=typer.colors.YELLOW, err=True)
         for server in servers:
             typer.echo(f"{server.name:<10} {running.start(server)}")
+        typer.echo("A server that dies is started again; `loopline restart NAME` restarts one.")
         typer.echo("Ctrl-C stops them all.")
         with contextlib.suppress(KeyboardInterrupt):
-            running.wait()
+            running.supervise(report, control_folder(workspace, "embedded"))
         typer.echo("stopping")
+
+
+@app.command()
+def restart(
+    server: Annotated[str, typer.Argument(help="The server's name, as `loopline up` lists it.")],
+    params: ParamsOption = PARAMS,
+    profile: Annotated[
+        str, typer.Option(help="team: a server of `loopline up --profile team`; embedded: of ui.")
+    ] = "team",
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for it to be back.")] = 180,
+) -> None:
+    """Restart one server of a running `loopline up`, leaving the others up."""
+    try:
+        control = control_folder(Workspace.load(params), profile)
+        typer.echo(request_restart(control, server, timeout_s))
+    except LooplineError as error:
+        raise fail(error) from None
 
 
 @app.command()

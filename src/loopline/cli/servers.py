@@ -17,23 +17,30 @@ shared servers:
 All that changes for the loop is the params file pointed at those servers
 (`team.params_file`), written next to params.yaml at start: every command takes it with
 `--params`; the prediction log, the monitor state and the ledger then live in PostgreSQL.
-Every server is started by `loopline.infra.processes` and stopped with the block.
+Every server is started by `loopline.infra.processes` and stopped with the block; while
+the command runs, `Processes.supervise` restarts one that dies, and `loopline restart NAME`
+restarts one on request (`request_restart`, through the command's control folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 from sqlalchemy.engine import URL, make_url
 
+from loopline.core.errors import LooplineError
+from loopline.core.io import read_json
 from loopline.infra import processes
 from loopline.infra.environment import tool_environment
 from loopline.infra.postgres import ensure_databases, parse_server_url
-from loopline.infra.processes import Processes, Server, free_port
+from loopline.infra.processes import STATE_FILE, Processes, Server, free_port
 from loopline.loop import alerting
 from loopline.workspace import Workspace
 
@@ -211,3 +218,43 @@ def describe(servers: TeamServers) -> str:
     lines = [f"  {name:<12} {state}" for name, state in servers.health.items()]
     lines.append(f"  {'params':<12} {servers.params_file}")
     return "\n".join(lines)
+
+
+def control_folder(workspace: Workspace, profile: str) -> Path:
+    """Where `loopline up` (`ui` for the embedded profile) keeps its servers' state."""
+    if profile == "team":
+        return workspace.params.team.home / "control"
+    return workspace.root / "logs" / "ui" / "control"
+
+
+def report(line: str) -> None:
+    """One supervision event, timestamped, on the command's output."""
+    print(f"{dt.datetime.now().strftime('%H:%M:%S')} {line}", flush=True)  # noqa: T201 - the operator's clock
+
+
+def _supervisor_state(control: Path) -> dict:
+    state_file = control / STATE_FILE
+    if not state_file.is_file():
+        raise LooplineError(f"no `loopline up` has run here ({state_file} does not exist)")
+    state = read_json(state_file)
+    if not psutil.pid_exists(state["supervisor"]):
+        raise LooplineError(f"the `loopline up` that wrote {state_file} is not running")
+    return state
+
+
+def request_restart(control: Path, key: str, timeout_s: float) -> str:
+    """Ask the running supervisor to restart server `key`; wait until it is back. What happened."""
+    before = _supervisor_state(control)["servers"]
+    if key not in before:
+        raise LooplineError(f"no server {key!r}; the servers are: {', '.join(before)}")
+    started = time.monotonic()
+    (control / f"restart-{key}").touch()
+    while time.monotonic() - started < timeout_s:
+        now = _supervisor_state(control)["servers"][key]
+        if now["pid"] != before[key]["pid"] and now["up"]:
+            return (f"{key} restarted in {time.monotonic() - started:.1f} s (pid "
+                    f"{before[key]['pid']} -> {now['pid']}) at {now['url']}")  # fmt: skip
+        time.sleep(0.5)
+    raise LooplineError(
+        f"{key} was not back within {timeout_s:.0f} s; see the `loopline up` output"
+    )

@@ -10,14 +10,16 @@ either failure into one line saying which server could not be reached and what t
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import httpx
 from mlflow.exceptions import MlflowException
 
-# MLflow's HTTP client, for this process and what it starts (a value already set wins):
-# 2 retries, 1 s then 2 s apart, 10 s per attempt.
+from loopline.infra.environment import set_for_this_process
+
+# MLflow's HTTP client, for this process only (a value already set wins): 2 retries, 1 s
+# then 2 s apart, 10 s per attempt. What the command starts (servers, workers, the replay)
+# keeps MLflow's own retries (7, over about two minutes) and rides a restart out.
 MLFLOW_CLIENT = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -33,8 +35,7 @@ def client_settings() -> None:
 
     urllib3's warning per retry is silenced: the one line at the end says it all.
     """
-    for key, value in MLFLOW_CLIENT.items():
-        os.environ.setdefault(key, value)
+    set_for_this_process(MLFLOW_CLIENT)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 

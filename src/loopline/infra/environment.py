@@ -41,11 +41,29 @@ def quiet_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+# Names of variables this process set for itself alone (comma-separated): a command typed
+# by hand gives up on a server that is down within seconds, but the servers, workers and
+# flows it starts run long and should wait a restart out with the clients' own retries.
+OWN_ONLY_ENV = "LOOPLINE_OWN_ONLY"
+
+
+def set_for_this_process(values: dict[str, str]) -> None:
+    """Set each variable not set already, for this process but not the children it starts."""
+    mine = [key for key in values if key not in os.environ]
+    for key in mine:
+        os.environ[key] = values[key]
+    known = [k for k in os.environ.get(OWN_ONLY_ENV, "").split(",") if k]
+    os.environ[OWN_ONLY_ENV] = ",".join(dict.fromkeys([*known, *mine]))
+
+
 def tool_environment(**extra: str) -> dict[str, str]:
     """This process's environment for a child that runs our tools (dvc, stages, servers).
 
     Puts this Python's `bin` folder first on PATH, so `python` in a dvc.yaml command is
     this environment's interpreter even when the venv is not activated; telemetry off.
+    Variables set with `set_for_this_process` are left out.
     """
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, **QUIET_ENV, "PATH": path, **extra}
+    own = {OWN_ONLY_ENV, *os.environ.get(OWN_ONLY_ENV, "").split(",")}
+    inherited = {key: value for key, value in os.environ.items() if key not in own}
+    return {**inherited, **QUIET_ENV, "PATH": path, **extra}

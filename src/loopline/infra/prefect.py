@@ -22,6 +22,7 @@ import httpx
 
 from loopline.core.errors import LooplineError
 from loopline.infra.environment import configure_logging, quiet_environment
+from loopline.infra.outage import one_line
 from loopline.infra.processes import stopped_by_signals
 
 if TYPE_CHECKING:
@@ -73,15 +74,21 @@ def wait_for_flow_run(
     """The newest run of `flow_name` started with `parameters`, once it has finished.
 
     Asks the Prefect API every few seconds. An answer other than 200 (a server busy
-    migrating or restarting) is asked again until the deadline, and named if it is the
-    last one. Returns the run's name and final state type.
+    migrating or restarting), or no answer at all (a server down or restarting), is asked
+    again until the deadline, and named if it is the last one. Returns the run's name and
+    final state type.
     """
     deadline = time.monotonic() + timeout_s
     query = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC",
              "limit": 20}  # fmt: skip
     last_answer = "none"
     while time.monotonic() < deadline:
-        response = httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=10)
+        try:
+            response = httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=10)
+        except httpx.TransportError as error:  # refused or cut: the server is restarting
+            last_answer = f"Prefect server unreachable at {api_url} ({one_line(error)})"
+            time.sleep(3)
+            continue
         if response.status_code == 200:
             mine = [
                 run for run in response.json()

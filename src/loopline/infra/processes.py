@@ -10,9 +10,12 @@ first, however the block ends: normally, by an error, by Ctrl-C, or by SIGTERM o
 the process dying on the spot).
 
 Every child runs in a session of its own, and stopping it signals that session's whole
-process group (SIGTERM, then SIGKILL after a grace period), so a server's own workers and
-a flow run's subprocesses stop with it. `loopline ui`, `up`, `serve`, `run` and `replay`,
-the test fixtures and the benchmarks all start processes here.
+process group (SIGTERM, then SIGKILL after a grace period), and every process it started
+that left the group (a Prefect worker starts each flow run in a session of its own), so a
+server's workers and its flow runs stop with it. `Processes.supervise` keeps the started
+servers up: one that exits is reported and started again, with backoff, and one can be
+restarted alone on request (`loopline restart`). `loopline ui`, `up`, `serve`, `run` and
+`replay`, the test fixtures and the benchmarks all start processes here.
 """
 
 from __future__ import annotations
@@ -33,12 +36,19 @@ from types import FrameType
 from typing import IO
 
 import httpx
+import psutil
 
 from loopline.core.errors import LooplineError
+from loopline.core.io import write_json
 from loopline.infra.environment import tool_environment
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 20.0  # SIGTERM first; SIGKILL for what is still running after this
+# Supervision: a server that exits is started again after BACKOFF_S, doubled for each exit
+# in a row up to BACKOFF_MAX_S; one that stayed up STABLE_S starts the count again.
+BACKOFF_S, BACKOFF_MAX_S, STABLE_S = 1.0, 30.0, 60.0
+SUPERVISE_S = 0.5  # how often the supervisor looks
+STATE_FILE = "servers.json"  # in the control folder: each server's pid, url and restarts
 
 
 class Interrupted(KeyboardInterrupt):
@@ -106,6 +116,11 @@ class Server:
     user: str | None = None  # run as this system user (PostgreSQL refuses root)
     startup_timeout_s: float = 180.0
 
+    @property
+    def key(self) -> str:
+        """The short name `loopline restart` takes (`mlflow`, `loopline-worker-1`)."""
+        return self.name.split()[-1]
+
 
 @dataclass
 class Running:
@@ -114,6 +129,11 @@ class Running:
     server: Server
     process: subprocess.Popen
     output: IO[bytes] | None
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    exits_in_a_row: int = 0
+    down_since: float | None = None  # when the supervisor saw it gone
+    restart_at: float | None = None
 
 
 def spawn(
@@ -135,18 +155,39 @@ def spawn(
     return process, output
 
 
+def _descendants(pid: int) -> list[psutil.Process]:
+    """Every process `pid` started, directly or not, in its group or not."""
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
 def stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop a child and its process group: SIGTERM, then SIGKILL after `grace_s`."""
+    """Stop a child and all it started: SIGTERM, then SIGKILL after `grace_s`.
+
+    The child's process group is signalled, and so is each descendant that left it (found
+    through the process tree before the child goes, since an orphan loses its parent).
+    """
+    family: list[psutil.Process] = []
     if process.poll() is None:
+        family = _descendants(process.pid)
+        deadline = time.monotonic() + grace_s
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
+        for child in family:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             log.warning("pid %d ignored SIGTERM for %.0f s: killing it", process.pid, grace_s)
+        _, family = psutil.wait_procs(family, timeout=max(0.0, deadline - time.monotonic()))
     # Whatever is left of its group (a worker that outlived its parent) goes too.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+    for child in family:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     process.wait()
 
 
@@ -178,10 +219,21 @@ class Processes:
         if reuse and server.ready():
             log.info("using the %s already running at %s", server.name, server.url)
             return server.url
+        self.running.append(self._launch(server))
+        self._await_ready(self.running[-1])
+        log.info("%s up at %s", server.name, server.url)
+        return server.url
+
+    @staticmethod
+    def _launch(server: Server) -> Running:
         process, output = spawn(
             server.command, server.env, server.cwd, server.log_file, server.user
         )
-        self.running.append(Running(server, process, output))
+        return Running(server, process, output)
+
+    @staticmethod
+    def _await_ready(running: Running) -> None:
+        server, process = running.server, running.process
         deadline = time.monotonic() + server.startup_timeout_s
         while not server.ready():
             if process.poll() is not None:
@@ -195,8 +247,6 @@ class Processes:
                     f"{server.startup_timeout_s:.0f} s{_log_tail(server.log_file)}"
                 )
             time.sleep(0.5)
-        log.info("%s up at %s", server.name, server.url)
-        return server.url
 
     def run(self, command: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
         """Run a command in the foreground until it exits; its exit code.
@@ -235,6 +285,82 @@ class Processes:
                         f"{_log_tail(running.server.log_file)}"
                     )
             time.sleep(1)
+
+    def supervise(
+        self, report: Callable[[str], None], control: Path, until: threading.Event | None = None
+    ) -> None:
+        """Keep every started server up until interrupted (or `until` is set); say what happens.
+
+        A server that exits is reported and started again after a backoff (`BACKOFF_S`,
+        doubling for each exit in a row up to `BACKOFF_MAX_S`); a file `restart-<key>`
+        in `control` (written by `loopline restart`) restarts that server at once. Each
+        server's pid, URL and restarts are kept in `control/servers.json`.
+        """
+        control.mkdir(parents=True, exist_ok=True)
+        self._write_state(control)
+        while until is None or not until.is_set():
+            changed = False
+            for running in self.running:
+                changed |= self._look_after(running, report, control)
+            if changed:
+                self._write_state(control)
+            time.sleep(SUPERVISE_S)
+
+    def _look_after(self, running: Running, report: Callable[[str], None], control: Path) -> bool:
+        """One look at one server: restart it if asked or due. True if something changed."""
+        server, now = running.server, time.monotonic()
+        request = control / f"restart-{server.key}"
+        if request.exists():
+            request.unlink(missing_ok=True)
+            report(f"{server.key}: restart requested")
+            stop(running.process)
+            running.down_since, running.restart_at, running.exits_in_a_row = now, now, 0
+        if running.process.poll() is None and running.restart_at is None:
+            return False
+        if running.restart_at is None:  # it exited by itself: report once, then back off
+            lived = now - running.started
+            running.exits_in_a_row = 1 if lived > STABLE_S else running.exits_in_a_row + 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (running.exits_in_a_row - 1))
+            report(f"{server.key} exited with code {running.process.returncode} after "
+                   f"{lived:.0f} s; starting it again in {delay:.0f} s")  # fmt: skip
+            running.down_since, running.restart_at = now, now + delay
+            return True
+        if now < running.restart_at:
+            return False
+        self._restart(running, report)
+        return True
+
+    def _restart(self, running: Running, report: Callable[[str], None]) -> None:
+        """Start a stopped server again in its place; on failure, back off once more."""
+        if running.output is not None:
+            running.output.close()
+        down_since = running.down_since or time.monotonic()
+        fresh = self._launch(running.server)
+        running.process, running.output = fresh.process, fresh.output
+        running.started = fresh.started
+        try:
+            self._await_ready(running)
+        except LooplineError as error:
+            stop(running.process)
+            running.exits_in_a_row += 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (running.exits_in_a_row - 1))
+            report(f"{running.server.key} did not come back ({str(error).splitlines()[0]}); "
+                   f"trying again in {delay:.0f} s")  # fmt: skip
+            running.restart_at = time.monotonic() + delay
+            return
+        running.restarts += 1
+        running.down_since = running.restart_at = None
+        report(f"{running.server.key} up again at {running.server.url}, "
+               f"{time.monotonic() - down_since:.1f} s after it went (restart "
+               f"{running.restarts})")  # fmt: skip
+
+    def _write_state(self, control: Path) -> None:
+        servers = {
+            r.server.key: {"name": r.server.name, "pid": r.process.pid, "url": r.server.url,
+                           "restarts": r.restarts, "up": r.restart_at is None}
+            for r in self.running
+        }  # fmt: skip
+        write_json({"supervisor": os.getpid(), "servers": servers}, control / STATE_FILE)
 
     def stop_all(self) -> None:
         """Stop every started server, newest first (a SIGTERM during this is held off)."""
@@ -355,6 +481,13 @@ def postgres(data_dir: Path, host: str, port: int, log_file: Path | None = None)
 # How often a worker asks for runs (Prefect's default is 10 s): a prediction job or a
 # retrain that was just asked for starts within seconds.
 WORKER_QUERY_S = "2"
+# Flow runs started by a worker or the deployments runner send a heartbeat this often (the
+# least Prefect allows); the loop's automation marks a run Crashed once its heartbeats
+# stop for FLOW_SILENT_S (pipelines/deployments.py), so a run whose worker died does not
+# stay Running and hold the retrain's concurrency slot.
+FLOW_HEARTBEAT_S, FLOW_SILENT_S = 30, 90
+RUN_ENV = {"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_S,
+           "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_S)}  # fmt: skip
 
 
 def prefect_worker(pool: str, name: str, api_url: str, cwd: Path, log_file: Path) -> Server:
@@ -363,7 +496,7 @@ def prefect_worker(pool: str, name: str, api_url: str, cwd: Path, log_file: Path
                       "--name", name)  # fmt: skip
     return Server(
         f"worker {name}", command, lambda: name in online_workers(api_url, pool), api_url,
-        env=tool_environment(PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS=WORKER_QUERY_S),
+        env=tool_environment(PREFECT_API_URL=api_url, **RUN_ENV),
         cwd=cwd, log_file=log_file,
     )  # fmt: skip
 
@@ -387,7 +520,7 @@ def deployment_runner(params_file: Path, api_url: str, log_file: Path) -> Server
     return Server(
         "deployments", deployments_command(params_file),
         lambda: deployment_registered(api_url, "loopline-retrain"), api_url,
-        env=tool_environment(PREFECT_API_URL=api_url), cwd=params_file.parent,
+        env=tool_environment(PREFECT_API_URL=api_url, **RUN_ENV), cwd=params_file.parent,
         log_file=log_file, startup_timeout_s=120,
     )  # fmt: skip
 
