@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +167,24 @@ def prefect_server_for(home: Path) -> Iterator[str]:
         # otherwise they retry against a stopped server when the interpreter exits.
         APILogWorker.drain_all(timeout=30)
         EventsWorker.drain_all(timeout=30)
+
+
+@contextlib.contextmanager
+def supervising(running: Processes, control: Path) -> Iterator[list[str]]:
+    """`running`'s servers kept up by a supervisor thread for the block; its reports.
+
+    The same `Processes.supervise` as `loopline up`; everything is stopped at the end.
+    """
+    reports: list[str] = []
+    until = threading.Event()
+    thread = threading.Thread(target=running.supervise, args=(reports.append, control, until))
+    thread.start()
+    try:
+        yield reports
+    finally:
+        until.set()
+        thread.join()
+        running.stop_all()
 
 
 @pytest.fixture(scope="session")

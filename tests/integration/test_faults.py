@@ -27,6 +27,7 @@ from loopline.infra import processes
 from loopline.infra.postgres import ensure_databases
 from loopline.infra.prediction_log import read_predictions
 from loopline.infra.processes import Processes, free_port
+from tests.conftest import supervising
 from tests.integration.conftest import ServingWorld, bento_server
 
 pytestmark = pytest.mark.slow
@@ -37,18 +38,10 @@ CLIENTS = 4
 def supervised_postgres(tmp_path: Path) -> Iterator[tuple[URL, Processes, list[str]]]:
     """A PostgreSQL server under a supervisor thread (its reports), for this test alone."""
     server = processes.postgres(tmp_path / "pg", "127.0.0.1", free_port(), tmp_path / "pg.log")
-    running, reports, until = Processes(), [], threading.Event()
+    running = Processes()
     url = make_url(running.start(server))
-    thread = threading.Thread(
-        target=running.supervise, args=(reports.append, tmp_path / "control", until)
-    )
-    thread.start()
-    try:
+    with supervising(running, tmp_path / "control") as reports:
         yield url, running, reports
-    finally:
-        until.set()
-        thread.join()
-        running.stop_all()
 
 
 def _client(url: str, body: dict, stop: threading.Event, seen: list) -> None:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from loopline.cli.servers import request_restart
 from loopline.core.errors import LooplineError
 from loopline.core.io import read_json
 from loopline.infra.processes import STATE_FILE, Processes, Server, free_port, http_ready, stop
+from tests.conftest import supervising
 
 # A parent that starts a child in a session of its own (as a Prefect worker starts each
 # flow run), prints the child's pid, and waits.
@@ -45,19 +45,11 @@ def _http_server(tmp: Path, name: str) -> Server:
 @pytest.fixture
 def supervised(tmp_path: Path) -> Iterator[tuple[Processes, Path, list[str]]]:
     """Two servers under a supervisor thread; its reports; stopped after the test."""
-    control, reports = tmp_path / "control", []
-    running = Processes()
+    running, control = Processes(), tmp_path / "control"
     running.start(_http_server(tmp_path, "alpha"))
     running.start(_http_server(tmp_path, "beta"))
-    until = threading.Event()
-    thread = threading.Thread(target=running.supervise, args=(reports.append, control, until))
-    thread.start()
-    try:
+    with supervising(running, control) as reports:
         yield running, control, reports
-    finally:
-        until.set()
-        thread.join()
-        running.stop_all()
 
 
 def _pids(control: Path) -> dict[str, int]:
