@@ -21,7 +21,7 @@ import yaml
 from loopline.core.params import load_params
 from loopline.infra.database import database_url
 from loopline.infra.postgres import libpq
-from loopline.infra.processes import STATE_FILE
+from loopline.infra.processes import STATE_FILE, online_workers
 from loopline.monitoring.dashboard import open_project
 from loopline.monitoring.drift import MonitoredColumns
 from loopline.workspace import Workspace
@@ -153,16 +153,18 @@ def _prefect(team: dict, code: str) -> str:
     return done.stdout.strip().splitlines()[-1]  # what the code printed last
 
 
-def _start_sleepy(team: dict) -> str:
-    """A run of a flow that sleeps, started on the team's pool; its id once it is Running."""
+def _sleepy_run(team: dict, *, wait: bool = True) -> str:
+    """A run of a flow that sleeps, on the team's pool, one at a time (a concurrency limit
+    of 1, as the retrain deployment has); its id, once it is Running if `wait`."""
     (team["root"] / "sleepy.py").write_text(SLEEPY)
     run_id = _prefect(team, (
         "from prefect import flow; from prefect.deployments import run_deployment; "
         f"flow.from_source(source={str(team['root'])!r}, entrypoint='sleepy.py:sleepy').deploy("
-        "name='sleepy', work_pool_name='loopline', build=False, print_next_steps=False); "
-        "print(run_deployment('sleepy/sleepy', timeout=0).id)"
+        "name='sleepy', work_pool_name='loopline', build=False, print_next_steps=False, "
+        "concurrency_limit=1); print(run_deployment('sleepy/sleepy', timeout=0).id)"
     ))  # fmt: skip
-    _wait(lambda: _state(team, run_id) == "RUNNING", 120, "the sleepy run starting")
+    if wait:
+        _wait(lambda: _state(team, run_id) == "RUNNING", 120, "the sleepy run starting")
     return run_id
 
 
@@ -195,6 +197,16 @@ def test_a_killed_postgres_is_reported_restarted_and_its_clients_recover(team: d
     print(f"postgres SIGKILLed: up again {back:.1f} s later")  # noqa: T201 - the closing note
 
 
+def test_a_killed_prefect_server_comes_back_and_its_workers_reconnect(team: dict) -> None:
+    before = _servers(team)["prefect"]
+    os.killpg(before["pid"], signal.SIGKILL)  # the server and its own subprocesses
+    back = _wait(lambda: "prefect up again" in _output(team), 180, "prefect restarted")
+    api_url = load_params(team["root"] / "params.team.yaml").prefect.api_url
+    online = _wait(lambda: len(online_workers(api_url, "loopline")) == 2, 180, "workers online")
+    print(f"prefect SIGKILLed: up again {back:.1f} s later, both workers online {online:.1f} s "  # noqa: T201
+          "after that")  # fmt: skip
+
+
 def test_one_server_restarts_alone_on_request(team: dict) -> None:
     before = _servers(team)
     restarted = subprocess.run(
@@ -210,9 +222,11 @@ def test_one_server_restarts_alone_on_request(team: dict) -> None:
     print(restarted.stdout.strip())  # noqa: T201 - the closing note
 
 
-def test_a_run_whose_worker_died_is_marked_crashed_and_the_worker_comes_back(team: dict) -> None:
-    run_id = _start_sleepy(team)
-    time.sleep(5)  # its first heartbeat is out
+def test_a_run_whose_worker_died_is_marked_crashed_and_the_next_one_runs(team: dict) -> None:
+    run_id = _sleepy_run(team)
+    waiting = _sleepy_run(team, wait=False)  # held back by the limit while the first runs
+    time.sleep(5)  # the first run's first heartbeat is out
+    assert _state(team, waiting) == "SCHEDULED"
     workers = {k: s for k, s in _servers(team).items() if k.startswith("loopline-worker")}
     (worker,) = [k for k, s in workers.items() if any(
         p.pid in {q.pid for q in _flow_run_processes(team, run_id)}
@@ -221,14 +235,17 @@ def test_a_run_whose_worker_died_is_marked_crashed_and_the_worker_comes_back(tea
         process.kill()  # the worker and its flow run, as if their machine died
     killed = time.monotonic()
     _wait(lambda: f"{worker} up again" in _output(team), 120, "the worker restarted")
-    crashed = _wait(lambda: _state(team, run_id) == "CRASHED", 240, "the run marked crashed")
-    print(f"worker SIGKILLed: run marked CRASHED {time.monotonic() - killed:.0f} s later")  # noqa: T201
-    assert crashed > 0
+    _wait(lambda: _state(team, run_id) == "CRASHED", 240, "the run marked crashed")
+    crashed = time.monotonic() - killed
+    _wait(lambda: _state(team, waiting) == "RUNNING", 120, "the next run starting")
+    print(f"worker SIGKILLed: run marked CRASHED {crashed:.0f} s later; the run waiting for "  # noqa: T201
+          f"its slot started {time.monotonic() - killed:.0f} s after the kill")  # fmt: skip
+    team["sleepy"] = waiting  # still running: the Ctrl-C test stops it
 
 
 def test_ctrl_c_stops_every_server_and_their_flow_runs(team: dict) -> None:
     """Runs last: after SIGINT, `up` exits and none of the processes it started is left."""
-    run_id = _start_sleepy(team)
+    run_id = team.get("sleepy") or _sleepy_run(team)
     flow_runs = _flow_run_processes(team, run_id)
     assert flow_runs
     started = psutil.Process(team["up"].pid).children(recursive=True)  # restarted ones too

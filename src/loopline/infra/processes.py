@@ -485,7 +485,7 @@ WORKER_QUERY_S = "2"
 # least Prefect allows); the loop's automation marks a run Crashed once its heartbeats
 # stop for FLOW_SILENT_S (pipelines/deployments.py), so a run whose worker died does not
 # stay Running and hold the retrain's concurrency slot.
-FLOW_HEARTBEAT_S, FLOW_SILENT_S = 30, 90
+FLOW_HEARTBEAT_S, FLOW_SILENT_S = 30, 60
 RUN_ENV = {"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_S,
            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_S)}  # fmt: skip
 
