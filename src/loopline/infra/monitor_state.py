@@ -120,25 +120,26 @@ class MonitorState:
         with self.engine.connect() as db:
             return int(db.scalar(later))
 
-    def decisions(self) -> list[dict[str, Any]]:
-        """Every decision, oldest first, its `detail` parsed."""
-        query = sa.select(DECISIONS).order_by(DECISIONS.c.decided_at, DECISIONS.c.last_day)
+    def _decisions(self, query: sa.Select) -> list[dict[str, Any]]:
+        """The decisions `query` selects, each with its `detail` parsed."""
         with self.engine.connect() as db:
             rows = db.execute(query).mappings().all()
         return [{**row, "detail": json.loads(row["detail"])} for row in rows]
 
+    def decisions(self) -> list[dict[str, Any]]:
+        """Every decision, oldest first, its `detail` parsed."""
+        return self._decisions(
+            sa.select(DECISIONS).order_by(DECISIONS.c.decided_at, DECISIONS.c.last_day)
+        )
+
     def latest_decision(self) -> dict[str, Any] | None:
         """The newest decision (as `decisions()` gives them), or None before the first."""
-        query = sa.select(DECISIONS).order_by(
+        newest = sa.select(DECISIONS).order_by(
             DECISIONS.c.decided_at.desc(), DECISIONS.c.last_day.desc()
         )
-        with self.engine.connect() as db:
-            row = db.execute(query.limit(1)).mappings().first()
-        return None if row is None else {**row, "detail": json.loads(row["detail"])}
+        return next(iter(self._decisions(newest.limit(1))), None)
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         """One decision by its id (None if there is no such decision)."""
-        query = sa.select(DECISIONS).where(DECISIONS.c.decision_id == decision_id)
-        with self.engine.connect() as db:
-            row = db.execute(query).mappings().first()
-        return None if row is None else {**row, "detail": json.loads(row["detail"])}
+        by_id = sa.select(DECISIONS).where(DECISIONS.c.decision_id == decision_id)
+        return next(iter(self._decisions(by_id)), None)
