@@ -31,7 +31,7 @@ from loopline.scoring.batch import score_file
 from loopline.scoring.registered import load_version
 from loopline.serving.jobs import result_parquet, run_job, run_jobs
 from loopline.workspace import Workspace
-from tests.conftest import tool_env
+from tests.conftest import fresh_database, tool_env
 from tests.integration.conftest import ServingWorld, bento_server
 
 pytestmark = pytest.mark.slow
@@ -40,13 +40,18 @@ POOL = "loopline-jobs-test"
 
 
 def _jobs_params(
-    world: ServingWorld, name: str, api_url: str | None = None, **jobs: object
+    world: ServingWorld,
+    name: str,
+    api_url: str | None = None,
+    database: str | None = None,
+    **jobs: object,
 ) -> Path:
-    """A params file of the world with its own job store and prediction log."""
+    """A params file of the world with its own job store and prediction log (SQLite files,
+    or tables in one PostgreSQL `database`)."""
     raw = yaml.safe_load((world.root / "params.yaml").read_text())
     stem = Path(name).stem
-    raw["serve"]["prediction_log"] = f"{stem}-predictions.sqlite"
-    raw["jobs"].update({"store": f"{stem}-jobs.sqlite", **jobs})
+    raw["serve"]["prediction_log"] = database or f"{stem}-predictions.sqlite"
+    raw["jobs"].update({"store": database or f"{stem}-jobs.sqlite", **jobs})
     raw["prefect"]["api_url"] = api_url
     path = world.root / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -64,8 +69,8 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def _job_rows(log_file: Path, job_id: str) -> pd.DataFrame:
-    logged = read_predictions(log_file)
+def _job_rows(log: Path | str, job_id: str) -> pd.DataFrame:
+    logged = read_predictions(log)
     return logged[logged["request_id"] == f"job-{job_id}"]
 
 
@@ -73,10 +78,17 @@ class RunnerDied(BaseException):
     """A runner's process ending abruptly (nothing in the runner may catch it)."""
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_job_scores_like_batch_scoring_and_a_chunk_scored_twice_is_kept_once(
-    serving_world: ServingWorld, tmp_path: Path, dataset, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    params = _jobs_params(serving_world, "jobs-runner.yaml", chunk_rows=400, lease_s=0.5)
+    serving_world: ServingWorld, tmp_path: Path, dataset, monkeypatch: pytest.MonkeyPatch,
+    backend: str, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    database = None
+    if backend == "postgresql":  # team mode's stores: both in one PostgreSQL database
+        url = fresh_database(request.getfixturevalue("postgres"))
+        database = url.render_as_string(hide_password=False)
+    params = _jobs_params(serving_world, f"jobs-runner-{backend}.yaml", database=database,
+                          chunk_rows=400, lease_s=0.5)  # fmt: skip
     workspace = Workspace.load(params)
     records = _records(serving_world, dataset.record_columns(), copies=2)
     job, _ = workspace.job_store.submit(_parquet(records), len(records), chunk_rows=400)
@@ -107,7 +119,7 @@ def test_a_job_scores_like_batch_scoring_and_a_chunk_scored_twice_is_kept_once(
     version = load_version(workspace.registry, ended[0].model_version)
     score_file(version, source, target, set(), progress=False)
     assert result["probability"].tolist() == pd.read_parquet(target)["probability"].tolist()
-    logged = _job_rows(serving_world.root / "jobs-runner-predictions.sqlite", job.job_id)
+    logged = _job_rows(workspace.params.serve.prediction_log, job.job_id)
     assert len(logged) == len(records)  # chunk 1's rows, logged by both runners, once
     assert set(logged["prediction_id"]) == set(expected_ids)
 
