@@ -114,6 +114,7 @@ class RunRequester:
             now = time.monotonic()
             if job_id and now - self.asked.get(job_id, -self.every_s) < self.every_s:
                 return False
+            self.asked = {j: t for j, t in self.asked.items() if now - t < self.every_s}
             self.asked[job_id] = now
         if not self.api_url:
             return self._failed("no Prefect server is set (prefect.api_url or PREFECT_API_URL)")

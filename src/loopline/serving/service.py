@@ -369,7 +369,7 @@ async def submit_job(request: Request) -> Response:
             )
             data = body
         else:
-            records = JOB_REQUEST.records(body)
+            records = await asyncio.to_thread(JOB_REQUEST.records, body)  # a million: seconds
             rows, data = len(records), await asyncio.to_thread(encode_records, records,
                                                                RECORD_FIELDS)  # fmt: skip
         job, created = await asyncio.to_thread(service.jobs.submit, data, rows,
