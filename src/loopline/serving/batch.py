@@ -8,6 +8,7 @@ from loopline.core.errors import LooplineError
 from loopline.registry.versions import CHAMPION
 from loopline.scoring.batch import BatchResult, score_file
 from loopline.scoring.registered import load_version
+from loopline.serving.schema import required_fields
 from loopline.workspace import Workspace
 
 
@@ -25,6 +26,5 @@ def score_registered(
     if chosen is None:
         raise LooplineError(f"{registry.name} has no champion yet: run `make run` first")
     model = load_version(registry, chosen, alias="" if version else CHAMPION)
-    contract = workspace.dataset.contract
-    required = {f.name for f in contract.record_fields() if not f.nullable}
+    required = required_fields(workspace.dataset.contract)
     return score_file(model, source, target, required, progress=progress)

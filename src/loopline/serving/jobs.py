@@ -39,6 +39,7 @@ from loopline.infra.job_store import Job, JobStore
 from loopline.registry.versions import CHAMPION
 from loopline.scoring.batch import check_schema
 from loopline.scoring.registered import LoadedModel, load_version
+from loopline.serving.schema import required_fields
 from loopline.workspace import Workspace
 
 JOBS_FLOW, JOBS_DEPLOYMENT = "score-jobs", "loopline-jobs"
@@ -74,11 +75,15 @@ def check_upload(data: bytes, fields: Mapping[str, str], required: set[str], lim
         raise DataContractError("the Parquet file holds no rows")
     if rows > limit:
         raise DataContractError(f"{rows:,} rows: a job takes at most {limit:,}")
-    needed = parquet.read(columns=sorted(required))
-    nulls = sorted(name for name in required if needed.column(name).null_count)
+    _check_nulls(parquet.read(columns=sorted(required)), required)
+    return rows
+
+
+def _check_nulls(table: pa.Table | pa.RecordBatch, required: set[str]) -> None:
+    """DataContractError naming the required columns that hold a null."""
+    nulls = sorted(name for name in required if table.column(name).null_count)
     if nulls:
         raise DataContractError(f"required columns with null values: {nulls}")
-    return rows
 
 
 def result_parquet(store: JobStore, job_id: str) -> bytes:
@@ -179,17 +184,14 @@ def run_job(workspace: Workspace, job: Job, owner: str, logger: logging.Logger =
         model = _pinned_model(workspace, job, owner)
         source = pq.ParquetFile(io.BytesIO(store.input(job.job_id)))
         fields = workspace.dataset.record_fields()
-        contract = workspace.dataset.contract
-        required = {f.name for f in contract.record_fields() if not f.nullable}
+        required = required_fields(workspace.dataset.contract)
         check_schema(source.schema_arrow, fields, required)
         stored = store.stored_chunks(job.job_id)
         first_row = 0
         for chunk, batch in enumerate(source.iter_batches(batch_size=job.chunk_rows)):
             rows = batch.num_rows
             if chunk not in stored:
-                nulls = sorted(name for name in required if batch.column(name).null_count)
-                if nulls:  # an upload is checked at submit; this guards the store's contents
-                    raise DataContractError(f"required columns with null values: {nulls}")
+                _check_nulls(batch, required)  # checked at submit too; this guards the store
                 result = _score_chunk(workspace, model, job.job_id, batch, first_row)
                 if not store.store_chunk(
                     job.job_id, owner, chunk, result, rows=rows, lease_s=settings.lease_s

@@ -79,6 +79,11 @@ def _annotation(field: Field_) -> Any:
     return base | None if field.nullable else base
 
 
+def required_fields(contract: DataContract) -> set[str]:
+    """The record fields that may not be absent or null (the rest are optional)."""
+    return {f.name for f in contract.record_fields() if not f.nullable}
+
+
 def record_type(contract: DataContract, name: str) -> Any:
     """One prediction input called `name` (`FlightRecord`), field by field from the contract.
 

@@ -65,7 +65,7 @@ from loopline.serving.jobs import (
     encode_records,
     result_parquet,
 )
-from loopline.serving.schema import Prediction, PredictResponse, RequestSchema
+from loopline.serving.schema import Prediction, PredictResponse, RequestSchema, required_fields
 from loopline.workspace import Workspace
 
 # BentoML reads batching, workers and limits from the decorators, so settings load at import.
@@ -78,7 +78,7 @@ REQUEST = RequestSchema.of(
 )
 JOBS = WORKSPACE.params.jobs
 JOB_REQUEST = RequestSchema.of(DATASET.contract, JOBS.max_records, DATASET.record_type_name)
-REQUIRED = {f.name for f in DATASET.contract.record_fields() if not f.nullable}
+REQUIRED = required_fields(DATASET.contract)
 MAX_KEY_CHARS = 255  # an Idempotency-Key header
 SCORE_ATTEMPTS = 3
 # Beside BentoML's own request metrics on /metrics (every answer by route and status):
