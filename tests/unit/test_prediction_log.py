@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -138,6 +139,85 @@ def test_process_durability_skips_the_fsync_power_keeps_it(tmp_path: Path) -> No
         with log.engine.connect() as db:
             assert db.exec_driver_sql("PRAGMA synchronous").scalar() == level
         log.close()
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "prediction-log-writer"]
+
+
+def test_the_event_loop_commits_a_turns_requests_in_one_transaction_without_a_thread(
+    tmp_path: Path,
+) -> None:
+    """A SQLite log without fsync (durability "process"): 20 requests stored from one turn
+    of the event loop share one commit, made in the loop; no writer thread starts."""
+    log = PredictionLog(tmp_path / "p.sqlite", FIELDS, durability="process")
+    assert log.commits_in_loop
+    commits: list[object] = []
+    sa.event.listen(log.engine, "commit", commits.append)
+    threads_before = len(_writer_threads())
+
+    async def requests() -> None:
+        await asyncio.gather(*(log.store([_row(i, f"r{k}") for i in range(3)]) for k in range(20)))
+        await log.store([_row(0, "next turn")])
+
+    asyncio.run(requests())
+    assert len(commits) == 2  # the 20 together, then the one after them
+    assert len(_writer_threads()) == threads_before
+    frame = read_predictions(tmp_path / "p.sqlite")
+    assert len(frame) == 61
+    assert (frame.groupby("request_id").size().drop("next turn") == 3).all()
+    log.close()
+
+
+def test_a_log_that_fsyncs_stores_through_its_writer_thread(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", FIELDS, durability="power")
+    assert not log.commits_in_loop  # an fsync would stall the event loop
+    threads_before = len(_writer_threads())
+    asyncio.run(log.store([_row(0, "r")]))
+    assert len(_writer_threads()) == threads_before + 1
+    assert read_predictions(tmp_path / "p.sqlite")["request_id"].tolist() == ["r"]
+    log.close()
+
+
+def test_a_failed_commit_in_the_event_loop_refuses_its_requests_and_a_probe_ends_the_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store fails every statement for a while (SQLite's "disk I/O error", raised by
+    the driver before each statement): the requests of the failed group get a one-line
+    LogUnavailableError; with no request after them, the loop's own probe notices the
+    store is back and ends the outage (one line each way); the next request is stored."""
+    log = PredictionLog(tmp_path / "p.sqlite", FIELDS, durability="process")
+    failing = True
+
+    def fail(*_args: object) -> None:
+        if failing:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    sa.event.listen(log.engine, "before_cursor_execute", fail)
+
+    async def outage() -> None:
+        nonlocal failing
+        refused = await asyncio.gather(
+            *(log.store([_row(0, f"during-{k}")]) for k in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(error, LogUnavailableError) for error in refused), refused
+        assert all(str(error).startswith("prediction log unavailable: ") for error in refused)
+        assert all("\n" not in str(error) for error in refused)
+        assert log.outage.down
+        failing = False
+        deadline = time.monotonic() + 10
+        while log.outage.down:
+            assert time.monotonic() < deadline, "the outage never ended"
+            await asyncio.sleep(0.1)
+        await log.store([_row(0, "after")])
+
+    with caplog.at_level(logging.WARNING, logger="loopline.infra.prediction_log"):
+        asyncio.run(outage())
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in logged] == ["ERROR", "WARNING"], logged
+    assert "(3 requests refused meanwhile)" in logged[1][1]
+    assert read_predictions(tmp_path / "p.sqlite")["request_id"].tolist() == ["after"]
+    log.close()
 
 
 def test_a_log_from_an_older_contract_gains_the_new_columns(tmp_path: Path) -> None:

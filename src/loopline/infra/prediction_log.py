@@ -6,16 +6,22 @@ column (name -> contract dtype, as `Dataset.record_fields()` gives them). The st
 `serve.prediction_log`: a SQLite file by default, a PostgreSQL URL in team mode
 (`loopline.infra.database`).
 
-Writes use group commit: `submit` queues a request's rows and returns a future; one
-writer thread takes everything queued, writes it in one transaction and resolves the
-futures only after the commit is durable. So many requests share one fsync, no request is
-answered before its rows are stored, and after a crash a request's rows are either all
-there or not at all, with nothing written before lost. Stored means what `durability`
-says (`serve.log_durability`): "process", a commit survives any process being killed;
-"power", it is also on the disk, surviving power loss (SQLite: `loopline.infra.database`;
-PostgreSQL commits are the server's and durable either way). `commit_delay_ms` (like
-PostgreSQL's `commit_delay`) holds a commit back a little so that more requests join it:
-fewer fsyncs under load, a little more latency each.
+Writes use group commit: the requests waiting to be stored are written in one
+transaction, and each learns its rows are stored only after that commit. So many requests
+share one commit, no request is answered before its rows are stored, and after a crash a
+request's rows are either all there or not at all, with nothing written before lost. Two
+places commit a group. `submit` (threads; and `store` where a commit waits on a disk or
+a network) queues a request's rows for one writer thread and returns a future. `store`
+from the service's event loop, on a SQLite log that needs no fsync, commits in the loop
+itself: every request of one turn of the loop joins the transaction run at the start of
+the next turn, with no thread hand-off (in the serving bench the writer thread's
+wake-ups and GIL contention cost more CPU than the commit itself; bench/README.md).
+
+Stored means what `durability` says (`serve.log_durability`): "process", a commit
+survives any process being killed; "power", it is also on the disk, surviving power loss
+(SQLite: `loopline.infra.database`; PostgreSQL commits are the server's and durable
+either way). `commit_delay_ms` (like PostgreSQL's `commit_delay`) holds a commit back a
+little so that more requests join it: fewer commits under load, a little more latency each.
 
 Several processes (the service's API workers, label delivery) write one log; on SQLite
 they take turns through `cross_process_lock`.
@@ -27,6 +33,7 @@ fields; `read_batch` joins them onto the predictions of a range of event days, a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -57,6 +64,8 @@ log = logging.getLogger(__name__)
 # an outage. Anything else (an integrity error) is the request's own failure.
 OUTAGE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 PROBE_S = 1.0  # during an outage, how often the writer checks whether the store is back
+# One group commit: each request's row values and what to tell it (a thread's or the loop's).
+Group = list[tuple[list[tuple], Future | asyncio.Future]]
 SQL_TYPES = {"int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "datetime": sa.Text}
 
 
@@ -109,11 +118,16 @@ class PredictionLog:
             sa.Column("delivered_at", sa.Text, nullable=False),
         )  # fmt: skip
         self._lock = threading.Lock()
-        self._queue: list[tuple[list[dict], Future]] = []
+        self._queue: Group = []  # for the writer thread
+        self._in_loop: Group = []  # for the event loop's next commit
+        self._probing = False  # the event loop's outage probe is scheduled
         self._queued = threading.Condition()
         self._writer: threading.Thread | None = None
         self._closing = False
         self.engine = create_engine(self.url, power_safe=durability == "power")
+        # A commit that is only a write to SQLite's WAL (no fsync) is cheap enough to run in
+        # the event loop; one that waits for a disk or a server goes to the writer thread.
+        self.commits_in_loop = self.engine.dialect.name == "sqlite" and durability == "process"
         self.outage = Outage(f"prediction log {self}", log)
         self._columns = self.predictions.columns.keys()
         self._insert = _insert_statement(self.engine.dialect, self.predictions)
@@ -150,7 +164,7 @@ class PredictionLog:
         that group; the outage is logged once, when it starts and when it ends (`outage`).
         """
         done: Future = Future()
-        values = [tuple(row.get(c) for c in self._columns) for row in rows]
+        values = self._values(rows)
         with self._queued:
             if self._closing:
                 raise LooplineError(f"prediction log {self} is closed")
@@ -163,7 +177,44 @@ class PredictionLog:
             self._queued.notify()
         return done
 
-    def _next_group(self) -> list[tuple[list[tuple], Future]]:
+    async def store(self, rows: Sequence[dict]) -> None:
+        """From the event loop: return once `rows` are stored (group commit).
+
+        Raises LogUnavailableError, like `submit`'s future, when the store is down. With
+        `commits_in_loop`, the first request of a turn schedules the commit (after
+        `commit_delay_ms`, or at the next turn) and every request queued by then joins it;
+        otherwise the rows go to the writer thread.
+        """
+        if not self.commits_in_loop:
+            await asyncio.wrap_future(self.submit(rows))
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._in_loop.append((self._values(rows), done))
+        if len(self._in_loop) == 1:  # the group's first request: its commit is not scheduled
+            loop.call_later(self.commit_delay_s, self._commit_in_loop, loop)
+        await done
+
+    def _commit_in_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        group, self._in_loop = self._in_loop, []
+        self._commit(group)
+        if self.outage.down and not self._probing:  # no request may come to end it: probe
+            self._probing = True
+            loop.call_later(PROBE_S, self._probe_in_loop, loop)
+
+    def _probe_in_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """During an outage, every `PROBE_S` until the store is back (or a commit ends it)."""
+        if self.outage.down:
+            self._probe()
+        self._probing = self.outage.down
+        if self._probing:
+            loop.call_later(PROBE_S, self._probe_in_loop, loop)
+
+    def _values(self, rows: Sequence[dict]) -> list[tuple]:
+        """Each row as the insert's parameters, in the table's column order."""
+        return [tuple(map(row.get, self._columns)) for row in rows]
+
+    def _next_group(self) -> Group:
         """What is queued, once there is something (or the log closes).
 
         During an outage it returns an empty group every `PROBE_S`: the writer then
@@ -184,29 +235,29 @@ class PredictionLog:
         """The writer thread: commit whatever is queued, as one transaction, until closed."""
         while True:
             group = self._next_group()
-            if not group:
-                if self._closing:
-                    return  # closing, nothing left
+            if group:
+                self._commit(group)
+            elif self._closing:
+                return  # closing, nothing left
+            else:
                 self._probe()
-                continue
-            try:
-                with self._transaction() as db:
-                    db.exec_driver_sql(self._insert, [v for rows, _ in group for v in rows])
-            except OUTAGE_ERRORS as error:  # the store is down: each request learns why
-                unavailable = LogUnavailableError(
-                    f"prediction log unavailable: {self.outage.failed(error, len(group))}"
-                )
-                for _, done in group:
-                    done.set_exception(unavailable)
-                continue
-            except Exception as error:  # a bad row (a duplicate id): a bug, not an outage
-                log.exception("prediction log commit of %d requests failed", len(group))
-                for _, done in group:
-                    done.set_exception(error)
-                continue
+
+    def _commit(self, group: Group) -> None:
+        """Write a group in one transaction, then tell each of its requests how it went."""
+        try:
+            with self._transaction() as db:
+                db.exec_driver_sql(self._insert, [v for rows, _ in group for v in rows])
+        except OUTAGE_ERRORS as error:  # the store is down: each request learns why
+            unavailable = LogUnavailableError(
+                f"prediction log unavailable: {self.outage.failed(error, len(group))}"
+            )
+            _tell(group, unavailable)
+        except Exception as error:  # a bad row (a duplicate id): a bug, not an outage
+            log.exception("prediction log commit of %d requests failed", len(group))
+            _tell(group, error)
+        else:
             self.outage.succeeded()
-            for _, done in group:
-                done.set_result(None)
+            _tell(group, None)
 
     def _probe(self) -> None:
         """During an outage, check with a cheap query whether the store is back."""
@@ -332,6 +383,17 @@ class PredictionLog:
         """Number of logged predictions."""
         with self.engine.connect() as db:
             return int(db.scalar(sa.select(sa.func.count()).select_from(self.predictions)))
+
+
+def _tell(group: Group, error: Exception | None) -> None:
+    """Resolve each request's future: stored (None) or why not; a cancelled one is skipped."""
+    for _, done in group:
+        if done.cancelled():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 def _insert_statement(dialect: sa.Dialect, table: sa.Table) -> str:
