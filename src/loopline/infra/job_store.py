@@ -38,7 +38,6 @@ from loopline.core.errors import LooplineError
 from loopline.infra.database import create_engine, cross_process_lock, database_url
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-FINISHED = frozenset({DONE, FAILED})
 REASON_CHARS = 1000
 
 
@@ -132,10 +131,6 @@ class JobStore:
     def __str__(self) -> str:
         return self.url.render_as_string()
 
-    def close(self) -> None:
-        """Release the store's connections."""
-        self.engine.dispose()
-
     # -- clients: submit, ask, download ---------------------------------------------------------
 
     def submit(
@@ -169,25 +164,30 @@ class JobStore:
             return known, False
         return self._get(job_id), True
 
-    def _by_key(self, key: str, digest: str) -> Job | None:
+    def _jobs(self, where: sa.ColumnElement[bool]) -> list[tuple[Job, str]]:
+        """The jobs matching `where`, oldest first, each with its input's digest."""
+        query = sa.select(self.jobs).where(where).order_by(self.jobs.c.submitted_at)
         with self.engine.connect() as db:
-            found = db.execute(sa.select(self.jobs).where(self.jobs.c.idempotency_key == key))
-            row = found.mappings().first()
-        if row is None:
+            rows = db.execute(query).mappings().all()
+        return [(Job(**{n: row[n] for n in Job.__dataclass_fields__}), row["digest"])
+                for row in rows]  # fmt: skip
+
+    def _by_key(self, key: str, digest: str) -> Job | None:
+        found = self._jobs(self.jobs.c.idempotency_key == key)
+        if not found:
             return None
-        if row["digest"] != digest:
+        job, stored = found[0]
+        if stored != digest:
             raise IdempotencyConflictError(
-                f"idempotency key {key!r} was used for job {row['job_id']} with a different "
+                f"idempotency key {key!r} was used for job {job.job_id} with a different "
                 "body; use a new key for new records"
             )
-        return Job(**{name: row[name] for name in Job.__dataclass_fields__})
+        return job
 
     def get(self, job_id: str) -> Job | None:
         """The job's status, or None for an unknown id."""
-        with self.engine.connect() as db:
-            row = db.execute(sa.select(self.jobs).where(self.jobs.c.job_id == job_id))
-            found = row.mappings().first()
-        return None if found is None else Job(**{n: found[n] for n in Job.__dataclass_fields__})
+        found = self._jobs(self.jobs.c.job_id == job_id)
+        return found[0][0] if found else None
 
     def _get(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -204,10 +204,7 @@ class JobStore:
 
     def unfinished(self) -> list[Job]:
         """Jobs queued or running, oldest first."""
-        query = sa.select(self.jobs).where(self.jobs.c.state.in_([QUEUED, RUNNING]))
-        with self.engine.connect() as db:
-            rows = db.execute(query.order_by(self.jobs.c.submitted_at)).mappings().all()
-        return [Job(**{n: row[n] for n in Job.__dataclass_fields__}) for row in rows]
+        return [job for job, _ in self._jobs(self.jobs.c.state.in_([QUEUED, RUNNING]))]
 
     # -- runners: claim, work, finish -----------------------------------------------------------
 

@@ -135,6 +135,11 @@ class Running:
     down_since: float | None = None  # when the supervisor saw it gone
     restart_at: float | None = None
 
+    @property
+    def backoff_s(self) -> float:
+        """How long to wait before starting it again after `exits_in_a_row` exits."""
+        return min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (self.exits_in_a_row - 1))
+
 
 def spawn(
     command: Sequence[str],
@@ -320,7 +325,7 @@ class Processes:
         if running.restart_at is None:  # it exited by itself: report once, then back off
             lived = now - running.started
             running.exits_in_a_row = 1 if lived > STABLE_S else running.exits_in_a_row + 1
-            delay = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (running.exits_in_a_row - 1))
+            delay = running.backoff_s
             report(f"{server.key} exited with code {running.process.returncode} after "
                    f"{lived:.0f} s; starting it again in {delay:.0f} s")  # fmt: skip
             running.down_since, running.restart_at = now, now + delay
@@ -343,7 +348,7 @@ class Processes:
         except LooplineError as error:
             stop(running.process)
             running.exits_in_a_row += 1
-            delay = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (running.exits_in_a_row - 1))
+            delay = running.backoff_s
             report(f"{running.server.key} did not come back ({str(error).splitlines()[0]}); "
                    f"trying again in {delay:.0f} s")  # fmt: skip
             running.restart_at = time.monotonic() + delay

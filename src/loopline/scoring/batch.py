@@ -40,6 +40,13 @@ class BatchResult:
         return self.rows / self.seconds if self.seconds else float("inf")
 
 
+def check_nulls(table: pa.Table | pa.RecordBatch, required: set[str]) -> None:
+    """DataContractError naming the required columns that hold a null."""
+    nulls = sorted(name for name in required if table.column(name).null_count)
+    if nulls:
+        raise DataContractError(f"required columns with null values: {nulls}")
+
+
 def check_schema(schema: pa.Schema, fields: dict[str, str], required: set[str]) -> None:
     """Every required field present and of a usable type; errors name the columns."""
     missing = sorted(required - set(schema.names))
@@ -88,9 +95,7 @@ def score_file(
         writer = None
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             table = pa.Table.from_batches([batch])
-            nulls = sorted(n for n in required if table.column(n).null_count)
-            if nulls:
-                raise DataContractError(f"required columns with null values: {nulls}")
+            check_nulls(table, required)
             probability = scorer.score_arrow(table)
             scored = table.append_column("probability", pa.array(probability))
             scored = scored.append_column("label", pa.array(scorer.labels(probability)))

@@ -37,7 +37,7 @@ from loopline.core.errors import DataContractError, LooplineError
 from loopline.data import columns as cols
 from loopline.infra.job_store import Job, JobStore
 from loopline.registry.versions import CHAMPION
-from loopline.scoring.batch import check_schema
+from loopline.scoring.batch import check_nulls, check_schema
 from loopline.scoring.registered import LoadedModel, load_version
 from loopline.serving.schema import required_fields
 from loopline.workspace import Workspace
@@ -75,15 +75,8 @@ def check_upload(data: bytes, fields: Mapping[str, str], required: set[str], lim
         raise DataContractError("the Parquet file holds no rows")
     if rows > limit:
         raise DataContractError(f"{rows:,} rows: a job takes at most {limit:,}")
-    _check_nulls(parquet.read(columns=sorted(required)), required)
+    check_nulls(parquet.read(columns=sorted(required)), required)
     return rows
-
-
-def _check_nulls(table: pa.Table | pa.RecordBatch, required: set[str]) -> None:
-    """DataContractError naming the required columns that hold a null."""
-    nulls = sorted(name for name in required if table.column(name).null_count)
-    if nulls:
-        raise DataContractError(f"required columns with null values: {nulls}")
 
 
 def result_parquet(store: JobStore, job_id: str) -> bytes:
@@ -191,7 +184,7 @@ def run_job(workspace: Workspace, job: Job, owner: str, logger: logging.Logger =
         for chunk, batch in enumerate(source.iter_batches(batch_size=job.chunk_rows)):
             rows = batch.num_rows
             if chunk not in stored:
-                _check_nulls(batch, required)  # checked at submit too; this guards the store
+                check_nulls(batch, required)  # checked at submit too; this guards the store
                 result = _score_chunk(workspace, model, job.job_id, batch, first_row)
                 if not store.store_chunk(
                     job.job_id, owner, chunk, result, rows=rows, lease_s=settings.lease_s
