@@ -4,13 +4,14 @@ Starts the service as `bench.serve.run` does (the project's champion, a scratch 
 log), drives it with 32 clients x 1 record, and meanwhile samples one API worker with
 py-spy (`py-spy record --format raw --threads`, every thread, idle ones left out) for
 `--seconds`. Each sampled stack is put in the first of these that it matches, read from
-its frames. The prediction-log writer thread's stacks, by the thread's name:
+its frames. The prediction log's stacks: its writer thread's (by the thread's name), or
+the event loop's inside a group commit made there (`PredictionLog._commit`):
 
-  * log writer: commit  - inside the database commit (the fsync)
-  * log writer: insert  - executing the insert
-  * log writer: other   - anywhere else (taking the group, locks, resolving futures)
+  * log: commit         - inside the database commit (the WAL write; the fsync if any)
+  * log: insert         - executing the insert
+  * log: other          - anywhere else (taking the group, locks, resolving futures)
 
-The other threads' (the event loop's) stacks, by the innermost frame that is one of:
+The event loop's other stacks, by the innermost frame that is one of:
 
   * scoring             - the compiled scorer (features and the estimator)
   * validation          - the request's pydantic pass, record columns
@@ -49,6 +50,7 @@ from loopline.workspace import Workspace
 
 WORKER_MODULE = "_bentoml_impl.worker.service"
 WRITER = "prediction-log-writer"  # the log's writer thread, by name
+IN_LOOP_COMMIT = "PredictionLog._commit ("  # a group commit made in the event loop
 # The event loop's stacks, by the innermost frame that names one of these (checked in order).
 CATEGORIES = {
     "scoring": ("loopline/scoring/",),
@@ -60,9 +62,9 @@ CATEGORIES = {
                            "prometheus_client/", "fastapi/", "httptools", "h11/", "asyncio/",
                            "json/"),
 }  # fmt: skip
-WRITER_PARTS = {  # the writer thread's stacks, by any frame
-    "log writer: commit": ("commit (", "do_commit", "_commit_impl"),
-    "log writer: insert": ("do_executemany", "do_execute", "_execute_context"),
+LOG_PARTS = {  # the log's stacks (its writer thread, or a commit in the loop), by any frame
+    "log: commit": ("do_commit", "_commit_impl"),
+    "log: insert": ("do_executemany", "do_execute", "_execute_context"),
 }
 
 
@@ -78,11 +80,11 @@ def category(stack: str) -> str:
     """The category of one sampled stack (py-spy raw: `thread (id): name;frame;frame...`)."""
     thread, _, joined = stack.partition(";")
     frames = joined.split(";")
-    if WRITER in thread:
-        for name, markers in WRITER_PARTS.items():
+    if WRITER in thread or any(IN_LOOP_COMMIT in frame for frame in frames):
+        for name, markers in LOG_PARTS.items():
             if any(marker in frame for frame in frames for marker in markers):
                 return name
-        return "log writer: other"
+        return "log: other"
     for frame in reversed(frames):  # innermost first
         for name, markers in CATEGORIES.items():
             if any(marker in frame for marker in markers):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -47,6 +48,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pandas as pd
+import psutil
 
 from loopline.data import columns as cols
 from loopline.infra.environment import tool_environment
@@ -278,15 +280,33 @@ def peers(
     }  # fmt: skip
 
 
+def servers_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by every process this bench started."""
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # one that ended meanwhile
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def run_peer(url: str, predict: str, key: str, records: list[dict], bursts: bool) -> dict:
-    """Every load (and, if asked, the bursts with a recovery check) against one server."""
+    """Every load (and, if asked, the bursts with a recovery check) against one server.
+
+    Each steady load also reports the server's CPU per request (all its processes'
+    CPU time over the load, divided by the requests): steadier across runs than req/s on
+    a machine whose two cores the load generator shares.
+    """
     target = f"{url}{predict}"
-    results = {
-        name: asyncio.run(
+    results = {}
+    for name, (size, clients, count) in LOADS.items():
+        before = servers_cpu_s()
+        results[name] = asyncio.run(
             load(target, bodies_of(records, size, key), clients, count, staggered=True)
         )
-        for name, (size, clients, count) in LOADS.items()
-    }
+        results[name]["server_cpu_ms_per_request"] = round(
+            1000 * (servers_cpu_s() - before) / count, 3
+        )
     singles = bodies_of(records, 1, key)
     for name, where in STALLS.items():
         results[name] = asyncio.run(beside_stalled(url, predict, singles, where))

@@ -217,6 +217,7 @@ class ServeParams(Section):
     log_durability: Literal["process", "power"]
     metrics: bool
     access_log: bool
+    tracing: bool
     api_key_env: str
 
 
