@@ -4,6 +4,9 @@ export is refused before anything is written, and damaged files are refused on l
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +135,28 @@ def test_a_damaged_model_file_is_refused_by_name(scorer_dir: Path) -> None:
     model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ScorerError, match=r"model\.tl is missing or does not match its checksum"):
         load_scorer(scorer_dir)
+
+
+def test_a_tree_scorer_loads_and_scores_where_openmp_has_one_thread(
+    scorer_dir: Path, test_records: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Under OMP_NUM_THREADS=1 (the service's workers, the serving bench) the default
+    thread count follows it: Treelite refuses more threads than OpenMP was given."""
+    records = tmp_path / "records.parquet"
+    test_records.head(50).to_parquet(records)
+    script = (
+        "import sys, pandas as pd; from pathlib import Path; "
+        "from loopline.scoring.scorer import load_scorer; "
+        "scored = load_scorer(Path(sys.argv[1])).score_frame(pd.read_parquet(sys.argv[2])); "
+        "print(len(scored))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(scorer_dir), str(records)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "50"
 
 
 def test_a_folder_without_a_manifest_is_refused(scorer_dir: Path) -> None:

@@ -102,11 +102,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_threads() -> int:
+    """Every core, or fewer where OMP_NUM_THREADS says so.
+
+    Treelite refuses more threads than OpenMP was given: `mlflow models serve` of a tree
+    champion under OMP_NUM_THREADS=1 answered every request with a 400.
+    """
+    cores = os.cpu_count() or 1
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return min(cores, int(first)) if first.isdigit() and int(first) > 0 else cores
+
+
 def load_scorer(folder: Path, threads: int | None = None) -> CompiledScorer:
     """Read a compiled scorer; ScorerError names what is missing, damaged or unknown.
 
-    `threads` bounds the estimator's threads (default: all cores); a web worker answering
-    small requests wants 1.
+    `threads` bounds the estimator's threads (default: `default_threads()`); a web worker
+    answering small requests wants 1.
     """
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -130,7 +141,7 @@ def load_scorer(folder: Path, threads: int | None = None) -> CompiledScorer:
                 f"{path} is missing or does not match its checksum in {MANIFEST_FILE}"
             )
     tables = FeatureTables.read(folder / manifest["featurizer"])
-    estimator = load_estimator(manifest["estimator"], folder, threads or os.cpu_count() or 1)
+    estimator = load_estimator(manifest["estimator"], folder, threads or default_threads())
     return CompiledScorer(
         family=manifest["family"],
         threshold=float(manifest["threshold"]),
