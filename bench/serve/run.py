@@ -100,7 +100,7 @@ async def load(
     clients arrive over time, instead of all at one instant. A worker that wakes to a
     burst of connects accepts every one queued (asyncio's accept loop), so a simultaneous
     start can put all 4 clients of the 100-record load on one of the 2 workers, measuring
-    the accept race rather than the server (seen for Loopline in 3 of 8 runs: one worker
+    the accept race rather than the server (seen for Loopline in 2 of 6 runs: one worker
     busy, the other idle). The bursts keep their simultaneous start.
     """
     latencies: list[float] = []
