@@ -172,14 +172,18 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server: str, tmp_path:
 STALLED = 500
 
 
-def _stall(url: str) -> socket.socket:
-    """A connection that sends its headers and the first bytes of a body, then nothing."""
+STALLS = {  # where a stalled connection stops sending
+    "mid-body": b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b'content-length: 2000\r\n\r\n{"records": [{"carrier": ',
+    "mid-headers": b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: applic",
+}
+
+
+def _stall(url: str, opening: bytes) -> socket.socket:
+    """A connection that sends `opening`, then nothing."""
     host, port = httpx.URL(url).host, httpx.URL(url).port
     stalled = socket.create_connection((host, port), timeout=30)
-    stalled.sendall(
-        b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b'content-length: 2000\r\n\r\n{"records": [{"carrier": '
-    )
+    stalled.sendall(opening)
     return stalled
 
 
@@ -192,15 +196,17 @@ def _status_once_closed(stalled: socket.socket) -> bytes:
     return received.split(b"\r\n", 1)[0]
 
 
+@pytest.mark.parametrize("where", list(STALLS))
 def test_stalled_clients_time_out_with_408_and_never_block_normal_requests(
-    server: str, serving_world: ServingWorld, columns: list[str]
+    where: str, server: str, serving_world: ServingWorld, columns: list[str]
 ) -> None:
-    """500 connections stall mid-body: normal requests are answered meanwhile, and after
-    serve.client_timeout_s every stalled connection gets 408 and is closed by the server."""
+    """500 connections stall mid-body, or mid-headers: normal requests are answered
+    meanwhile, and after serve.client_timeout_s every stalled connection gets 408 and is
+    closed by the server."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     payload = {"records": _records(serving_world.test_records.iloc[:5], columns)}
-    stalled = [_stall(server) for _ in range(STALLED)]
+    stalled = [_stall(server, STALLS[where]) for _ in range(STALLED)]
     try:
         with httpx.Client(timeout=30) as http:
             statuses = Counter(

@@ -1,9 +1,9 @@
-"""HTTP guards for the service, as ASGI middleware: intake, API key, JSON only, load.
+"""HTTP guards for the service: a header deadline; intake, key, JSON-only, load middleware.
 
-Each answers with a small JSON error before the request reaches BentoML, so a worker
-with too many open requests answers 503 at once, a body that stalls gets 408, an
-oversized body 413, a missing key 401, a non-JSON body 415 and a request over the
-in-flight limit 503 with Retry-After: never a 500 or a hang.
+Each answers with a small JSON error before the request reaches BentoML, so headers that
+stall get 408, a worker with too many open requests answers 503 at once, a body that
+stalls gets 408, an oversized body 413, a missing key 401, a non-JSON body 415 and a
+request over the in-flight limit 503 with Retry-After: never a 500 or a hang.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Told the reason of every request a guard refuses (the service counts them for /metrics).
 OnRefusal = Callable[[str], None]
 # The reasons: shed for capacity (the two 503s), a body too slow (408) or too large (413).
-OPEN_REQUESTS, IN_FLIGHT, BODY_TIMEOUT, BODY_TOO_LARGE = (
-    "open_requests", "in_flight", "body_timeout", "body_too_large"
+OPEN_REQUESTS, IN_FLIGHT, HEADER_TIMEOUT, BODY_TIMEOUT, BODY_TOO_LARGE = (
+    "open_requests", "in_flight", "header_timeout", "body_timeout", "body_too_large"
 )  # fmt: skip
 
 
@@ -45,6 +45,80 @@ async def _reject(
     headers += list(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _answer_bytes(status: bytes, message: str) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body that closes the connection."""
+    body = json.dumps({"error": message}).encode()
+    head = [
+        b"HTTP/1.1 " + status, b"content-type: application/json",
+        b"content-length: " + str(len(body)).encode(), b"connection: close",
+    ]  # fmt: skip
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def limit_header_time(seconds: float, on_refusal: OnRefusal = _ignore) -> bool:
+    """Give each request `seconds` to deliver its request line and headers, else 408, closed.
+
+    uvicorn keeps a connection whose headers never end for as long as the client likes (it
+    has no header timeout, unlike nginx's `client_header_timeout`), and such a connection
+    never reaches ASGI middleware: 500 of them stayed open in the serving bench. This puts
+    a subclass of uvicorn's httptools protocol, the one its "auto" setting picks, in that
+    setting's place: a timer starts when a connection opens and when each request on it
+    begins, and stops once the headers are in (idle keep-alive time stays uvicorn's own).
+    Call it before uvicorn loads its configuration (BentoML imports the service first).
+    Returns False, changing nothing, where uvicorn would run another protocol.
+    """
+    from uvicorn.protocols.http import auto  # noqa: PLC0415 - only where uvicorn serves
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+    if not issubclass(auto.AutoHTTPProtocol, HttpToolsProtocol):
+        return False
+    too_slow = _answer_bytes(b"408 Request Timeout",
+                             f"request headers not received within {seconds:g} s")  # fmt: skip
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with a deadline for each request's headers."""
+
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._start_header_timer()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._start_header_timer()
+
+        def on_headers_complete(self) -> None:
+            self._stop_header_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def _start_header_timer(self) -> None:
+            if self.header_timer is None:
+                self.header_timer = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def _stop_header_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self.header_timer = None
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._start_header_timer()  # a pipelined request: answer the one before first
+                return
+            if not self.transport.is_closing():
+                on_refusal(HEADER_TIMEOUT)
+                self.transport.write(too_slow)
+                self.transport.close()
+
+    auto.AutoHTTPProtocol = HeaderDeadlineProtocol
+    return True
 
 
 class ApiKeyMiddleware:
@@ -91,8 +165,7 @@ class IntakeMiddleware:
 
     Closing matters: the unread rest of a refused body would otherwise be read as the next
     request on a kept-alive connection. A connection that never finishes its headers never
-    reaches the app (uvicorn keeps it, cheaply, until the client goes); bench/README.md
-    measures what hundreds of those cost normal requests.
+    reaches the app: `limit_header_time` closes those.
     """
 
     def __init__(
