@@ -187,13 +187,18 @@ def _stall(url: str, opening: bytes) -> socket.socket:
     return stalled
 
 
-def _status_once_closed(stalled: socket.socket) -> bytes:
-    """The status line the server sent, read until it closed (a server that keeps the
-    connection open makes `recv` time out, failing the test)."""
+def _received_once_closed(stalled: socket.socket) -> bytes:
+    """What the server sent, read until it closed (a server that keeps the connection open
+    makes `recv` time out, failing the test)."""
     received = b""
     while chunk := stalled.recv(65536):
         received += chunk
-    return received.split(b"\r\n", 1)[0]
+    return received
+
+
+def _status_once_closed(stalled: socket.socket) -> bytes:
+    """The status line the server sent before it closed the connection."""
+    return _received_once_closed(stalled).split(b"\r\n", 1)[0]
 
 
 @pytest.mark.parametrize("where", list(STALLS))
@@ -223,6 +228,34 @@ def test_stalled_clients_time_out_with_408_and_never_block_normal_requests(
         for connection in stalled:
             connection.close()
     assert answers == {b"HTTP/1.1 408 Request Timeout": STALLED}
+
+
+def test_connections_past_the_workers_bound_get_503_at_once_and_it_serves_again_after(
+    serving_world: ServingWorld, columns: list[str], tmp_path: Path
+) -> None:
+    """One worker allowing 40 connections: 40 open ones (nothing sent yet) are held, the
+    next 10 are answered 503 with Retry-After and closed as soon as they connect (not
+    408 at the header deadline); once the 40 close, a request is answered 200."""
+    params = serving_world.write_params("params-few-connections.yaml", workers=1,
+                                        max_connections=40)  # fmt: skip
+    payload = {"records": _records(serving_world.test_records.iloc[:2], columns)}
+    with bento_server(params, tmp_path) as server:
+        held = [_stall(server, b"") for _ in range(40)]
+        time.sleep(0.5)  # all 40 accepted before the next ones connect
+        refused = [_stall(server, b"") for _ in range(10)]
+        answers = [_received_once_closed(connection) for connection in refused]
+        for connection in held:  # not answered: they are within the bound
+            connection.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                connection.recv(1)
+            connection.close()
+        time.sleep(0.5)
+        with httpx.Client(timeout=30) as http:
+            after = http.post(f"{server}/predict", json=payload)
+    assert {a.split(b"\r\n", 1)[0] for a in answers} == {b"HTTP/1.1 503 Service Unavailable"}
+    assert all(b"\r\nretry-after: 1\r\n" in a for a in answers)
+    assert all(b"over capacity (40 connections open)" in a for a in answers)
+    assert after.status_code == 200
 
 
 def test_while_the_log_database_is_down_requests_get_503_and_readiness_says_so(

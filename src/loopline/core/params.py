@@ -208,6 +208,7 @@ class ServeParams(Section):
     max_body_bytes: int = Field(ge=1024)
     client_timeout_s: float = Field(gt=0, le=300)
     max_open_requests: int = Field(ge=1)
+    max_connections: int = Field(ge=1)
     max_in_flight: int = Field(ge=1)
     retry_after_s: int = Field(ge=1)
     poll_seconds: float = Field(gt=0)

@@ -1,9 +1,10 @@
-"""HTTP guards for the service: a header deadline; intake, key, JSON-only, load middleware.
+"""HTTP guards for the service: connections and headers; intake, key, JSON-only, load.
 
-Each answers with a small JSON error before the request reaches BentoML, so headers that
-stall get 408, a worker with too many open requests answers 503 at once, a body that
-stalls gets 408, an oversized body 413, a missing key 401, a non-JSON body 415 and a
-request over the in-flight limit 503 with Retry-After: never a 500 or a hang.
+Each answers with a small JSON error before the request reaches BentoML, so a connection
+over the worker's bound gets 503, headers that stall get 408, a worker with too many open
+requests answers 503 at once, a body that stalls gets 408, an oversized body 413, a
+missing key 401, a non-JSON body 415 and a request over the in-flight limit 503 with
+Retry-After: never a 500 or a hang.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Told the reason of every request a guard refuses (the service counts them for /metrics).
 OnRefusal = Callable[[str], None]
 # The reasons: shed for capacity (the two 503s), a body too slow (408) or too large (413).
-OPEN_REQUESTS, IN_FLIGHT, HEADER_TIMEOUT, BODY_TIMEOUT, BODY_TOO_LARGE = (
-    "open_requests", "in_flight", "header_timeout", "body_timeout", "body_too_large"
+CONNECTIONS, OPEN_REQUESTS, IN_FLIGHT, HEADER_TIMEOUT, BODY_TIMEOUT, BODY_TOO_LARGE = (
+    "connections", "open_requests", "in_flight", "header_timeout", "body_timeout",
+    "body_too_large",
 )  # fmt: skip
 
 
@@ -47,27 +49,33 @@ async def _reject(
     await send({"type": "http.response.body", "body": body})
 
 
-def _answer_bytes(status: bytes, message: str) -> bytes:
+def _answer_bytes(status: bytes, message: str, extra: bytes = b"") -> bytes:
     """A whole HTTP/1.1 answer with a JSON error body that closes the connection."""
     body = json.dumps({"error": message}).encode()
     head = [
         b"HTTP/1.1 " + status, b"content-type: application/json",
         b"content-length: " + str(len(body)).encode(), b"connection: close",
     ]  # fmt: skip
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
+    return b"\r\n".join(head) + b"\r\n" + extra + b"\r\n" + body
 
 
-def limit_header_time(seconds: float, on_refusal: OnRefusal = _ignore) -> bool:
-    """Give each request `seconds` to deliver its request line and headers, else 408, closed.
+def guard_connections(
+    header_s: float, max_connections: int, retry_after_s: int, on_refusal: OnRefusal = _ignore
+) -> bool:
+    """Bound a worker's connections, and give each request `header_s` for its headers.
 
-    uvicorn keeps a connection whose headers never end for as long as the client likes (it
-    has no header timeout, unlike nginx's `client_header_timeout`), and such a connection
-    never reaches ASGI middleware: 500 of them stayed open in the serving bench. This puts
-    a subclass of uvicorn's httptools protocol, the one its "auto" setting picks, in that
-    setting's place: a timer starts when a connection opens and when each request on it
-    begins, and stops once the headers are in (idle keep-alive time stays uvicorn's own).
-    Call it before uvicorn loads its configuration (BentoML imports the service first).
-    Returns False, changing nothing, where uvicorn would run another protocol.
+    * A connection past `max_connections` open in this worker gets 503 + Retry-After and
+      is closed as soon as it is accepted (uvicorn's own limit is not set by BentoML).
+    * A request whose request line and headers are not all in `header_s` after it began
+      (or after its connection opened) gets 408 and is closed. uvicorn keeps such a
+      connection for as long as the client likes (it has no header timeout, unlike
+      nginx's `client_header_timeout`), and it never reaches ASGI middleware: 500 of them
+      stayed open in the serving bench. Idle keep-alive time stays uvicorn's own.
+
+    Both live in a subclass of uvicorn's httptools protocol (the one its "auto" setting
+    picks), put in that setting's place. Call it before uvicorn loads its configuration
+    (BentoML imports the service first). Returns False, changing nothing, where uvicorn
+    would run another protocol.
     """
     from uvicorn.protocols.http import auto  # noqa: PLC0415 - only where uvicorn serves
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
@@ -75,15 +83,24 @@ def limit_header_time(seconds: float, on_refusal: OnRefusal = _ignore) -> bool:
     if not issubclass(auto.AutoHTTPProtocol, HttpToolsProtocol):
         return False
     too_slow = _answer_bytes(b"408 Request Timeout",
-                             f"request headers not received within {seconds:g} s")  # fmt: skip
+                             f"request headers not received within {header_s:g} s")  # fmt: skip
+    too_many = _answer_bytes(
+        b"503 Service Unavailable", f"over capacity ({max_connections} connections open); retry",
+        b"retry-after: " + str(retry_after_s).encode() + b"\r\n",
+    )  # fmt: skip
 
-    class HeaderDeadlineProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol with a deadline for each request's headers."""
+    class GuardedProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with a connection bound and a header deadline."""
 
         header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
+            if len(self.connections) > max_connections:  # this one counted
+                on_refusal(CONNECTIONS)
+                self.transport.write(too_many)
+                self.transport.close()
+                return
             self._start_header_timer()
 
         def on_message_begin(self) -> None:
@@ -100,7 +117,7 @@ def limit_header_time(seconds: float, on_refusal: OnRefusal = _ignore) -> bool:
 
         def _start_header_timer(self) -> None:
             if self.header_timer is None:
-                self.header_timer = self.loop.call_later(seconds, self._headers_too_slow)
+                self.header_timer = self.loop.call_later(header_s, self._headers_too_slow)
 
         def _stop_header_timer(self) -> None:
             if self.header_timer is not None:
@@ -117,7 +134,7 @@ def limit_header_time(seconds: float, on_refusal: OnRefusal = _ignore) -> bool:
                 self.transport.write(too_slow)
                 self.transport.close()
 
-    auto.AutoHTTPProtocol = HeaderDeadlineProtocol
+    auto.AutoHTTPProtocol = GuardedProtocol
     return True
 
 
@@ -165,7 +182,7 @@ class IntakeMiddleware:
 
     Closing matters: the unread rest of a refused body would otherwise be read as the next
     request on a kept-alive connection. A connection that never finishes its headers never
-    reaches the app: `limit_header_time` closes those.
+    reaches the app: `guard_connections` closes those.
     """
 
     def __init__(

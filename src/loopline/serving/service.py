@@ -62,7 +62,7 @@ from loopline.serving.guards import (
     Receive,
     Scope,
     Send,
-    limit_header_time,
+    guard_connections,
 )
 from loopline.serving.jobs import (
     PARQUET_TYPES,
@@ -91,8 +91,8 @@ SCORE_ATTEMPTS = 3
 # why a guard refused a request, so alerts can tell shedding from failing (loop/prometheus).
 REFUSED = bentoml.metrics.Counter(
     name="loopline_requests_refused",
-    documentation="Requests a guard refused: open_requests or in_flight (shed, 503), "
-    "header_timeout or body_timeout (408), body_too_large (413)",
+    documentation="Requests a guard refused: connections, open_requests or in_flight "
+    "(shed, 503), header_timeout or body_timeout (408), body_too_large (413)",
     labelnames=["reason"],
 )
 CONNECTION_CLOSED = "Connection closed."  # aiohttp's message when a session closes mid-read
@@ -495,8 +495,10 @@ def count_refusal(reason: str) -> None:
     REFUSED.labels(reason=reason).inc()
 
 
-if not limit_header_time(SERVE.client_timeout_s, on_refusal=count_refusal):
-    log.warning("uvicorn runs no httptools protocol here: request headers have no deadline")
+if not guard_connections(
+    SERVE.client_timeout_s, SERVE.max_connections, SERVE.retry_after_s, count_refusal
+):
+    log.warning("uvicorn runs no httptools protocol here: no connection bound, no header deadline")
 PredictionAPI.add_asgi_middleware(
     IntakeMiddleware, max_open=SERVE.max_open_requests, deadline_s=SERVE.client_timeout_s,
     max_bytes=SERVE.max_body_bytes, retry_after_s=SERVE.retry_after_s, on_refusal=count_refusal,
