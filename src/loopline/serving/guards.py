@@ -23,7 +23,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Told the reason of every request a guard refuses (the service counts them for /metrics).
 OnRefusal = Callable[[str], None]
-# The reasons: shed for capacity (the two 503s), a body too slow (408) or too large (413).
+# The reasons: shed for capacity (the three 503s), headers or a body too slow (408), a body
+# too large (413).
 CONNECTIONS, OPEN_REQUESTS, IN_FLIGHT, HEADER_TIMEOUT, BODY_TIMEOUT, BODY_TOO_LARGE = (
     "connections", "open_requests", "in_flight", "header_timeout", "body_timeout",
     "body_too_large",
@@ -39,24 +40,30 @@ OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs.json
 CLOSE = (b"connection", b"close")  # uvicorn closes the connection after such an answer
 
 
-async def _reject(
-    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()
-) -> None:
+Headers = list[tuple[bytes, bytes]]
+
+
+def _error(message: str, extra: Headers = ()) -> tuple[Headers, bytes]:
+    """A refusal's headers and JSON body, `{"error": message}`."""
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += list(extra)
+    return [*headers, *extra], body
+
+
+async def _reject(send: Send, status: int, message: str, extra: Headers = ()) -> None:
+    headers, body = _error(message, extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _answer_bytes(status: bytes, message: str, extra: bytes = b"") -> bytes:
-    """A whole HTTP/1.1 answer with a JSON error body that closes the connection."""
-    body = json.dumps({"error": message}).encode()
-    head = [
-        b"HTTP/1.1 " + status, b"content-type: application/json",
-        b"content-length: " + str(len(body)).encode(), b"connection: close",
-    ]  # fmt: skip
-    return b"\r\n".join(head) + b"\r\n" + extra + b"\r\n" + body
+def _answer_bytes(status: bytes, message: str, extra: Headers = ()) -> bytes:
+    """`_reject`'s answer as a whole HTTP/1.1 response that closes the connection (bytes).
+
+    For the protocol, below the ASGI app, where there is no `send`.
+    """
+    headers, body = _error(message, [*extra, CLOSE])
+    lines = [b"HTTP/1.1 " + status, *(name + b": " + value for name, value in headers)]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def guard_connections(
@@ -86,7 +93,7 @@ def guard_connections(
                              f"request headers not received within {header_s:g} s")  # fmt: skip
     too_many = _answer_bytes(
         b"503 Service Unavailable", f"over capacity ({max_connections} connections open); retry",
-        b"retry-after: " + str(retry_after_s).encode() + b"\r\n",
+        [(b"retry-after", str(retry_after_s).encode())],
     )  # fmt: skip
 
     class GuardedProtocol(HttpToolsProtocol):
