@@ -57,8 +57,7 @@ def trial(seed: int, challenger_noise: float) -> dict[str, int | None]:
     d = paired_differences(seed, challenger_noise)
     seq = running(d, ALPHA, PLANNED)
     looks = np.arange(MIN_PAIRS, RECORDS + 1, BATCH) - 1
-    standard_error = np.sqrt(np.maximum(np.cumsum(d * d) / seq.count - seq.mean**2, 0.0)
-                             / np.maximum(seq.count - 1, 1))  # fmt: skip
+    standard_error = seq.spread / np.sqrt(seq.count)
     fixed_low, fixed_high = seq.mean - Z95 * standard_error, seq.mean + Z95 * standard_error
 
     def first(hits: np.ndarray) -> int | None:

@@ -26,7 +26,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,11 @@ class Job:
         for private in ("owner", "lease_until"):
             shown.pop(private)
         return shown
+
+
+def _job(row: sa.RowMapping) -> Job:
+    """A jobs-table row as the status it reports."""
+    return Job(**{name: row[name] for name in Job.__dataclass_fields__})
 
 
 def _now() -> str:
@@ -164,30 +169,27 @@ class JobStore:
             return known, False
         return self._get(job_id), True
 
-    def _jobs(self, where: sa.ColumnElement[bool]) -> list[tuple[Job, str]]:
-        """The jobs matching `where`, oldest first, each with its input's digest."""
+    def _rows(self, where: sa.ColumnElement[bool]) -> Sequence[sa.RowMapping]:
+        """The jobs table's rows matching `where`, oldest first."""
         query = sa.select(self.jobs).where(where).order_by(self.jobs.c.submitted_at)
         with self.engine.connect() as db:
-            rows = db.execute(query).mappings().all()
-        return [(Job(**{n: row[n] for n in Job.__dataclass_fields__}), row["digest"])
-                for row in rows]  # fmt: skip
+            return db.execute(query).mappings().all()
 
     def _by_key(self, key: str, digest: str) -> Job | None:
-        found = self._jobs(self.jobs.c.idempotency_key == key)
+        found = self._rows(self.jobs.c.idempotency_key == key)
         if not found:
             return None
-        job, stored = found[0]
-        if stored != digest:
+        if found[0]["digest"] != digest:
             raise IdempotencyConflictError(
-                f"idempotency key {key!r} was used for job {job.job_id} with a different "
-                "body; use a new key for new records"
+                f"idempotency key {key!r} was used for job {found[0]['job_id']} with a "
+                "different body; use a new key for new records"
             )
-        return job
+        return _job(found[0])
 
     def get(self, job_id: str) -> Job | None:
         """The job's status, or None for an unknown id."""
-        found = self._jobs(self.jobs.c.job_id == job_id)
-        return found[0][0] if found else None
+        found = self._rows(self.jobs.c.job_id == job_id)
+        return _job(found[0]) if found else None
 
     def _get(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -204,7 +206,7 @@ class JobStore:
 
     def unfinished(self) -> list[Job]:
         """Jobs queued or running, oldest first."""
-        return [job for job, _ in self._jobs(self.jobs.c.state.in_([QUEUED, RUNNING]))]
+        return [_job(row) for row in self._rows(self.jobs.c.state.in_([QUEUED, RUNNING]))]
 
     # -- runners: claim, work, finish -----------------------------------------------------------
 

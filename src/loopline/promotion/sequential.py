@@ -50,10 +50,11 @@ def radius(count: np.ndarray, spread: np.ndarray, alpha: float, rho: float) -> n
 
 @dataclass(frozen=True)
 class Running:
-    """The sequence after each observation: count, mean, and the bounds of the mean."""
+    """The sequence after each observation: count, mean, sample spread, bounds of the mean."""
 
     count: np.ndarray
     mean: np.ndarray
+    spread: np.ndarray
     low: np.ndarray
     high: np.ndarray
 
@@ -72,7 +73,7 @@ def running(differences: np.ndarray, alpha: float, planned: int) -> Running:
     squares = np.maximum(np.cumsum(d * d) / t - mean * mean, 0.0)
     spread = np.sqrt(squares * t / np.maximum(t - 1, 1))
     half = np.where(t >= 2, radius(t, spread, alpha, mixture_scale(planned, alpha)), np.inf)
-    return Running(t.astype(int), mean, mean - half, mean + half)
+    return Running(t.astype(int), mean, spread, mean - half, mean + half)
 
 
 @dataclass(frozen=True)
