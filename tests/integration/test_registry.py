@@ -260,6 +260,56 @@ def test_a_decision_refuses_a_champion_that_moved_after_the_evidence(
     assert [e["action"] for e in registry.ledger.entries()] == ["promote", "promote"]
 
 
+def test_a_canary_steps_is_promoted_and_a_second_one_rolled_back(
+    world: dict, tmp_path: Path
+) -> None:
+    """The canary lives in one registry tag: started against the champion it faces,
+    stepped, promoted (the alias moves, the tag goes); a second one rolled back (the
+    champion stays). Each decision is one ledger entry, and a stale or raced judgement
+    changes nothing."""
+    registry = _registry(_own_model(world, tmp_path, "canaries"))
+    v1, v2, v3 = (registry.register(*world["uris"][n], {}) for n in ("weak", "strong", "weak"))
+    registry.force_promote(v1, "setup")
+    assert registry.canary() is None
+    with pytest.raises(ChampionMovedError):
+        registry.start_canary(v2, faced=v3, share=0.05, reason="gate passed", evidence={})
+    registry.start_canary(v2, faced=v1, share=0.05, reason="gate passed",
+                          evidence={"checks": ["PASS beats champion"]})  # fmt: skip
+    first = registry.canary()
+    assert (first.version, first.champion, first.step, first.share) == (v2, v1, 0, 0.05)
+    assert registry.tag(v2, "loopline.decision") == "canary-start"
+
+    hold = registry.decide_canary(first, "hold", "undecided", {"pairs": 400})
+    assert hold["action"] == "canary-hold"
+    assert hold["pairs"] == 400
+    registry.decide_canary(first, "step", "guardrails clean", {}, share=0.25)
+    stepped = registry.canary()
+    assert (stepped.step, stepped.share, stepped.started_at) == (1, 0.25, first.started_at)
+    with pytest.raises(LooplineError, match="changed while it was judged"):
+        registry.decide_canary(first, "promote", "stale", {})  # judged before the step
+    entry = registry.decide_canary(stepped, "promote", "better", {"interval": [-0.02, -0.01]})
+    assert entry["action"] == "promote"
+    assert entry["previous_champion"] == v1
+    assert registry.alias_version(CHAMPION) == v2
+    assert registry.canary() is None
+    assert registry.ledger_champions() == [v1, v2]
+
+    registry.start_canary(v3, faced=v2, share=0.05, reason="gate passed", evidence={})
+    second = registry.canary()
+    registry.force_promote(v1, "an operator")  # the champion it faces moves
+    with pytest.raises(ChampionMovedError):
+        registry.decide_canary(second, "promote", "better", {})
+    entry = registry.decide_canary(second, "rollback", "guardrail: error rate", {})
+    assert entry["action"] == "canary-rollback"
+    assert registry.canary() is None
+    assert registry.alias_version(CHAMPION) == v1
+    # a rolled-back canary is no good champion: rollback walks promotions only
+    assert registry.rollback("v1 again")["champion"] == v2
+    actions = [e["action"] for e in registry.ledger.entries()]
+    assert actions == ["promote", "canary-start", "canary-hold", "canary-step", "promote",
+                       "canary-start", "promote", "canary-rollback", "rollback"]  # fmt: skip
+
+
 def _in_processes(function: Callable[..., R], calls: list[tuple]) -> list[R]:
     """`function(*arguments)` for each call, each in its own spawned process, all at once."""
     with SPAWN.Pool(len(calls)) as pool:

@@ -272,6 +272,32 @@ class MonitorParams(Section):
         return self
 
 
+class CanaryParams(Section):
+    """Online experiments: a challenger answering a share of live traffic, judged on labels.
+
+    `release: canary` sends a challenger that passes the gate into a canary (the default);
+    `direct` makes it champion at once, as before canaries.
+    """
+
+    release: Literal["canary", "direct"]
+    steps: list[float] = Field(min_length=1)  # shares of records the canary answers, in turn
+    loss: Literal["log_loss", "brier"]  # the per-record loss the arms are compared on
+    alpha: float = Field(gt=0, lt=0.5)  # the always-valid test's error level (two-sided)
+    planned_pairs: int = Field(ge=10)  # where the confidence sequence is tightest
+    min_pairs: int = Field(ge=2)  # labeled pairs before the test may decide anything
+    max_pairs: int = Field(ge=2)  # undecided after this many: the champion stays
+    max_days: float = Field(gt=0)  # ... or after this long (wall clock) since it began
+
+    @model_validator(mode="after")
+    def _steps_rise(self) -> CanaryParams:
+        shares = self.steps
+        if any(not 0 < s <= 1 for s in shares) or sorted(set(shares)) != shares:
+            raise ValueError(f"steps must rise within (0, 1], not {shares}")
+        if self.max_pairs < self.min_pairs:
+            raise ValueError(f"max_pairs ({self.max_pairs}) is below min_pairs ({self.min_pairs})")
+        return self
+
+
 class RetrainParams(Section):
     """How a retrain moves the windows, and its weekly schedule.
 
@@ -339,6 +365,7 @@ class Params(Section):
     serve: ServeParams
     jobs: JobsParams
     monitor: MonitorParams
+    canary: CanaryParams
     retrain: RetrainParams
     prefect: PrefectParams
     team: TeamParams

@@ -33,6 +33,9 @@ DECIDED_AT = "loopline.decided_at"
 REASON = "loopline.reason"
 CHECKS = "loopline.checks"
 
+# the registered model: a running canary (`loopline.registry.canary`), as JSON
+CANARY = "loopline.canary"
+
 # a retrain's own run: why it ran, and (tagged by its register stage) what came of it
 RETRAIN_REASON = "loopline.retrain.reason"
 RETRAIN_DECISION_ID = "loopline.retrain.decision_id"

@@ -1,7 +1,8 @@
 """The prediction log: every prediction the service makes, durably (SQLite or PostgreSQL).
 
 One row per scored record: identifiers, time, model name and version, probability, label,
-the shadow (challenger) score when shadow mode is on, and every record field as its own
+its arm and the score of the model beside it when a canary or shadow runs (with each
+model's scoring time, `loopline.serving.champion`), and every record field as its own
 column (name -> contract dtype, as `Dataset.record_fields()` gives them). The store is
 `serve.prediction_log`: a SQLite file by default, a PostgreSQL URL in team mode
 (`loopline.infra.database`).
@@ -83,8 +84,12 @@ def _meta_columns() -> list[sa.Column]:
         sa.Column("model_version", sa.Text, nullable=False),
         sa.Column("probability", sa.Float, nullable=False),
         sa.Column("label", sa.Integer, nullable=False),
-        sa.Column("shadow_version", sa.Text),
+        sa.Column("arm", sa.Text),  # champion, or canary: which model's arm answered
+        sa.Column("shadow_version", sa.Text),  # the other model scored, never answered
         sa.Column("shadow_probability", sa.Float),
+        sa.Column("champion_ms", sa.Float),  # each model's scoring time for the request
+        sa.Column("challenger_ms", sa.Float),
+        sa.Column("challenger_error", sa.Text),  # why the challenger gave no score
     ]
 
 

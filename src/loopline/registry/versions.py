@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Literal
 
 import mlflow
 from mlflow import MlflowClient
@@ -28,10 +29,12 @@ from mlflow.exceptions import MlflowException
 from loopline.core import tags
 from loopline.core.params import RegistryParams
 from loopline.infra.ledger import Ledger, TableLedger
+from loopline.registry.canary import Canary
 from loopline.registry.lock import RegistryError, RegistryLock, actor
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CanaryAction = Literal["hold", "step", "promote", "rollback"]
 
 
 class ChampionMovedError(RegistryError):
@@ -44,6 +47,16 @@ class ChampionMovedError(RegistryError):
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _entry(
+    action: str, version: str, previous: str | None, champion: str | None, reason: str, **more: Any
+) -> dict[str, Any]:
+    """One ledger entry: what was done to which version, the champion before and after."""
+    return {
+        "time": _now(), "action": action, "version": version, "actor": actor(),
+        "previous_champion": previous, "champion": champion, "reason": reason, **more,
+    }  # fmt: skip
 
 
 class Registry:
@@ -108,6 +121,14 @@ class Registry:
         champions = self.ledger_champions()
         return champions[-1] if champions else None
 
+    def canary(self) -> Canary | None:
+        """The running canary (`loopline.registry.canary`), or None."""
+        try:
+            found = self.client.get_registered_model(self.name).tags.get(tags.CANARY)
+        except MlflowException:  # no such model yet
+            return None
+        return Canary.from_json(found) if found else None
+
     def status(self) -> dict[str, Any]:
         """Aliases with their versions, and each version's family and decision tags.
 
@@ -167,13 +188,9 @@ class Registry:
             if promote:
                 self.client.set_registered_model_alias(self.name, CHAMPION, version)
             action = "dry-run" if dry_run else ("promote" if promote else "reject")
-            entry = {
-                "time": _now(), "action": action, "version": version, "actor": actor(),
-                "previous_champion": previous, "champion": version if promote else previous,
-                "faced": faced,
-                "reason": reason or ("gate passed" if passed else "gate failed"),
-                **evidence,
-            }  # fmt: skip
+            reason = reason or ("gate passed" if passed else "gate failed")
+            champion = version if promote else previous
+            entry = _entry(action, version, previous, champion, reason, faced=faced, **evidence)
             self.ledger.append(entry)
             self._tag(version, action, entry["reason"], entry.get("checks", []))
         return entry
@@ -207,10 +224,7 @@ class Registry:
                     "nothing to roll back to"
                 )
             self.client.set_registered_model_alias(self.name, CHAMPION, previous)
-            entry = {
-                "time": _now(), "action": "rollback", "version": previous, "actor": actor(),
-                "previous_champion": current, "champion": previous, "reason": reason,
-            }  # fmt: skip
+            entry = _entry("rollback", previous, current, previous, reason)
             self.ledger.append(entry)
             self._tag(previous, "rollback", reason, [])
         return entry
@@ -221,14 +235,82 @@ class Registry:
         with self.lock.held():
             previous = self.alias_version(CHAMPION)
             self.client.set_registered_model_alias(self.name, CHAMPION, version)
-            entry = {
-                "time": _now(), "action": "promote", "version": version, "actor": actor(),
-                "previous_champion": previous, "champion": version,
-                "reason": f"forced: {reason}", "checks": [],
-            }  # fmt: skip
+            entry = _entry("promote", version, previous, version, f"forced: {reason}", checks=[])
             self.ledger.append(entry)
             self._tag(version, "promote", entry["reason"], [])
         return entry
+
+    def start_canary(
+        self, version: str, *, faced: str | None, share: float, reason: str,
+        evidence: Mapping[str, Any],
+    ) -> dict[str, Any]:  # fmt: skip
+        """Send `version` into a canary answering `share` of records, facing `faced`.
+
+        `faced` is the champion when the gate judged `version`; under the lock it is read
+        again (ChampionMovedError if it moved, as in `record_decision`). A canary already
+        running leaves traffic: the newer challenger takes its place, and the entry says so.
+        """
+        with self.lock.held():
+            previous = self.alias_version(CHAMPION)
+            if previous != faced:
+                raise ChampionMovedError(faced, previous)
+            if previous is None:
+                raise RegistryError(f"{self.name} has no champion for a canary to face")
+            replaced = self.canary()
+            now = _now()
+            canary = Canary(version, previous, 0, share, now, now)
+            self._set_canary(canary)
+            entry = _entry(
+                "canary-start", version, previous, previous, reason, faced=faced,
+                canary=asdict(canary), replaced=replaced.version if replaced else None,
+                **evidence,
+            )  # fmt: skip
+            self.ledger.append(entry)
+            self._tag(version, "canary-start", reason, list(evidence.get("checks", [])))
+        return entry
+
+    def decide_canary(
+        self, judged: Canary, action: CanaryAction, reason: str, evidence: Mapping[str, Any],
+        share: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Apply a judgement of the running canary `judged`; the ledger entry it made.
+
+        hold: it stays as it is; step: it moves to its next step, answering `share`;
+        promote: `champion` moves to it and it leaves traffic; rollback: it leaves traffic,
+        the champion stays. Under the lock the canary is read again: if it is no longer
+        `judged` (ended, replaced or stepped meanwhile), RegistryError and nothing changes;
+        a promotion whose champion moved meanwhile raises ChampionMovedError.
+        """
+        with self.lock.held():
+            if self.canary() != judged:
+                raise RegistryError(
+                    f"the canary of version {judged.version} changed while it was judged"
+                )
+            champion = previous = self.alias_version(CHAMPION)
+            canary = judged
+            if action == "step":
+                if share is None:
+                    raise RegistryError("a canary step needs the share it moves to")
+                canary = judged.at_step(judged.step + 1, share, _now())
+                self._set_canary(canary)
+            elif action == "promote":
+                if previous != judged.champion:
+                    raise ChampionMovedError(judged.champion, previous)
+                self.client.set_registered_model_alias(self.name, CHAMPION, judged.version)
+                champion = judged.version
+            if action in ("promote", "rollback"):
+                self.client.delete_registered_model_tag(self.name, tags.CANARY)
+            name = "promote" if action == "promote" else f"canary-{action}"
+            entry = _entry(
+                name, judged.version, previous, champion, reason, canary=asdict(canary),
+                **evidence,
+            )  # fmt: skip
+            self.ledger.append(entry)
+            self._tag(judged.version, name, reason, [])
+        return entry
+
+    def _set_canary(self, canary: Canary) -> None:
+        self.client.set_registered_model_tag(self.name, tags.CANARY, canary.to_json())
 
     def _tag(self, version: str, decision: str, reason: str, checks: list[str]) -> None:
         values = {

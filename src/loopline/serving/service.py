@@ -24,8 +24,9 @@ safe-format estimator, well under a millisecond per record. `serve.batching` pic
 * `true`: in the internal `PredictionModel` service, whose `score` is a BentoML batchable
   API: records of concurrent requests are merged into one model call (adaptive batching).
 
-Either way the scorer follows the `champion` alias (polling, or at once on /reload) and,
-in shadow mode, scores the challenger too. Settings come from params.yaml
+Either way the scorer follows the `champion` alias and the registry's canary (polling, or
+at once on /reload): a running canary answers its share of records, in shadow mode the
+challenger is scored beside every answer (`loopline.serving.champion`). Settings come from params.yaml
 (`LOOPLINE_PARAMS` names another file), through its Workspace.
 """
 
@@ -100,10 +101,12 @@ log = logging.getLogger("loopline.serving")
 
 
 def _holder() -> ChampionHolder:
-    """The champion (and shadow challenger), loaded and followed; one scoring thread."""
+    """The champion (and a canary or shadow), loaded and followed; one scoring thread."""
     quiet_environment()
     configure_logging()
-    holder = ChampionHolder(WORKSPACE.registry, shadow=SERVE.shadow, threads=1)
+    holder = ChampionHolder(
+        WORKSPACE.registry, shadow=SERVE.shadow, key=DATASET.key_columns, threads=1
+    )
     holder.refresh()
     holder.start(SERVE.poll_seconds)
     return holder
@@ -137,7 +140,7 @@ class PredictionModel:
         self.holder = _holder()
 
     def __is_ready__(self) -> bool:
-        return self.holder.snapshot()[0] is not None
+        return self.holder.snapshot().champion is not None
 
     @bentoml.api(
         batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms
@@ -195,7 +198,7 @@ class PredictionAPI:
         """A champion loaded (when scoring here) and the prediction log taking commits."""
         if self.log.outage.down:
             return False
-        return self.holder is None or self.holder.snapshot()[0] is not None
+        return self.holder is None or self.holder.snapshot().champion is not None
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Score validated records, log every prediction durably, then answer.
