@@ -363,28 +363,101 @@ def test_hot_swap_under_concurrent_requests_drops_nothing(
         time.sleep(0.2)
 
 
-def test_with_an_api_key_and_shadow_mode(
-    serving_world: ServingWorld, tmp_path: Path, columns: list[str]
+def test_with_an_api_key_shadow_mode_and_a_canary(
+    serving_world: ServingWorld, tmp_path: Path, columns: list[str], dataset
 ) -> None:
     """Key set: 401 without it, probes open. Shadow on: the challenger's score is logged,
-    never returned."""
+    never returned. A canary started in the registry (no restart): it answers exactly the
+    records its hash gives it, with its own scores, each record the same arm on every
+    request; a step keeps them and adds more; once rolled back the champion answers all."""
     registry = serving_world.registry()
     champion = registry.alias_version(CHAMPION)
-    challenger = registry.register(*_uri_and_run(registry, champion), {})
+    other = next(v for v in ("1", "2") if v != champion)  # the other family's model
+    challenger = registry.register(*_uri_and_run(registry, other), {})
     params = serving_world.write_params(
         "params-shadow.yaml", shadow=True, prediction_log="shadow.sqlite"
     )
+    key = {"x-api-key": "s3cret"}
+    frame = serving_world.test_records.iloc[:200]
+    records = _records(frame, columns)
+    offline = {v: load_version(registry, v).scorer.score_records(records) for v in
+               (champion, challenger)}  # fmt: skip
     with bento_server(params, tmp_path, LOOPLINE_API_KEY="s3cret") as url:
-        records = {"records": _records(serving_world.test_records.iloc[:5], columns)}
-        assert httpx.post(f"{url}/predict", json=records).status_code == 401
+        few = {"records": records[:5]}
+        assert httpx.post(f"{url}/predict", json=few).status_code == 401
         assert httpx.get(f"{url}/healthz").status_code == 200
-        response = httpx.post(f"{url}/predict", json=records, headers={"x-api-key": "s3cret"})
+        response = httpx.post(f"{url}/predict", json=few, headers=key)
         assert response.status_code == 200
         assert "shadow" not in response.text
         logged = read_predictions(serving_world.root / "shadow.sqlite")
         assert set(logged["shadow_version"]) == {challenger}
-        assert logged["shadow_probability"].between(0, 1).all()
+        np.testing.assert_allclose(logged["shadow_probability"], offline[challenger][:5],
+                                   rtol=1e-5)  # float32 trees, another batch size  # fmt: skip
         assert (logged["model_version"] == champion).all()
+        assert (logged["arm"] == "champion").all()
+
+        def answered_by_canary(share: float) -> np.ndarray:
+            return _answered_by_canary(url, key, records, offline, (champion, challenger), share)
+
+        registry.start_canary(challenger, faced=champion, share=0.3, reason="test", evidence={})
+        at_30 = answered_by_canary(0.3)
+        expected = registry.canary().answers(
+            cols.from_records(records, dataset.record_fields()), dataset.key_columns
+        )
+        np.testing.assert_array_equal(at_30, expected)
+        assert 0.15 < at_30.mean() < 0.45
+        registry.decide_canary(registry.canary(), "step", "test", {}, share=0.6)
+        at_60 = answered_by_canary(0.6)
+        assert not (at_30 & ~at_60).any()
+        assert at_60.sum() > at_30.sum()
+        registry.decide_canary(registry.canary(), "rollback", "test", {})
+        assert not answered_by_canary(0.0).any()
+
+        logged = read_predictions(serving_world.root / "shadow.sqlite").iloc[5:]
+        in_canary = logged["arm"] == "canary"
+        assert (logged.loc[in_canary, "model_version"] == challenger).all()
+        assert (logged.loc[in_canary, "shadow_version"] == champion).all()
+        assert (logged.loc[~in_canary, "model_version"] == champion).all()
+        assert logged["shadow_probability"].between(0, 1).all()
+        assert logged["challenger_ms"].gt(0).all()
+        assert logged["challenger_error"].isna().all()
+
+
+def _answered_by_canary(
+    url: str, headers: dict, records: list[dict], offline: dict, versions: tuple, share: float
+) -> np.ndarray:
+    """Send every record twice once `share` is served; which ones the canary answered.
+
+    Each answer must be its model's own offline score, and each record the same arm twice.
+    """
+    champion, challenger = versions
+    _until_every_worker_serves(url, headers, share)
+    seen = []
+    for _ in range(2):
+        answers = []
+        for start in range(0, len(records), 100):
+            body = {"records": records[start : start + 100]}
+            reply = httpx.post(f"{url}/predict", json=body, headers=headers, timeout=30)
+            assert reply.status_code == 200, reply.text
+            answers += reply.json()["predictions"]
+        by_canary = np.array([p["model_version"] == challenger for p in answers])
+        for answer, mine, theirs, canary in zip(
+            answers, offline[champion], offline[challenger], by_canary, strict=True
+        ):
+            assert answer["probability"] == pytest.approx(theirs if canary else mine, rel=1e-5)
+        seen.append(by_canary)
+    np.testing.assert_array_equal(*seen)
+    return seen[0]
+
+
+def _until_every_worker_serves(url: str, headers: dict, share: float) -> None:
+    """Wait until ten /metadata answers in a row (any worker) show the canary at `share`."""
+    deadline, in_a_row = time.monotonic() + 30, 0
+    while in_a_row < 10:
+        assert time.monotonic() < deadline, f"the workers did not all serve share {share}"
+        canary = httpx.get(f"{url}/metadata", headers=headers).json()["canary"]
+        in_a_row = in_a_row + 1 if (canary["share"] if canary else 0.0) == share else 0
+        time.sleep(0.05)
 
 
 def _uri_and_run(registry, version: str) -> tuple[str, str]:
