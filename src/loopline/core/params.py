@@ -272,6 +272,20 @@ class MonitorParams(Section):
         return self
 
 
+class Guardrails(Section):
+    """Limits that stop a canary at once, on its traffic since its step began (no labels)."""
+
+    min_requests: int = Field(ge=1)  # requests in the step before a rate is judged
+    max_error_rate: float = Field(ge=0, lt=1)  # challenger failures and timeouts per request
+    timeout_ms: float = Field(gt=0)  # a challenger scoring slower than this is a timeout
+    max_p99_ratio: float = Field(ge=1)  # the challenger's p99 scoring time / the champion's
+    p99_floor_ms: float = Field(ge=0)  # ... tripped only above this many ms
+    srm_alpha: float = Field(gt=0, lt=0.5)  # sample-ratio check: routed vs planned share
+    max_positive_rate_ratio: float = Field(
+        gt=1
+    )  # predicted positives vs the champion's, either way
+
+
 class CanaryParams(Section):
     """Online experiments: a challenger answering a share of live traffic, judged on labels.
 
@@ -287,6 +301,8 @@ class CanaryParams(Section):
     min_pairs: int = Field(ge=2)  # labeled pairs before the test may decide anything
     max_pairs: int = Field(ge=2)  # undecided after this many: the champion stays
     max_days: float = Field(gt=0)  # ... or after this long (wall clock) since it began
+    min_step_records: int = Field(ge=1)  # records a step's canary answered before moving on
+    guardrails: Guardrails
 
     @model_validator(mode="after")
     def _steps_rise(self) -> CanaryParams:

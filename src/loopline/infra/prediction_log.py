@@ -87,6 +87,7 @@ def _meta_columns() -> list[sa.Column]:
         sa.Column("arm", sa.Text),  # champion, or canary: which model's arm answered
         sa.Column("shadow_version", sa.Text),  # the other model scored, never answered
         sa.Column("shadow_probability", sa.Float),
+        sa.Column("shadow_label", sa.Integer),
         sa.Column("champion_ms", sa.Float),  # each model's scoring time for the request
         sa.Column("challenger_ms", sa.Float),
         sa.Column("challenger_error", sa.Text),  # why the challenger gave no score
@@ -314,6 +315,21 @@ class PredictionLog:
             self._labeled()
             .where(event_day.between(first_day, last_day))
             .order_by(self.predictions.c.logged_at)
+        )
+        with self.engine.connect() as db:
+            return pd.read_sql_query(query, db)
+
+    def read_answered(self, since: str, versions: Sequence[str]) -> pd.DataFrame:
+        """Predictions logged at or after `since` (ISO) answered by one of `versions`.
+
+        With their labels (NaN where not arrived yet), oldest first: what a canary's
+        judgement reads (`loopline.promotion.canary`).
+        """
+        p = self.predictions
+        query = (
+            self._labeled()
+            .where(p.c.logged_at >= since, p.c.model_version.in_(list(versions)))
+            .order_by(p.c.logged_at, p.c.prediction_id)
         )
         with self.engine.connect() as db:
             return pd.read_sql_query(query, db)

@@ -162,7 +162,7 @@ class ChampionHolder:
             return [
                 {"probability": p, "label": label, "model_version": champion.version,
                  "arm": CHAMPION_ARM, "shadow_version": None, "shadow_probability": None,
-                 **fields}
+                 "shadow_label": None, **fields}
                 for p, label in zip(ours.probability.tolist(), ours.label.tolist(), strict=True)
             ]  # fmt: skip
         count = len(ours.probability)
@@ -176,7 +176,8 @@ class ChampionHolder:
                 "model_version": (challenger if in_canary else champion).version,
                 "arm": CANARY_ARM if in_canary else CHAMPION_ARM,
                 "shadow_version": (champion if in_canary else challenger).version,
-                "shadow_probability": float(other.probability[i]), **fields,
+                "shadow_probability": float(other.probability[i]),
+                "shadow_label": int(other.label[i]), **fields,
             })  # fmt: skip
         return rows
 
