@@ -1,6 +1,8 @@
 """The Prefect deployments of the loop, served by one long-running process.
 
 * `monitor/loopline-monitor`: every `monitor.interval_minutes`;
+* `canary/loopline-canary`: a look at the running canary, as often (each look one run,
+  named by the canary's version and step);
 * `retrain/loopline-retrain`: weekly on `retrain.cron`, and on every
   `loopline.retrain.requested` event, through an automation created here (visible under
   Automations in the Prefect UI) that passes the event's payload as parameters; one run
@@ -42,12 +44,14 @@ from loopline.infra.environment import configure_logging, quiet_environment
 from loopline.infra.processes import FLOW_HEARTBEAT_S, FLOW_SILENT_S, stopped_by_signals
 from loopline.serving.jobs import JOBS_DEPLOYMENT
 from loopline.workspace import Workspace
+from pipelines.canary import canary
 from pipelines.jobs import score_jobs
 from pipelines.monitor import RETRAIN_EVENT, monitor
 from pipelines.retrain import retrain
 from pipelines.score import score
 
 MONITOR_DEPLOYMENT = "loopline-monitor"
+CANARY_DEPLOYMENT = "loopline-canary"
 RETRAIN_DEPLOYMENT = "loopline-retrain"
 SCORE_DEPLOYMENT = "loopline-score"
 CRASH_AUTOMATION = "loopline-crash-silent-runs"
@@ -57,7 +61,7 @@ ENDED = ("Completed", "Failed", "Cancelled", "Crashed")
 def loop_deployments(
     params_path: Path, job_variables: dict[str, str] | None = None
 ) -> list[RunnerDeployment]:
-    """The monitor, retrain, score-jobs and score deployments of the params file.
+    """The monitor, canary, retrain, score-jobs and score deployments of the params file.
 
     Their entrypoints are module paths (`pipelines.retrain:retrain`), so any machine with
     Loopline installed can run them; `job_variables` go to the work pool's job template.
@@ -78,6 +82,12 @@ def loop_deployments(
     return [
         monitor.to_deployment(
             name=MONITOR_DEPLOYMENT,
+            interval=dt.timedelta(minutes=params.monitor.interval_minutes),
+            parameters={"params_path": path},
+            **module,
+        ),
+        canary.to_deployment(
+            name=CANARY_DEPLOYMENT,
             interval=dt.timedelta(minutes=params.monitor.interval_minutes),
             parameters={"params_path": path},
             **module,

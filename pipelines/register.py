@@ -92,8 +92,15 @@ def register_best(workspace: Workspace) -> tuple[str, str, dict]:
 
 @task(cache_policy=NO_CACHE)
 def decide(workspace: Workspace, version: str) -> tuple:
-    """Score challenger and champion on the freshest labeled window; apply the rule."""
-    return judge_on_recent_window(workspace, version, workspace.params.registry.dry_run)
+    """Score challenger and champion on the freshest labeled window; apply the rule.
+
+    A challenger that passes enters a canary when `canary.release` says so.
+    """
+    canary = workspace.params.canary
+    return judge_on_recent_window(
+        workspace, version, workspace.params.registry.dry_run,
+        canary if canary.release == "canary" else None,
+    )  # fmt: skip
 
 
 def write_records(

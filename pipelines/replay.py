@@ -2,7 +2,7 @@
 
 `python -m pipelines.replay --params P --url SERVICE --api-url PREFECT [options]` is what
 `loopline replay` runs once the service, the Prefect server and the deployments are up.
-It wires `loopline.loop.replay.Replay` to the monitor flow, and writes the report to
+It wires `loopline.loop.replay.Replay` to the monitor and canary flows, and writes the report to
 `paths.replay`, also when it is interrupted (Ctrl-C, SIGTERM): then for the batches played.
 """
 
@@ -24,6 +24,7 @@ from loopline.infra.processes import Interrupted, stopped_by_signals
 from loopline.loop.replay import Replay
 from loopline.loop.report import write_report
 from loopline.workspace import Workspace
+from pipelines.canary import canary
 from pipelines.monitor import monitor
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     workspace = Workspace.load(args.params)
     options = ReplayOptions(args.start, args.end, args.step, args.arrive_by, args.descending)
     api_key = os.environ.get(workspace.params.serve.api_key_env, "")
-    replay = Replay(workspace, args.url, args.api_url, monitor, api_key)
+    replay = Replay(workspace, args.url, args.api_url, monitor, api_key=api_key, canary=canary)
     out = workspace.params.paths.replay
     try:
         with stopped_by_signals(), temporary_settings(updates={PREFECT_API_URL: args.api_url}):

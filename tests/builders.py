@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from safetensors.numpy import load_file, save_file
 
 from loopline.data.datasets.base import Dataset
 from loopline.scoring.pyfunc import log_model
-from loopline.scoring.scorer import CompiledScorer
+from loopline.scoring.scorer import MANIFEST_FILE, CompiledScorer, file_sha256
 from loopline.training.compile import compile_scorer
 from loopline.training.feature_sets import FeatureSets
 
@@ -47,6 +49,25 @@ def log_compiled(
     with mlflow.start_run(run_name=name) as run:
         info = log_model(folder, dataset.contract, examples)
     return LoggedModel(info.model_uri, run.info.run_id, scorer)
+
+
+def log_failing_linear(
+    model_uri: str, dataset: Dataset, examples: pd.DataFrame, root: Path, name: str = "failing"
+) -> tuple[str, str]:
+    """A copy of a logistic model whose weight arrays disagree (an export bug): it loads,
+    its digests check out, and every record with a category fails to score (IndexError).
+    Its model URI and run id."""
+    source = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(root / name)))
+    folder = next(p.parent for p in source.rglob(MANIFEST_FILE))
+    weights = folder / "linear.safetensors"
+    arrays = load_file(weights)
+    save_file({**arrays, "category_weights": arrays["category_weights"][:1]}, weights)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["files"][weights.name] = file_sha256(weights)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    with mlflow.start_run(run_name=name) as run:
+        info = log_model(folder, dataset.contract, examples)
+    return info.model_uri, run.info.run_id
 
 
 class NotCompiled(mlflow.pyfunc.PythonModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loopline.data.datasets.base import Dataset
-from loopline.monitoring.dashboard import DATA_TAB, DRIFT_TAB, QUALITY_TAB, open_project
+from loopline.monitoring.dashboard import CANARY_TAB, DATA_TAB, DRIFT_TAB, QUALITY_TAB, open_project
 from loopline.monitoring.drift import MonitoredColumns
 
 
@@ -24,12 +24,14 @@ def test_new_project_has_its_tabs_with_each_panel_once(tmp_path: Path, dataset: 
         DRIFT_TAB: 3,
         QUALITY_TAB: 3,
         DATA_TAB: 2,
+        CANARY_TAB: 6,
     }
     assert all(len(panels) == len(set(panels)) for panels in tabs.values())
     titles = {panel.id: panel.title for panel in layout.panels}
     assert titles[tabs[DRIFT_TAB][0]] == "Traffic drift share"
     assert titles[tabs[DATA_TAB][0]] == "Missing values: share of the batch"
-    assert len(layout.panels) == 8
+    assert titles[tabs[CANARY_TAB][0]].startswith("Canary: loss difference")
+    assert len(layout.panels) == 14
 
 
 def test_reopening_returns_the_same_project_without_new_panels(
@@ -41,4 +43,4 @@ def test_reopening_returns_the_same_project_without_new_panels(
 
     assert again.id == first.id
     assert len(ws.search_project("loopline-test")) == 1
-    assert len(again.dashboard.model().panels) == 8
+    assert len(again.dashboard.model().panels) == 14

@@ -202,7 +202,7 @@ def score(
 
 @app.command()
 def deploy(params: ParamsOption = PARAMS) -> None:
-    """Create the loop's deployments: monitor, retrain, score-jobs, score (schedules, trigger).
+    """Create the loop's deployments: monitor, canary, retrain, score-jobs, score.
 
     With `prefect.work_pool` set they go to that work pool and the command returns (the
     pool's workers run them); otherwise this process runs them until Ctrl-C.
@@ -299,6 +299,20 @@ def monitor(
     with managed() as running:
         workspace = Workspace.load(params)
         command = python_module("pipelines.monitor", "--params", str(workspace.params_file), *days)
+        returncode = running.run(command, tool_environment(), cwd=workspace.root)
+    raise typer.Exit(code=returncode)
+
+
+@app.command()
+def canary(params: ParamsOption = PARAMS) -> None:
+    """Judge the running canary once, now (the canary flow, `pipelines.canary`).
+
+    Hold, the next step, promote or roll back, by the guardrails and the always-valid
+    test on labeled records (README "Canaries"); `loopline registry status` shows it.
+    """
+    with managed() as running:
+        workspace = Workspace.load(params)
+        command = python_module("pipelines.canary", "--params", str(workspace.params_file))
         returncode = running.run(command, tool_environment(), cwd=workspace.root)
     raise typer.Exit(code=returncode)
 

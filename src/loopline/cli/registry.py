@@ -43,8 +43,38 @@ def registry_status(params: ParamsOption = PARAMS) -> None:
                 f"last decision: {info['decision']}, test roc_auc {info['test_roc_auc']}"
             )
     typer.echo(f"  {'ledger':<10} champion: version {status['ledger_champion']}")
+    if (canary := status["canary"]) is not None:
+        typer.echo(
+            f"  {'canary':<10} version {canary['version']} facing {canary['champion']}: step "
+            f"{canary['step'] + 1}, {canary['share']:.0%} of traffic since {canary['stepped_at']}"
+            f" (began {canary['started_at']})"
+        )
+        for line in canary_lines(status["canary_last_look"]):
+            typer.echo(f"      {line}")
     for line in champion_warnings(registry):
         typer.secho(f"warning: {line}", fg=typer.colors.YELLOW)
+
+
+def canary_lines(entry: dict | None) -> list[str]:
+    """A canary's latest ledger entry in a few lines: the decision, the test, the guardrails."""
+    if entry is None:
+        return []
+    lines = [f"last look {entry['time']}: {entry['action']}: {entry['reason']}"]
+    if "pairs" in entry:
+        low, high = entry["interval"]
+        auc = entry.get("roc_auc") or {}
+        lines.append(
+            f"{entry['pairs']} labeled pairs (matured until {entry['matured_until']}), "
+            f"{entry['loss']} difference {entry['mean_difference']} in [{low}, {high}]: "
+            f"{entry['verdict']}; roc_auc champion {auc.get('champion')} canary {auc.get('canary')}"
+        )
+        guarded = entry["guardrails"]
+        lines.append(
+            f"guardrails on {guarded['requests']} requests: routed {guarded['routed_share']}, "
+            f"errors {guarded['error_rate']}, p99 ms {guarded['p99_ms']}, "
+            f"positive rate {guarded['positive_rate']}"
+        )
+    return lines
 
 
 @registry_app.command("history")

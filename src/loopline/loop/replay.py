@@ -10,8 +10,11 @@ fractions left out, a batch of arrivals at a time. For each batch:
 3. the batch's true outcomes are delivered as labels;
 4. the monitor (the Prefect flow, given to `Replay`) measures the batch and may ask for
    a retrain (an event the retrain deployment's automation turns into a flow run);
-5. after a retrain, the replay waits for it and, if it promoted a new champion, for the
-   service to serve it. Then the next batch starts.
+5. while a canary runs, the canary flow (also given) takes one look at it: hold, step,
+   promote or roll back (`loopline.promotion.canary`), and the service is waited for
+   until it serves what the look decided;
+6. after a retrain, the replay waits for it and, if it promoted a new champion or
+   started a canary, for the service to serve it. Then the next batch starts.
 
 The story (`Replay.story`) compares the served models with the frozen one, batch by
 batch, with the monitor's flags and the retrains' outcomes as fields. Interrupted (Ctrl-C,
@@ -63,6 +66,7 @@ class PeriodResult:
     decision: str = ""
     triggered: bool = False
     retrain: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None  # the canary flow's look after this batch
 
 
 def post_records(
@@ -88,13 +92,47 @@ def wait_for_served_version(
     url: str, version: str, headers: dict[str, str], timeout_s: float
 ) -> float:
     """Seconds until the service reports `version` as its champion."""
-    started = time.monotonic()
+
+    def serving(shown: dict[str, Any]) -> bool:
+        return (shown["champion"] or {}).get("model_version") == version
+
+    return wait_for_service(url, headers, timeout_s, f"version {version} as champion", serving)
+
+
+def wait_for_canary(
+    url: str, canary: tuple[str, float] | None, headers: dict[str, str], timeout_s: float
+) -> float:
+    """Seconds until the service serves the canary (version, share), or none (None).
+
+    The service runs several workers, each following the registry on its own: the answer
+    must hold for ten /metadata calls in a row, whichever workers they reach.
+    """
+
+    def serving(shown: dict[str, Any]) -> bool:
+        found = shown.get("canary")
+        return (
+            (found is None)
+            if canary is None
+            else (found is not None and (found["model_version"], found["share"]) == canary)
+        )
+
+    what = f"canary {canary[0]} at {canary[1]:.0%}" if canary else "no canary"
+    return wait_for_service(url, headers, timeout_s, what, serving, in_a_row=10)
+
+
+def wait_for_service(
+    url: str, headers: dict[str, str], timeout_s: float, what: str,
+    serving: Callable[[dict[str, Any]], bool], *, in_a_row: int = 1,
+) -> float:  # fmt: skip
+    """Seconds until `serving(/metadata)` holds `in_a_row` times in a row."""
+    started, seen = time.monotonic(), 0
     while time.monotonic() - started < timeout_s:
-        champion = httpx.get(f"{url}/metadata", headers=headers, timeout=10).json()["champion"]
-        if champion and champion["model_version"] == version:
+        shown = httpx.get(f"{url}/metadata", headers=headers, timeout=10).json()
+        seen = seen + 1 if serving(shown) else 0
+        if seen >= in_a_row:
             return time.monotonic() - started
-        time.sleep(1)
-    raise LooplineError(f"the service did not switch to version {version} within {timeout_s:.0f} s")
+        time.sleep(1 if seen == 0 else 0.05)
+    raise LooplineError(f"the service did not serve {what} within {timeout_s:.0f} s")
 
 
 def judged(ledger: list[dict], version: str) -> dict[str, Any]:
@@ -119,11 +157,13 @@ class Replay:
     """Plays unseen real data through the service and the monitoring loop, a batch at a time."""
 
     def __init__(
-        self, workspace: Workspace, url: str, api_url: str, monitor: Monitor, api_key: str = ""
-    ) -> None:
+        self, workspace: Workspace, url: str, api_url: str, monitor: Monitor, *,
+        api_key: str = "", canary: Monitor | None = None,
+    ) -> None:  # fmt: skip
         self.workspace = workspace
         self.url, self.api_url = url, api_url
         self.monitor = monitor
+        self.canary = canary  # the canary flow: (params_path) -> its look
         self.headers = {"x-api-key": api_key} if api_key else {}
         self.registry = workspace.registry
         self.periods: list[PeriodResult] = []
@@ -169,6 +209,8 @@ class Replay:
             flags=checked["flags"], flagged_because=checked["flagged_because"],
             decision=checked["reason"], triggered=checked["trigger"],
         )  # fmt: skip
+        if self.canary is not None and self.registry.canary() is not None:
+            result.canary = self._look_at_canary(self.canary)
         if checked["trigger"]:
             result.retrain = self._follow_retrain(checked["decision_id"])
         log.info(
@@ -203,6 +245,25 @@ class Replay:
             "decision_id": decision["decision_id"],
         }  # fmt: skip
 
+    def _look_at_canary(self, canary: Monitor) -> dict[str, Any]:
+        """One look (the canary flow), then wait until the service serves its outcome."""
+        looked = canary(params_path=self.workspace.params_file)
+        evidence = looked.get("evidence", {})
+        result = {key: looked.get(key) for key in ("version", "step", "share", "action", "reason")}
+        result |= {key: evidence.get(key) for key in ("pairs", "verdict", "interval", "roc_auc")}
+        self._follow_canary(looked.get("action", ""), str(looked.get("champion")))
+        return result
+
+    def _follow_canary(self, action: str, champion: str) -> None:
+        """Wait until the service serves what a canary decision left (a start, step or end)."""
+        if not action.startswith("canary-") and action != "promote":
+            return
+        running = self.registry.canary()
+        served = (running.version, running.share) if running else None
+        wait_for_canary(self.url, served, self.headers, 120)
+        if action == "promote":
+            wait_for_served_version(self.url, champion, self.headers, 120)
+
     def _follow_retrain(self, decision_id: str) -> dict[str, Any]:
         before = self.registry.alias_version(CHAMPION)
         timeout_s = self.workspace.params.retrain.timeout_minutes * 60
@@ -220,4 +281,5 @@ class Replay:
             info["swap_seconds"] = round(
                 wait_for_served_version(self.url, after, self.headers, 120), 1
             )
+        self._follow_canary(info["decision"].get("action", ""), str(after))
         return info

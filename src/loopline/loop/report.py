@@ -17,7 +17,7 @@ from loopline.core.io import atomic_path, write_json
 
 PERIOD_FIELDS = ("first_day", "last_day", "rows", "served_versions", "served", "frozen",
                  "drift_share", "drifted_columns", "flags", "flagged_because", "decision",
-                 "triggered", "retrain")  # fmt: skip
+                 "triggered", "retrain", "canary")  # fmt: skip
 
 
 def write_report(story: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -45,6 +45,8 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     served = frame["served"].apply(lambda m: m.get("roc_auc")).astype(float)
     frozen = frame["frozen"].apply(lambda m: m.get("roc_auc")).astype(float)
     retrains = [r for r in frame["retrain"] if r]
+    looks = [c for c in frame["canary"] if c]
+    ended = [c for c in looks if c["action"] in ("promote", "canary-rollback")]
     return {
         "periods": len(frame),
         "mean_roc_auc_served": round(float(served.mean()), 4) if len(frame) else None,
@@ -53,7 +55,15 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "periods_flagged_for_traffic_drift": int(frame["flags"].apply(drifted).sum()),
         "periods_flagged_for_quality": int(frame["flags"].apply(degraded).sum()),
         "retrains_triggered": int(frame["triggered"].sum()),
-        "promotions": sum(1 for r in retrains if r.get("promoted")),
+        "promotions": sum(1 for r in retrains if r.get("promoted"))
+        + sum(1 for c in looks if c["action"] == "promote"),
+        "canaries_started": sum(
+            1 for r in retrains if (r.get("decision") or {}).get("action") == "canary-start"
+        ),
+        "canary_looks": len(looks),
+        "canaries_promoted": sum(1 for c in ended if c["action"] == "promote"),
+        "canaries_rolled_back": sum(1 for c in ended if c["action"] == "canary-rollback"),
+        "labeled_pairs_per_decided_canary": [c["pairs"] for c in ended],
     }
 
 
@@ -79,12 +89,29 @@ def _mark_events(top: Any, frame: pd.DataFrame, starts: pd.Series, ends: pd.Seri
             top.plot([end], [auc], "x", color="red", markersize=10, mew=2)
         if row.retrain:
             promoted = row.retrain.get("promoted")
-            top.axvline(end, color="green" if promoted else "red", ls="-" if promoted else ":")
-            label = f"v{row.retrain['champion_after']}" if promoted else "kept"
+            started = (row.retrain.get("decision") or {}).get("action") == "canary-start"
+            color = "green" if promoted else ("purple" if started else "red")
+            top.axvline(end, color=color, ls="-" if promoted else ":")
+            label = f"v{row.retrain['champion_after']}" if promoted else (
+                f"canary v{row.retrain['registered_version']}" if started else "kept"
+            )  # fmt: skip
             top.annotate(
                 label, (end, 0.99), xycoords=("data", "axes fraction"),
                 fontsize=8, ha="center", va="top",
             )  # fmt: skip
+
+
+def _mark_canaries(top: Any, frame: pd.DataFrame, ends: pd.Series) -> None:
+    """A line where a canary ended: promoted (green, dashed) or rolled back (red, dash-dot)."""
+    for end, look in zip(ends, frame["canary"], strict=True):
+        if not look or look["action"] not in ("promote", "canary-rollback"):
+            continue
+        promoted = look["action"] == "promote"
+        top.axvline(end, color="green" if promoted else "red", ls="--" if promoted else "-.")
+        top.annotate(
+            f"canary v{look['version']} {'promoted' if promoted else 'rolled back'}",
+            (end, 0.93), xycoords=("data", "axes fraction"), fontsize=7, ha="center", va="top",
+        )  # fmt: skip
 
 
 def _quality_panel(top: Any, frame: pd.DataFrame, starts: pd.Series, ends: pd.Series) -> None:
@@ -97,6 +124,7 @@ def _quality_panel(top: Any, frame: pd.DataFrame, starts: pd.Series, ends: pd.Se
     top.plot(ends, frame["frozen"].apply(lambda m: m.get("roc_auc")), "s--", color="grey",
              label="frozen first champion")  # fmt: skip
     _mark_events(top, frame, starts, ends)
+    _mark_canaries(top, frame, ends)
     top.margins(y=0.12)
     top.set_ylabel("ROC-AUC")
     key = [
@@ -104,6 +132,9 @@ def _quality_panel(top: Any, frame: pd.DataFrame, starts: pd.Series, ends: pd.Se
         Line2D([], [], ls="", marker="x", color="red", mew=2, label="quality drop flagged"),
         Line2D([], [], color="green", label="retrain promoted (new version)"),
         Line2D([], [], color="red", ls=":", label="retrain rejected (champion kept)"),
+        Line2D([], [], color="purple", ls=":", label="retrain passed: a canary starts"),
+        Line2D([], [], color="green", ls="--", label="canary promoted"),
+        Line2D([], [], color="red", ls="-.", label="canary rolled back"),
     ]
     top.legend(
         handles=top.get_legend_handles_labels()[0] + key,
@@ -159,7 +190,8 @@ def render_html(story: dict[str, Any], frame: pd.DataFrame, plot: Path) -> str:
         f"<td>{r.served['positive_rate']}</td><td>{r.drift_share}</td>"
         f"<td>{', '.join(r.drifted_columns)}</td><td>{'; '.join(r.flagged_because)}</td>"
         f"<td>{'RETRAIN' if r.triggered else ''}</td>"
-        f"<td>{_retrain_cell(r.retrain)}</td><td>{r.decision}</td></tr>"
+        f"<td>{_retrain_cell(r.retrain)}</td><td>{_canary_cell(r.canary)}</td>"
+        f"<td>{r.decision}</td></tr>"
         for r in frame.itertuples()
     )
     items = "".join(f"<li>{k.replace('_', ' ')}: {v}</li>" for k, v in summary.items())
@@ -179,9 +211,19 @@ champion at the end: version {story["final_champion"]}.</p>
 <img src="data:image/png;base64,{image}" style="max-width:100%">
 <table><tr><th>period</th><th>{story["record"]}s</th><th>served by</th><th>ROC-AUC served</th>
 <th>ROC-AUC frozen</th><th>{story["positive"]} rate</th><th>traffic drift share</th><th>drifted</th>
-<th>flagged because</th><th>decision</th><th>retrain</th><th>reason</th></tr>
+<th>flagged because</th><th>decision</th><th>retrain</th><th>canary</th><th>reason</th></tr>
 {rows}</table></body></html>
 """
+
+
+def _canary_cell(canary: dict | None) -> str:
+    """The canary's look after the batch: version, step, decision and why."""
+    if not canary:
+        return ""
+    return (
+        f"v{canary['version']} step {canary['step'] + 1} ({canary['share']:.0%}): "
+        f"{canary['action']}: {canary['reason']}"
+    )
 
 
 def _retrain_cell(retrain: dict | None) -> str:

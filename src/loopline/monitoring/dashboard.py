@@ -13,7 +13,8 @@ from typing import Any
 from loopline.data.datasets.base import Wording
 from loopline.monitoring.drift import PROBABILITY, MonitoredColumns
 
-DRIFT_TAB, QUALITY_TAB, DATA_TAB = "Drift", "Quality", "Data quality"
+DRIFT_TAB, QUALITY_TAB, DATA_TAB, CANARY_TAB = "Drift", "Quality", "Data quality", "Canary"
+CANARY_TAG = "canary"  # the canary's looks (`loopline.monitoring.experiment`)
 
 
 def _panels(columns: MonitoredColumns, wording: Wording) -> list[tuple[str, Any]]:
@@ -25,6 +26,7 @@ def _panels(columns: MonitoredColumns, wording: Wording) -> list[tuple[str, Any]
         (DRIFT_TAB, _drift_panels(columns, PanelMetric)),
         (QUALITY_TAB, _quality_panels(columns, wording, PanelMetric)),
         (DATA_TAB, _data_panels(columns, PanelMetric)),
+        (CANARY_TAB, _canary_panels(PanelMetric)),
     )
     return [(tab, line_plot_panel(*panel)) for tab, panels in tabs for panel in panels]
 
@@ -83,6 +85,38 @@ def _data_panels(columns: MonitoredColumns, metric: Any) -> list[tuple]:
         ("Duplicated rows",
          [metric(legend="rows repeating another", metric="DuplicatedRowCount")],
          "The same record sent again and again (a client or queue re-sending)."),
+    ]  # fmt: skip
+
+
+def _canary_panels(metric: Any) -> list[tuple]:
+    """The canary tab: one point per look at a running canary (its numbers, by name)."""
+
+    def looked(*names: tuple[str, str]) -> list[Any]:
+        return [
+            metric(legend=legend, metric="MeanValue", metric_labels={"column": column},
+                   tags=[CANARY_TAG])
+            for column, legend in names
+        ]  # fmt: skip
+
+    return [
+        ("Canary: loss difference on the same records (canary minus champion)",
+         looked(("difference", "mean difference"), ("low", "interval: low"),
+                ("high", "interval: high")),
+         "Per-record loss of the canary minus the champion's, on the labeled records of "
+         "matured days, with its always-valid interval: below 0 the canary is better; the "
+         "interval wholly below 0 after the last step promotes it, wholly above rolls it back."),
+        ("Canary: ROC-AUC of each arm on the same records",
+         looked(("champion_roc_auc", "champion"), ("canary_roc_auc", "canary"))),
+        ("Canary: mean loss of each arm on the same records",
+         looked(("champion_loss", "champion"), ("canary_loss", "canary"))),
+        ("Canary: share of traffic routed vs planned",
+         looked(("routed_share", "routed (keys)"), ("share", "planned (the step's share)")),
+         "A gap beyond chance trips the sample-ratio guardrail."),
+        ("Canary: guardrails",
+         looked(("error_rate", "challenger errors and timeouts per request"),
+                ("champion_p99_ms", "champion p99 scoring ms"),
+                ("canary_p99_ms", "canary p99 scoring ms"))),
+        ("Canary: labeled pairs judged", looked(("pairs", "pairs"))),
     ]  # fmt: skip
 
 

@@ -60,7 +60,8 @@ class DriftResult:
     scores: dict[str, float]  # test value per column (distance; higher = more different)
 
 
-def _evidently() -> Any:
+def load_evidently() -> Any:
+    """The `evidently` package, imported on first use, its telemetry off."""
     os.environ.setdefault("EVIDENTLY_DISABLE_TELEMETRY", "1")
     import evidently  # noqa: PLC0415 - heavy import, only when monitoring
 
@@ -83,7 +84,7 @@ def run_report(
     Both frames carry the tested columns plus `probability` and `label`; when `labeled`,
     also the target, and the snapshot adds classification quality and the positive rate.
     """
-    evidently = _evidently()
+    evidently = load_evidently()
     definition = _definition(evidently, columns, labeled=labeled)
     keep = [*columns.tested, PROBABILITY, LABEL, *([columns.target] if labeled else [])]
 

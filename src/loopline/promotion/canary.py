@@ -157,9 +157,18 @@ class Matured:
     waiting_from: str | None  # the first cohort still waiting for labels
 
 
+def _cohorts(rows: pd.DataFrame) -> pd.Series:
+    """Each row's cohort: its event day, or the day it was logged (a dataset without time)."""
+    return rows["event_day"].fillna(rows["logged_at"].str[:10])
+
+
+def _newest_cohort(rows: pd.DataFrame) -> str | None:
+    return str(_cohorts(rows).max()) if len(rows) else None
+
+
 def matured_pairs(rows: pd.DataFrame, canary: Canary, key: Sequence[str], target: str) -> Matured:
     """The pairs of the matured days from the canary's first day (see the module's 2.)."""
-    cohort = rows["event_day"].fillna(rows["logged_at"].str[:10])
+    cohort = _cohorts(rows)
     complete = rows[target].notna().groupby(cohort).all().sort_index()
     waiting = complete.index[~complete.to_numpy()]
     first_waiting = waiting[0] if len(waiting) else None
@@ -182,9 +191,11 @@ def look(
     matured = matured_pairs(rows, canary, key, log.target_column)
     pairs = matured.pairs
     outcome = pairs[log.target_column].to_numpy(dtype=float)
-    difference = record_loss(pairs["canary_p"].to_numpy(float), outcome, params.loss) - (
-        record_loss(pairs["champion_p"].to_numpy(float), outcome, params.loss)
-    )
+    losses = {
+        arm: record_loss(pairs[f"{arm}_p"].to_numpy(float), outcome, params.loss)
+        for arm in ("champion", "canary")
+    }
+    difference = losses["canary"] - losses["champion"]
     comparison = compare(difference, params.alpha, params.planned_pairs, params.min_pairs)
     step_rows = rows[rows["logged_at"] >= canary.stepped_at]
     answered = int((step_rows["arm"] == CANARY_ARM).sum())
@@ -195,6 +206,9 @@ def look(
         "interval": [_number(comparison.low), _number(comparison.high)],
         "matured_until": matured.matured_until, "waiting_from": matured.waiting_from,
         "roc_auc": {arm: _auc(outcome, pairs[f"{arm}_p"]) for arm in ("champion", "canary")},
+        "mean_loss": {arm: _number(loss.mean()) if len(loss) else None
+                      for arm, loss in losses.items()},
+        "traffic_until": _newest_cohort(rows),
         "guardrails": asdict(guarded),
     }  # fmt: skip
     now = now or dt.datetime.now(dt.UTC)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.core import tags
+from loopline.core.params import CanaryParams
 from loopline.promotion.audit import unservable
 from loopline.promotion.rule import Evidence, GateResult, decide, no_fresh_window
 from loopline.registry.lock import RegistryError
@@ -118,12 +119,23 @@ def record(
     dry_run: bool,
     faced: str | None,
     notes: dict | None = None,
+    canary: CanaryParams | None = None,
 ) -> dict:
-    """Apply `gate` to the registry: move `champion` if it passed; the ledger entry."""
+    """Apply `gate` to the registry; the ledger entry.
+
+    If it passed, `champion` moves to `version`, or with `canary` settings (and a champion
+    to face) `version` enters a canary at the first step's share instead.
+    """
+    evidence = ledger_evidence(gate) | (notes or {})
+    if canary is not None and gate.passed and not dry_run and faced is not None:
+        share = canary.steps[0]
+        return registry.start_canary(
+            version, faced=faced, share=share, evidence=evidence,
+            reason=f"gate passed: a canary answers {share:.0%} of traffic first",
+        )  # fmt: skip
     return registry.record_decision(
-        version, passed=gate.passed, dry_run=dry_run, faced=faced,
-        evidence=ledger_evidence(gate) | (notes or {}),
-    )  # fmt: skip
+        version, passed=gate.passed, dry_run=dry_run, faced=faced, evidence=evidence
+    )
 
 
 def apply_rule(
@@ -136,20 +148,26 @@ def apply_rule(
     faced: str | None,
     window: str = "given",
     notes: dict | None = None,
+    canary: CanaryParams | None = None,
 ) -> tuple[GateResult, dict]:
     """Decide on `version` with the promotion rule and record the decision.
 
     `window` describes the rows the evidence was gathered on; `faced` is the champion;
-    `notes` join the ledger entry (see `comparable_champion`).
+    `notes` join the ledger entry (see `comparable_champion`); `canary`: see `record`.
     """
     gate = decide(evidence, registry.params, seed, window=window)
-    return gate, record(registry, version, gate, dry_run=dry_run, faced=faced, notes=notes)
+    return gate, record(
+        registry, version, gate, dry_run=dry_run, faced=faced, notes=notes, canary=canary
+    )
 
 
 def judge_on_recent_window(
-    workspace: Workspace, version: str, dry_run: bool
+    workspace: Workspace, version: str, dry_run: bool, canary: CanaryParams | None = None
 ) -> tuple[GateResult, dict]:
-    """Apply the promotion rule to `version` on the newest window neither model has used."""
+    """Apply the promotion rule to `version` on the newest window neither model has used.
+
+    With `canary` settings a version that passes enters a canary (`record`).
+    """
     registry, dataset, params = workspace.registry, workspace.dataset, workspace.params
     test = pd.read_parquet(workspace.layout.examples("test"))
     min_rows = params.registry.min_window_rows
@@ -172,7 +190,7 @@ def judge_on_recent_window(
             )  # fmt: skip
             return apply_rule(
                 registry, version, evidence, seed=params.seed, dry_run=dry_run,
-                faced=champion, window=described, notes=notes,
+                faced=champion, window=described, notes=notes, canary=canary,
             )  # fmt: skip
         except ChampionMovedError as moved:
             log.info("%s: judging version %s again", moved, version)

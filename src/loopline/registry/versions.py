@@ -133,10 +133,16 @@ class Registry:
         """Aliases with their versions, and each version's family and decision tags.
 
         `ledger_champion` is the champion the ledger's last decision left: when the alias
-        points elsewhere, it was moved outside Loopline.
+        points elsewhere, it was moved outside Loopline. `canary` is the running canary and
+        `canary_last_look` its latest ledger entry (its start, or the last look).
         """
+        canary = self.canary()
+        looks = [e for e in self.ledger.entries() if canary and e["version"] == canary.version
+                 and e["action"].startswith("canary-")]  # fmt: skip
         status: dict[str, Any] = {
-            "model": self.name, "aliases": {}, "ledger_champion": self.ledger_champion()
+            "model": self.name, "aliases": {}, "ledger_champion": self.ledger_champion(),
+            "canary": asdict(canary) if canary else None,
+            "canary_last_look": looks[-1] if looks else None,
         }  # fmt: skip
         for alias in (CHAMPION, CHALLENGER):
             version = self.alias_version(alias)

@@ -63,8 +63,12 @@ class Scores:
 
 
 def _scores(model: LoadedModel, columns: cols.Columns) -> Scores:
+    """One model's scores; a probability that is not a number is that model's failure."""
     started = time.perf_counter()
     probability = model.scorer.probabilities(columns)
+    if not np.isfinite(probability).all():
+        bad = int((~np.isfinite(probability)).sum())
+        raise ScorerError(f"version {model.version} gave {bad} probabilities that are not numbers")
     label = model.scorer.labels(probability)
     return Scores(probability, label, (time.perf_counter() - started) * 1000)
 

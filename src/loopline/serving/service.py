@@ -26,8 +26,8 @@ safe-format estimator, well under a millisecond per record. `serve.batching` pic
 
 Either way the scorer follows the `champion` alias and the registry's canary (polling, or
 at once on /reload): a running canary answers its share of records, in shadow mode the
-challenger is scored beside every answer (`loopline.serving.champion`). Settings come from params.yaml
-(`LOOPLINE_PARAMS` names another file), through its Workspace.
+challenger is scored beside every answer (`loopline.serving.champion`). Settings come
+from params.yaml (`LOOPLINE_PARAMS` names another file), through its Workspace.
 """
 
 from __future__ import annotations
