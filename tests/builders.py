@@ -8,7 +8,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from safetensors.numpy import load_file, save_file
 
 from loopline.data.datasets.base import Dataset
 from loopline.scoring.pyfunc import log_model
@@ -51,19 +50,21 @@ def log_compiled(
     return LoggedModel(info.model_uri, run.info.run_id, scorer)
 
 
-def log_failing_linear(
+def log_failing_copy(
     model_uri: str, dataset: Dataset, examples: pd.DataFrame, root: Path, name: str = "failing"
 ) -> tuple[str, str]:
-    """A copy of a logistic model whose weight arrays disagree (an export bug): it loads,
-    its digests check out, and every record with a category fails to score (IndexError).
-    Its model URI and run id."""
+    """A copy of a tree model whose featurizer makes one numeric feature fewer than its
+    trees were trained on (an export bug): it loads, its digests check out, and every
+    request fails to score (a feature-shape mismatch). Its model URI and run id."""
     source = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(root / name)))
     folder = next(p.parent for p in source.rglob(MANIFEST_FILE))
-    weights = folder / "linear.safetensors"
-    arrays = load_file(weights)
-    save_file({**arrays, "category_weights": arrays["category_weights"][:1]}, weights)
+    featurizer = folder / "featurizer.json"
+    spec = json.loads(featurizer.read_text())
+    for key in ("numeric_inputs", "clip_low", "clip_high", "means", "medians", "scales"):
+        spec[key] = spec[key][:-1]
+    featurizer.write_text(json.dumps(spec))
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    manifest["files"][weights.name] = file_sha256(weights)
+    manifest["files"][featurizer.name] = file_sha256(featurizer)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     with mlflow.start_run(run_name=name) as run:
         info = log_model(folder, dataset.contract, examples)

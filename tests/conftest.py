@@ -266,6 +266,7 @@ def churn_params_dict() -> dict:
     raw["retrain"]["test_arrivals"] = 300  # ... and 704 left out to arrive
     raw["monitor"].update({"min_batch_rows": 100, "cooldown_batches": 3})
     raw["serve"]["poll_seconds"] = 1
+    raw["canary"]["release"] = "direct"  # canaries are the flights loop's (tests/e2e/test_loop)
     return _fast(raw)
 
 

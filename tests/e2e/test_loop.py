@@ -1,13 +1,20 @@
 """The closed loop, end to end on a slice, under the project's own promotion rule: traffic
 drift in the replayed weeks makes the monitor ask for a retrain; the Prefect automation
 starts the retrain deployment; the retrain, judged on days neither model has seen, beats
-the champion and is promoted; the running service serves it. Then two triggers at once:
-the deployment runs one retrain at a time, and the user's checkout stays untouched."""
+the champion; the running service serves it.
+
+Each profile plays one way to release it. Team (`canary.release: direct`): the retrain is
+promoted at once; then two triggers at once: the deployment runs one retrain at a time.
+Embedded (the default, `canary`): the retrain enters a canary that answers a share of
+the traffic, the canary flow looks after each batch's labels, steps it up and promotes it
+on live evidence; then an injected failing challenger's canary is rolled back by a
+guardrail after one batch. Either way the user's checkout stays untouched."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import subprocess
 import sys
 import time
@@ -15,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -29,16 +37,23 @@ from loopline.core.params import load_params
 from loopline.data.time_axis import ReplayOptions
 from loopline.infra import processes
 from loopline.infra.processes import Processes, free_port
-from loopline.loop.replay import Replay
+from loopline.loop.replay import Replay, post_records, wait_for_canary
 from loopline.loop.report import write_report
+from loopline.registry.versions import CHAMPION
 from loopline.workspace import Workspace
+from pipelines.canary import canary
 from pipelines.monitor import monitor
+from tests.builders import log_failing_copy
 from tests.conftest import fast_params_dict, make_project, run_in_project, tool_env
 
 # The first test of each profile sets up a project, runs dvc repro, replays four weeks and
 # waits for three retrains: 6 to 9 minutes on 2 cores, close to the suite's 900 s per test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 MELTDOWN = (dt.date(2013, 5, 15), dt.date(2013, 7, 14))  # one carrier's arrivals collapse
+CANARY_MELTDOWN_END = dt.date(2013, 8, 11)  # ... longer, so live traffic shows it too
+RELEASE = {"embedded": "canary", "team": "direct"}
+# A canary's settings for a slice of ~530 flights a fortnight (the defaults fit ~6,500 a week)
+CANARY = {"steps": [0.2, 0.5], "min_pairs": 100, "planned_pairs": 500, "min_step_records": 20}
 MELTDOWN_CARRIER, MELTDOWN_MINUTES = "EV", 120
 LOOP_FAMILIES = ["logistic", "xgboost"]
 DRIFT_FROM = dt.date(2013, 7, 1)
@@ -67,8 +82,8 @@ def _with_drift_from_july(tables: dict) -> dict:
     return {**tables, "flights": flights}
 
 
-def _with_an_arrival_meltdown(tables: dict) -> dict:
-    """From mid-May to mid-July, one carrier's flights all arrive two hours later.
+def _with_an_arrival_meltdown(tables: dict, until: dt.date = MELTDOWN[1]) -> dict:
+    """From mid-May to mid-July (or `until`), one carrier's flights all arrive two hours later.
 
     A change in what makes a flight late (concept drift) that the first champion, trained
     on January to April, cannot know, and that a retrain on the newest labels can learn:
@@ -80,7 +95,7 @@ def _with_an_arrival_meltdown(tables: dict) -> dict:
     dates = pd.to_datetime(flights[["year", "month", "day"]]).dt.date
     hit = (
         (flights["carrier"] == MELTDOWN_CARRIER)
-        & (dates >= MELTDOWN[0]) & (dates <= MELTDOWN[1]) & flights["arr_delay"].notna()
+        & (dates >= MELTDOWN[0]) & (dates <= until) & flights["arr_delay"].notna()
     )  # fmt: skip
     flights.loc[hit, "arr_delay"] += MELTDOWN_MINUTES
     arrived = flights.loc[hit, "arr_time"]
@@ -98,6 +113,7 @@ class Setup:
     params_file: Path  # params.yaml, or the team file pointed at the servers
     api_url: str
     work_pool: str | None  # team mode: retrains run on the pool's worker
+    release: str  # canary.release: canary or direct
 
     def configure_mlflow(self) -> None:
         Workspace.load(self.params_file).configure_tracking()
@@ -116,20 +132,29 @@ def setup(
     raw["evaluate"]["candidates"] = LOOP_FAMILIES
     raw["serve"].update({"poll_seconds": 1})
     raw["team"]["ports"] = dict.fromkeys(raw["team"]["ports"], 0)  # free ports
+    release = RELEASE[request.param]
+    raw["canary"]["release"] = release
+    raw["canary"].update(CANARY)
+    raw["canary"]["guardrails"]["min_requests"] = 3  # a fortnight is ~6 requests of 100
+    until = CANARY_MELTDOWN_END if release == "canary" else MELTDOWN[1]
     project = make_project(
         tmp_path_factory.mktemp(f"loop-{request.param}"),
-        _with_an_arrival_meltdown(_with_drift_from_july(small_tables)),
+        _with_an_arrival_meltdown(_with_drift_from_july(small_tables), until),
         raw,
     )
     with contextlib.ExitStack() as stack:
         if request.param == "team":
             servers = stack.enter_context(team_servers(project / "params.yaml"))
             found = Setup(
-                project, servers.params_file, servers.prefect_api, raw["team"]["work_pool"]
+                project,
+                servers.params_file,
+                servers.prefect_api,
+                raw["team"]["work_pool"],
+                release,
             )
         else:
             api_url = request.getfixturevalue("prefect_api")
-            found = Setup(project, project / "params.yaml", api_url, None)
+            found = Setup(project, project / "params.yaml", api_url, None, release)
         run_in_project(project, found.api_url, sys.executable, "-m", "dvc", "repro",
                        LOOPLINE_PARAMS=str(found.params_file))  # fmt: skip
         run_in_project(project, found.api_url, "git", "add", "-A")  # the user commits the result
@@ -144,8 +169,8 @@ def project(setup: Setup) -> Path:
 
 @pytest.fixture(scope="module")
 def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Four replayed weeks with the service and the deployments up, then two retrain
-    triggers fired at once (the weekly schedule and a manual run, say)."""
+    """The replayed weeks with the service and the deployments up, then the profile's own
+    epilogue (see the module docstring)."""
     tmp = tmp_path_factory.mktemp("loop-run")
     params_file, api_url = setup.params_file, setup.api_url
     try:
@@ -158,7 +183,13 @@ def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
                 running.start(
                     processes.deployment_runner(params_file, api_url, tmp / "deployments.log")
                 )
-            replay = Replay(Workspace.load(params_file), url, api_url, monitor)
+            workspace = Workspace.load(params_file)
+            if setup.release == "canary":
+                replay = Replay(workspace, url, api_url, monitor, canary=canary)
+                story = replay.play(ReplayOptions(DRIFT_FROM, dt.date(2013, 8, 11), step="14d"))
+                return {"story": story, "failing": _a_failing_canary(workspace, url, tmp),
+                        "tmp": tmp}  # fmt: skip
+            replay = Replay(workspace, url, api_url, monitor)
             story = replay.play(ReplayOptions(DRIFT_FROM, dt.date(2013, 7, 28), step="14d"))
             runs = [
                 run_deployment(
@@ -183,6 +214,28 @@ def loop(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"story": story, "triggered_at_once": finished, "tmp": tmp}
 
 
+def _a_failing_canary(workspace: Workspace, url: str, tmp: Path) -> dict:
+    """A copy of the champion that fails to score enters a canary at 50%; one fortnight of
+    traffic (Aug 12-25, no labels yet), then one look."""
+    registry = workspace.registry
+    champion = registry.alias_version(CHAMPION)
+    examples = workspace.examples()
+    days = pd.to_datetime(examples[workspace.dataset.time_column]).dt.date
+    batch = examples[(days >= dt.date(2013, 8, 12)) & (days <= dt.date(2013, 8, 25))]
+    source = registry.client.get_model_version(registry.name, champion).source
+    failing = registry.register(
+        *log_failing_copy(source, workspace.dataset, batch.head(5), tmp), {}
+    )
+    registry.start_canary(failing, faced=champion, share=0.5, reason="injected fault",
+                          evidence={})  # fmt: skip
+    wait_for_canary(url, (failing, 0.5), {}, 60)
+    records = json.loads(batch[workspace.dataset.record_columns()].to_json(orient="records"))
+    answers = post_records(url, records, {})
+    looked = canary(params_path=workspace.params_file)
+    return {"version": failing, "champion": champion, "answers": answers, "look": looked,
+            "status": registry.status()}  # fmt: skip
+
+
 def _wait_until_final(flow_run_id: object, timeout_s: float = 900) -> dict:
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
@@ -199,9 +252,15 @@ def _ledger(setup: Setup) -> list[dict]:
     return Workspace.load(setup.params_file).registry.ledger.entries()
 
 
+def _releasing(setup: Setup, release: str) -> None:
+    if setup.release != release:
+        pytest.skip(f"the {setup.release} release plays this profile's loop")
+
+
 def test_drift_retrains_and_the_fresh_model_wins_under_the_real_rule(
     setup: Setup, loop: dict
 ) -> None:
+    _releasing(setup, "direct")
     story = loop["story"]
     first, second = story["periods"]
     assert first["flagged_because"][0].startswith("traffic drift"), first
@@ -238,6 +297,7 @@ def test_two_triggers_at_once_retrain_once_and_the_second_says_why(
 ) -> None:
     """The deployment's concurrency limit queues the second run until the first is done;
     it then finds no labels the first has not used, and ends without retraining."""
+    _releasing(setup, "direct")
     first, second = sorted(loop["triggered_at_once"], key=lambda f: f["run"].start_time)
     assert first["run"].state.is_completed(), first["state_names"]
     assert second["run"].state.is_completed(), second["state_names"]
@@ -251,6 +311,7 @@ def test_two_triggers_at_once_retrain_once_and_the_second_says_why(
 
 
 def test_a_retrain_that_does_not_beat_the_champion_is_rejected(setup: Setup, loop: dict) -> None:
+    _releasing(setup, "direct")
     decision = next(e for e in _ledger(setup) if e["version"] == "3")
     assert decision["action"] == "reject", decision
     assert decision["faced"] == "2"
@@ -260,7 +321,7 @@ def test_a_retrain_that_does_not_beat_the_champion_is_rejected(setup: Setup, loo
     assert decision["champion"] == "2"
 
 
-def test_retrains_leave_the_checkout_untouched(project: Path, loop: dict) -> None:
+def test_retrains_leave_the_checkout_untouched(setup: Setup, project: Path, loop: dict) -> None:
     status = subprocess.run(
         ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
     ).stdout
@@ -269,4 +330,58 @@ def test_retrains_leave_the_checkout_untouched(project: Path, loop: dict) -> Non
         [sys.executable, "-m", "dvc", "exp", "list", "--all-commits", "--name-only"],
         cwd=project, capture_output=True, text=True, check=True, env=tool_env(),
     ).stdout  # fmt: skip
-    assert experiments.count("retrain-") == 2, experiments  # the record of each retrain
+    retrains = 2 if setup.release == "direct" else 1
+    assert experiments.count("retrain-") == retrains, experiments  # the record of each
+
+
+def test_a_passing_retrain_enters_a_canary_steps_up_and_is_promoted_on_live_labels(
+    setup: Setup, loop: dict
+) -> None:
+    """The retrain passes the gate and answers 20% of the flights (by key); after the next
+    fortnight's labels the canary flow steps it to 50%, after the one after promotes it."""
+    _releasing(setup, "canary")
+    story = loop["story"]
+    first, second, third = story["periods"]
+    retrain = first["retrain"]
+    assert retrain["state"] == "COMPLETED", retrain
+    assert retrain["decision"]["action"] == "canary-start", retrain
+    assert retrain["champion_after"] == "1"
+    for period, share in ((second, 0.2), (third, 0.5)):
+        assert set(period["served_versions"]) == {"1", "2"}, period["served_versions"]
+        routed = period["served_versions"]["2"] / period["rows"]
+        assert abs(routed - share) < 0.1, (routed, share)
+    looks = [second["canary"], third["canary"]]
+    assert [look["action"] for look in looks] == ["canary-step", "promote"], looks
+    assert third["canary"]["verdict"] == "better"
+    assert third["canary"]["interval"][1] < 0  # the whole interval: canary loss lower
+    assert third["canary"]["pairs"] > second["canary"]["pairs"] >= CANARY["min_pairs"]
+    assert story["final_champion"] == "2"
+
+    ledger = [e for e in _ledger(setup) if e["version"] == "2"]
+    assert [e["action"] for e in ledger] == ["canary-start", "canary-step", "promote"]
+    assert ledger[0]["faced"] == "1"
+    assert ledger[-1]["previous_champion"] == "1"
+    assert ledger[-1]["canary"]["share"] == CANARY["steps"][-1]
+    query = {"flows": {"name": {"any_": ["canary"]}}, "limit": 50}
+    runs = httpx.post(f"{setup.api_url}/flow_runs/filter", json=query, timeout=30).json()
+    names = {run["name"]: run["state_type"] for run in runs}
+    assert {"canary-v2-step1", "canary-v2-step2"} <= set(names), names
+    assert names["canary-v2-step2"] == "COMPLETED"
+
+
+def test_a_failing_canary_is_rolled_back_by_a_guardrail_after_one_batch(
+    setup: Setup, loop: dict
+) -> None:
+    """Every request the injected challenger scores fails: the champion answers them all,
+    and the first look rolls it back on errors and the routed share, needing no label."""
+    _releasing(setup, "canary")
+    failing = loop["failing"]
+    assert {a["model_version"] for a in failing["answers"]} == {failing["champion"]}
+    look = failing["look"]
+    assert look["action"] == "canary-rollback", look
+    assert look["reason"].startswith("guardrail: errors: "), look["reason"]
+    assert "sample ratio: 0 of" in look["reason"]
+    assert look["evidence"]["pairs"] == 0
+    assert look["evidence"]["guardrails"]["error_rate"] == 1.0
+    assert failing["status"]["canary"] is None
+    assert failing["status"]["aliases"]["champion"]["version"] == failing["champion"]

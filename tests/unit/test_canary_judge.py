@@ -1,10 +1,9 @@
-"""Judging a canary on a real prediction log: guardrails trip at once, the test waits for
-matured days, and each verdict leads to the action the rule says."""
+"""Judging a canary on a real prediction log (SQLite and PostgreSQL): guardrails trip at
+once, the test waits for matured days, and each verdict leads to the action the rule says."""
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,8 +32,9 @@ def params() -> CanaryParams:
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> PredictionLog:
-    return PredictionLog(tmp_path / "log.sqlite", DATASET.record_fields(), KEY, "late")
+def log(store_url: str) -> PredictionLog:
+    """A real prediction log, on SQLite and on PostgreSQL."""
+    return PredictionLog(store_url, DATASET.record_fields(), KEY, "late")
 
 
 def _canary(step: int = 0, share: float = 0.05) -> Canary:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from loopline.data.datasets.base import Dataset
-from loopline.monitoring.dashboard import CANARY_TAB, DATA_TAB, DRIFT_TAB, QUALITY_TAB, open_project
+from loopline.monitoring.dashboard import (
+    CANARY_TAB,
+    CANARY_TAG,
+    DATA_TAB,
+    DRIFT_TAB,
+    QUALITY_TAB,
+    open_project,
+)
 from loopline.monitoring.drift import MonitoredColumns
+from loopline.monitoring.experiment import look_snapshot
+from loopline.registry.canary import Canary
 
 
 def _columns(dataset: Dataset) -> MonitoredColumns:
@@ -44,3 +55,37 @@ def test_reopening_returns_the_same_project_without_new_panels(
     assert again.id == first.id
     assert len(ws.search_project("loopline-test")) == 1
     assert len(again.dashboard.model().panels) == 14
+
+
+def test_a_canary_look_is_one_snapshot_of_its_numbers_for_the_canary_tab() -> None:
+    canary = Canary("8", "7", 1, 0.25, "2026-03-01T00:00:00+00:00", "2026-03-02T00:00:00+00:00")
+    entry = {
+        "action": "canary-step", "mean_difference": -0.012, "interval": [-0.02, -0.004],
+        "pairs": 4000, "share": 0.25, "traffic_until": "2013-07-28",
+        "roc_auc": {"champion": 0.70, "canary": 0.73}, "mean_loss": {"champion": 0.5,
+                                                                     "canary": None},
+        "guardrails": {"routed_share": 0.24, "error_rate": 0.0,
+                       "p99_ms": {"champion": 0.4, "canary": 0.5}},
+    }  # fmt: skip
+    snapshot = look_snapshot(canary, entry)
+    values = {m["config"]["column"]: m["value"] for m in snapshot.dict()["metrics"]}
+    assert values == pytest.approx(
+        {
+            "difference": -0.012,
+            "low": -0.02,
+            "high": -0.004,
+            "pairs": 4000,
+            "share": 0.25,
+            "routed_share": 0.24,
+            "error_rate": 0.0,
+            "champion_roc_auc": 0.70,
+            "canary_roc_auc": 0.73,
+            "champion_loss": 0.5,
+            "champion_p99_ms": 0.4,
+            "canary_p99_ms": 0.5,
+        }
+    )  # fmt: skip  (a number the look did not have is left out)
+    stored = snapshot.to_snapshot_model()
+    assert stored.tags == [CANARY_TAG]
+    assert stored.timestamp.date().isoformat() == "2013-07-28"
+    assert stored.name == "canary v8 step 2: canary-step"

@@ -70,7 +70,7 @@ class PeriodResult:
 
 
 def post_records(
-    url: str, records: list[dict], headers: dict[str, str], chunk: int = 500
+    url: str, records: list[dict], headers: dict[str, str], chunk: int = 100
 ) -> list[dict]:
     """Send records to /predict in chunks, 4 requests in flight; predictions in order."""
     batches = [records[i : i + chunk] for i in range(0, len(records), chunk)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -83,15 +83,23 @@ def run_report(
 
     Both frames carry the tested columns plus `probability` and `label`; when `labeled`,
     also the target, and the snapshot adds classification quality and the positive rate.
+    A column with no value in either frame is not tested (it counts as not drifted).
     """
     evidently = load_evidently()
+    empty = {c for c in columns.tested if current[c].isna().all() or reference[c].isna().all()}
+    if empty:  # nothing to test (a dead feed is the traffic checks' to report)
+        columns = replace(columns, share=tuple(c for c in columns.share if c not in empty),
+                          report=tuple(c for c in columns.report if c not in empty))  # fmt: skip
     definition = _definition(evidently, columns, labeled=labeled)
     keep = [*columns.tested, PROBABILITY, LABEL, *([columns.target] if labeled else [])]
 
+    numbers = [c for c in keep if c in columns.numeric or c == PROBABILITY]
+
     def dataset(frame: pd.DataFrame) -> Any:
-        return evidently.Dataset.from_pandas(
-            frame[keep].reset_index(drop=True), data_definition=definition
-        )
+        kept = frame[keep].reset_index(drop=True)
+        # a field missing from the whole batch is read back from the log as None objects
+        kept[numbers] = kept[numbers].astype("float64")
+        return evidently.Dataset.from_pandas(kept, data_definition=definition)
 
     report = evidently.Report(_metrics(columns, labeled=labeled))
     return report.run(

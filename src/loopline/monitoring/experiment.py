@@ -12,7 +12,6 @@ time axis (in the replay, 2013).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +21,6 @@ from loopline.monitoring.dashboard import CANARY_TAG, open_project
 from loopline.monitoring.drift import MonitoredColumns, load_evidently
 from loopline.registry.canary import Canary
 from loopline.workspace import Workspace
-
-log = logging.getLogger(__name__)
 
 
 def look_numbers(entry: Mapping[str, Any]) -> dict[str, float]:
@@ -41,8 +38,8 @@ def look_numbers(entry: Mapping[str, Any]) -> dict[str, float]:
     return {name: float(value) for name, value in numbers.items() if value is not None}
 
 
-def show_look(workspace: Workspace, canary: Canary, entry: Mapping[str, Any]) -> None:
-    """Add the look's snapshot to the dashboard (dated by its traffic's newest day)."""
+def look_snapshot(canary: Canary, entry: Mapping[str, Any]) -> Any:
+    """The look's Evidently snapshot (dated by the newest day of traffic it read)."""
     evidently = load_evidently()
     from evidently.metrics import MeanValue  # noqa: PLC0415 - heavy import
 
@@ -51,19 +48,22 @@ def show_look(workspace: Workspace, canary: Canary, entry: Mapping[str, Any]) ->
     timestamp = (
         dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) if day else dt.datetime.now(dt.UTC)
     )
-    frame = pd.DataFrame([numbers])
     data = evidently.Dataset.from_pandas(
-        frame, data_definition=evidently.DataDefinition(numerical_columns=list(numbers))
+        pd.DataFrame([numbers]),
+        data_definition=evidently.DataDefinition(numerical_columns=list(numbers)),
     )
     report = evidently.Report([MeanValue(column=name) for name in numbers])
-    snapshot = report.run(
+    return report.run(
         current_data=data, timestamp=timestamp, tags=[CANARY_TAG],
         name=f"canary v{canary.version} step {canary.step + 1}: {entry['action']}",
     )  # fmt: skip
+
+
+def show_look(workspace: Workspace, canary: Canary, entry: Mapping[str, Any]) -> None:
+    """Add the look's snapshot to the drift dashboard's project."""
     dataset, monitor = workspace.dataset, workspace.params.monitor
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
     dashboard, project = open_project(
         str(monitor.workspace), monitor.project, columns, dataset.wording
     )
-    dashboard.add_run(project.id, snapshot)
-    log.info("canary look on the dashboard: %s", numbers)
+    dashboard.add_run(project.id, look_snapshot(canary, entry))
