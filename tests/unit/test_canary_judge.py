@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline.cli.registry import canary_lines
 from loopline.core.params import CanaryParams, load_params
 from loopline.data.datasets import get_dataset
 from loopline.infra.prediction_log import PredictionLog
@@ -184,3 +185,17 @@ def test_the_losses_are_the_textbook_ones() -> None:
     p, y = np.array([0.9, 0.2]), np.array([1.0, 0.0])
     np.testing.assert_allclose(record_loss(p, y, "log_loss"), [-np.log(0.9), -np.log(0.8)])
     np.testing.assert_allclose(record_loss(p, y, "brier"), [0.01, 0.04])
+
+
+def test_registry_status_tells_a_looks_decision_test_and_guardrails(
+    log: PredictionLog, params: CanaryParams
+) -> None:
+    _traffic(log, _canary(), canary_noise=0.3)
+    judged = look(log, _canary(), params, KEY, NOW)
+    entry = {"time": "t", "action": "canary-step", "reason": judged.reason, **judged.evidence}
+    decision, test, guarded = canary_lines(entry)
+    assert decision.startswith("last look t: canary-step: step 1: 25% of traffic")
+    assert "4000 labeled pairs (matured until 2013-07-04)" in test
+    assert ": better;" in test
+    assert guarded.startswith("guardrails on 4000 requests")
+    assert canary_lines(None) == []
