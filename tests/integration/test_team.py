@@ -66,7 +66,7 @@ def test_every_server_answers_its_health_check(team: dict) -> None:
     for server in ("prefect", "mlflow", "evidently"):
         assert lines[server].split()[1] == "200", lines
     assert "2 online in pool loopline" in lines["workers"]
-    assert "4 deployments in work pool loopline" in lines["deployments"]
+    assert "5 deployments in work pool loopline" in lines["deployments"]
 
 
 def test_the_team_params_file_differs_only_in_where_things_live(team: dict) -> None:
