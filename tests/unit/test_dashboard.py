@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from loopline.data.datasets.base import Dataset
+from loopline.data.time_axis import EVENT_DAY, Batch
 from loopline.monitoring.dashboard import (
     CANARY_TAB,
     CANARY_TAG,
@@ -15,7 +19,7 @@ from loopline.monitoring.dashboard import (
     QUALITY_TAB,
     open_project,
 )
-from loopline.monitoring.drift import MonitoredColumns
+from loopline.monitoring.drift import MonitoredColumns, load_evidently
 from loopline.monitoring.experiment import look_snapshot
 from loopline.registry.canary import Canary
 
@@ -57,17 +61,19 @@ def test_reopening_returns_the_same_project_without_new_panels(
     assert len(again.dashboard.model().panels) == 14
 
 
+LOOK = {
+    "action": "canary-step", "mean_difference": -0.012, "interval": [-0.02, -0.004],
+    "pairs": 4000, "share": 0.25, "traffic_until": "2013-07-28",
+    "roc_auc": {"champion": 0.70, "canary": 0.73}, "mean_loss": {"champion": 0.5,
+                                                                 "canary": None},
+    "guardrails": {"routed_share": 0.24, "error_rate": 0.0,
+                   "p99_ms": {"champion": 0.4, "canary": 0.5}},
+}  # fmt: skip
+CANARY = Canary("8", "7", 1, 0.25, "2026-03-01T00:00:00+00:00", "2026-03-02T00:00:00+00:00")
+
+
 def test_a_canary_look_is_one_snapshot_of_its_numbers_for_the_canary_tab() -> None:
-    canary = Canary("8", "7", 1, 0.25, "2026-03-01T00:00:00+00:00", "2026-03-02T00:00:00+00:00")
-    entry = {
-        "action": "canary-step", "mean_difference": -0.012, "interval": [-0.02, -0.004],
-        "pairs": 4000, "share": 0.25, "traffic_until": "2013-07-28",
-        "roc_auc": {"champion": 0.70, "canary": 0.73}, "mean_loss": {"champion": 0.5,
-                                                                     "canary": None},
-        "guardrails": {"routed_share": 0.24, "error_rate": 0.0,
-                       "p99_ms": {"champion": 0.4, "canary": 0.5}},
-    }  # fmt: skip
-    snapshot = look_snapshot(canary, entry)
+    snapshot = look_snapshot(CANARY, LOOK)
     values = {m["config"]["column"]: m["value"] for m in snapshot.dict()["metrics"]}
     assert values == pytest.approx(
         {
@@ -89,3 +95,41 @@ def test_a_canary_look_is_one_snapshot_of_its_numbers_for_the_canary_tab() -> No
     assert stored.tags == [CANARY_TAG]
     assert stored.timestamp.date().isoformat() == "2013-07-28"
     assert stored.name == "canary v8 step 2: canary-step"
+
+
+def test_the_ui_draws_every_tab_once_batches_and_looks_share_a_project(
+    tmp_path: Path, dataset: Dataset
+) -> None:
+    """What `evidently ui` does for each panel: one series query over all the snapshots.
+
+    A look dated with a time zone beside a batch's naive time made every untagged query
+    fail (Python cannot order the two), so the drift tabs showed an error after a canary.
+    """
+    from evidently.metrics import DuplicatedRowCount  # noqa: PLC0415 - heavy import
+    from evidently.ui.service.base import SeriesFilter  # noqa: PLC0415
+    from evidently.ui.service.storage.local import create_local_project_manager  # noqa: PLC0415
+
+    evidently = load_evidently()
+    folder = tmp_path / "ws"
+    workspace, project = open_project(str(folder), "loopline-test", _columns(dataset),
+                                      dataset.wording)  # fmt: skip
+    week = Batch(pd.DataFrame(), "week", dt.date(2013, 7, 22), dt.date(2013, 7, 28), EVENT_DAY)
+    batch = evidently.Report([DuplicatedRowCount()]).run(
+        current_data=evidently.Dataset.from_pandas(pd.DataFrame({"x": [1.0, 1.0, 2.0]})),
+        timestamp=week.timestamp,
+    )
+    workspace.add_run(project.id, batch)
+    workspace.add_run(project.id, look_snapshot(CANARY, LOOK))
+
+    storage = create_local_project_manager(str(folder), autorefresh=False).data_storage
+
+    def series(metric: str, tags: list[str], labels: dict[str, str]) -> list:
+        wanted = SeriesFilter(metric=f"evidently:metric_v2:{metric}", tags=tags, metadata={},
+                              metric_labels=labels)  # fmt: skip
+        found = asyncio.run(storage.get_data_series(project.id, [wanted], None, None))
+        return [(source.timestamp, value) for source in found.sources
+                for value in found.series[0].values]  # fmt: skip
+
+    day_end = dt.datetime(2013, 7, 28, 23, 59)
+    assert series("DuplicatedRowCount", [], {}) == [(day_end, 1)]
+    assert series("MeanValue", [CANARY_TAG], {"column": "difference"}) == [(day_end, -0.012)]

@@ -6,7 +6,7 @@ snapshot of a one-row dataset, one column per number, measured with Evidently's
 MeanValue (of one row: the number itself) and tagged `canary`, so the Canary tab's
 panels draw them look by look and the other tabs never see them. A snapshot is dated
 with the newest day of traffic the look read, so canary and drift points share one
-time axis (in the replay, 2013).
+time axis (in the replay, 2013): a look after a week's labels sits on that week's batch.
 """
 
 from __future__ import annotations
@@ -45,8 +45,12 @@ def look_snapshot(canary: Canary, entry: Mapping[str, Any]) -> Any:
 
     numbers = look_numbers(entry)
     day = entry.get("traffic_until")
+    # naive UTC at the day's end, like a batch's snapshot (`Batch.timestamp`): the UI sorts
+    # all of a project's snapshots together and cannot order naive and aware times
     timestamp = (
-        dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) if day else dt.datetime.now(dt.UTC)
+        dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59))
+        if day
+        else dt.datetime.now(dt.UTC).replace(tzinfo=None)
     )
     data = evidently.Dataset.from_pandas(
         pd.DataFrame([numbers]),
