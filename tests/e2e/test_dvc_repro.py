@@ -96,6 +96,21 @@ def test_after_repro_the_pipeline_is_up_to_date(project: Path, prefect_api: str)
     assert "metrics/featurize.json" in _dvc(project, prefect_api, "metrics", "show")
 
 
+def test_registering_again_runs_the_stage_instead_of_restoring_it_from_the_run_cache(
+    project: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registering writes to the registry, outside DVC. With `registered.json` gone and
+    every input as before, DVC's run cache could restore it and register nothing; a
+    retrain of a window already trained then failed without a decision."""
+    monkeypatch.chdir(project)
+    ledger = Workspace.load(project / "params.yaml").registry.ledger
+    before = len(ledger.entries())
+    (project / "artifacts" / "register" / "registered.json").unlink()
+    output = _dvc(project, prefect_api, "repro", "register")
+    assert "Running stage 'register'" in output, output
+    assert len(ledger.entries()) == before + 1
+
+
 def test_an_experiment_with_another_hyperparameter_is_listed(
     project: Path, prefect_api: str
 ) -> None:
