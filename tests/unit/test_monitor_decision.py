@@ -75,6 +75,17 @@ def test_no_duplicate_trigger_while_a_retrain_runs(rule: MonitorParams) -> None:
     assert "already running" in decision.reason
 
 
+def test_no_trigger_while_a_canary_is_on_live_traffic(rule: MonitorParams) -> None:
+    history = [batch(0, quality=0.65), batch(1, quality=0.66)]
+    decision = decide(history, rule, None, retrain_running=False, canary="v4 at 25% of traffic")
+    assert not decision.trigger
+    assert decision.held_by == "canary_running"
+    assert decision.reason == (
+        "a canary is on live traffic (v4 at 25% of traffic): its looks decide first"
+    )
+    assert decide(history, rule, None, retrain_running=False).trigger  # the control
+
+
 def test_cooldown_after_a_trigger(rule: MonitorParams, tmp_path: Path) -> None:
     history = [batch(0, quality=0.65), batch(1, quality=0.66)]
     last_trigger = history[0].last_day

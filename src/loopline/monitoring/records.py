@@ -154,7 +154,7 @@ class Decision:
     flagged: list[str]  # ids of flagged batches among the last n
     numbers: dict = field(default_factory=dict)  # the latest batch's outcome
     held_by: str | None = None  # "incident", "too_small", "within_limits", "k_of_n",
-    # "retrain_running" or "cooldown"; None when it triggers
+    # "retrain_running", "canary_running" or "cooldown"; None when it triggers
 
     def detail(self) -> dict[str, Any]:
         """What the monitor's state keeps beside the sentence (and what held it back)."""

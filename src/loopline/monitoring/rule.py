@@ -7,8 +7,9 @@ Otherwise a batch is *flagged* when its traffic drift share is above `drift_shar
 or, once labeled, its quality metric is more than `quality_drop_limit` below the
 champion's test-window value. A retrain is asked for when the latest batch is flagged and
 at least `k` of the last `n` batches are (no retrain for a one-off blip), no retrain is
-already running, and the last trigger is far enough back (the time axis's `Cooldown`:
-days of data, or batches).
+already running, no canary is on live traffic (its looks decide first: a retrain every
+cooldown would otherwise replace each canary before its last step), and the last trigger
+is far enough back (the time axis's `Cooldown`: days of data, or batches).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ def decide(
     params: MonitorParams,
     cooldown: Cooldown | None,
     retrain_running: bool,
+    canary: str | None = None,
 ) -> Decision:
     """Apply the retrain rule to the batches so far (oldest first, latest last).
 
-    `cooldown` None: no retrain was ever asked.
+    `cooldown` None: no retrain was ever asked. `canary`: the running canary, in words.
     """
     latest = history[-1]
     window = history[-params.n :]
@@ -36,7 +38,7 @@ def decide(
     flagged_ids = [b.batch_id for b in flagged]
     blocked = _blocker(
         latest, flagged=len(flagged), window=len(window), params=params,
-        cooldown=cooldown, retrain_running=retrain_running,
+        cooldown=cooldown, retrain_running=retrain_running, canary=canary,
     )  # fmt: skip
     if blocked is not None:
         held_by, reason = blocked
@@ -55,6 +57,7 @@ def _blocker(
     params: MonitorParams,
     cooldown: Cooldown | None,
     retrain_running: bool,
+    canary: str | None,
 ) -> tuple[str, str] | None:
     """The first part of the rule that says no after `latest`, and why; None: retrain."""
     more = len(latest.incidents) - 1
@@ -67,6 +70,8 @@ def _blocker(
         ("k_of_n", flagged < params.k,
          lambda: f"only {flagged} of the last {window} batches flagged; need {params.k}"),
         ("retrain_running", retrain_running, lambda: "a retrain is already running"),
+        ("canary_running", canary is not None,
+         lambda: f"a canary is on live traffic ({canary}): its looks decide first"),
         ("cooldown", cooldown is not None and cooldown.holds(),
          lambda: f"cooldown: last retrain was asked {cooldown.elapsed} {cooldown.unit} ago "
          f"(< {cooldown.required})"),

@@ -61,7 +61,9 @@ def judge(workspace: Workspace, batch: Batch, measured: Measured, retrain_runnin
     state.save_batch(measured.outcome)
     cooldown = workspace.axis.cooldown(state, batch, limit)
     history = [BatchOutcome.from_dict(row) for row in state.history(monitor.n)]
-    decision = decide(history, monitor, cooldown, retrain_running=retrain_running)
+    running = workspace.registry.canary()
+    canary = f"v{running.version} at {running.share:.0%} of traffic" if running else None
+    decision = decide(history, monitor, cooldown, retrain_running=retrain_running, canary=canary)
     decision_id = state.save_decision(decision, measured.outcome.ends_at)
     log.info(
         "batch %s: %s -> %s", measured.outcome.batch_id, decision.reason,
