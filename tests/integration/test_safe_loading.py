@@ -20,7 +20,7 @@ from loopline.infra.tracking import configure_mlflow
 from loopline.registry.versions import Registry
 from loopline.scoring.formats import ScorerError
 from loopline.scoring.registered import load_version
-from loopline.serving.champion import ChampionHolder, NoChampionError
+from loopline.serving.champion import ChampionHolder, NoChampionError, Served
 from tests.conftest import tool_env
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_the_loader_refuses_a_pickled_version_and_runs_nothing(hostile: dict) ->
 def test_the_service_holder_refuses_it_and_answers_with_the_reason(hostile: dict) -> None:
     holder = ChampionHolder(hostile["registry"], shadow=False)
     assert holder.refresh() is False
-    assert holder.snapshot() == (None, None)
+    assert holder.snapshot() == Served()
     assert "no compiled scorer" in holder.refused[hostile["version"]]
     with pytest.raises(NoChampionError, match=r"refusing .* version 1"):
         holder.score(from_records([{"year": 2013}], {"year": "int"}))
