@@ -19,12 +19,22 @@ from loopline.infra.processes import Processes, free_port
 pytestmark = pytest.mark.slow
 
 
+def _post(url: str, body: dict) -> httpx.Response:
+    """POST, asking again while a just-started server answers 503 (its database busy)."""
+    for _ in range(20):
+        response = httpx.post(url, json=body, timeout=10)
+        if response.status_code != 503:
+            return response.raise_for_status()
+        time.sleep(min(float(response.headers.get("Retry-After", "0.5")), 2.0))
+    return response.raise_for_status()
+
+
 def _finished_retrain(api_url: str, decision_id: str) -> None:
     """A completed run of a flow named retrain with this decision id, straight through the API."""
-    flow = httpx.post(f"{api_url}/flows/", json={"name": "retrain"}, timeout=10).json()
+    flow = _post(f"{api_url}/flows/", {"name": "retrain"}).json()
     run = {"flow_id": flow["id"], "parameters": {"decision_id": decision_id},
            "state": {"type": "COMPLETED", "name": "Completed"}}  # fmt: skip
-    httpx.post(f"{api_url}/flow_runs/", json=run, timeout=10).raise_for_status()
+    _post(f"{api_url}/flow_runs/", run)
 
 
 def test_waiting_for_a_run_survives_the_prefect_server_restarting(tmp_path: Path) -> None:
