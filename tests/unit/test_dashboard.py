@@ -19,8 +19,9 @@ from loopline.monitoring.dashboard import (
     QUALITY_TAB,
     open_project,
 )
-from loopline.monitoring.drift import MonitoredColumns, load_evidently
+from loopline.monitoring.drift import MonitoredColumns
 from loopline.monitoring.experiment import look_snapshot
+from loopline.monitoring.snapshot import load_evidently
 from loopline.registry.canary import Canary
 
 

@@ -244,6 +244,15 @@ class TrafficChecks(Section):
     duplicate_share: float = Field(ge=0, lt=1)
 
 
+class DriftTests(Section):
+    """Per-field drift tests that know the batch's size (loopline.monitoring.drift)."""
+
+    effect_limit: float = Field(gt=0)  # a distance that matters, at any batch size
+    false_alarm: float = Field(gt=0, lt=0.5)  # per field, on batches of the reference itself
+    min_expected: float = Field(gt=0)  # categories expected fewer times in a batch are pooled
+    noise_draws: int = Field(ge=50)  # simulated batches per field that set the noise limit
+
+
 class MonitorParams(Section):
     """Drift and quality monitoring of production batches, and when to ask for a retrain."""
 
@@ -252,8 +261,11 @@ class MonitorParams(Section):
     state: str  # a SQLite file (path) or a database URL
     project: str
     reference_rows: int = Field(ge=100)
+    report_rows: int = Field(ge=100)  # rows of a batch its Evidently report is drawn from
+    chunk_rows: int = Field(ge=1000)  # rows read from the log at a time
     min_batch_rows: int = Field(ge=1)
     drift_share_limit: float = Field(gt=0, le=1)
+    drift: DriftTests
     quality_metric: Literal["roc_auc", "pr_auc"]
     quality_drop_limit: float = Field(gt=0)
     k: int = Field(ge=1)

@@ -1,10 +1,11 @@
-"""The monitor's memory: every batch's numbers and every decision (SQLite or PostgreSQL).
+"""The monitor's memory: every batch's numbers and profile, every decision (SQLite or PostgreSQL).
 
-Rows are JSON; `loopline.monitoring.records` gives them their types (stored from any
-record with the fields below; read back as plain mappings). A
-batch is keyed by its id (measuring it again replaces the row) and placed by where it
+Rows are JSON; `loopline.monitoring.records` and `loopline.monitoring.profile` give them
+their types (stored from any record with the fields below; read back as plain mappings).
+A batch is keyed by its id (measuring it again replaces its rows) and placed by where it
 ends in data time (`ends_at`: its last day, or its newest arrival, as ISO text that
-sorts in time order); decisions are appended.
+sorts in time order); decisions are appended. A batch's profile is stored with its
+outcome, in the same transaction, so a period's profile is a merge of stored ones.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class StoredBatch(Protocol):
     """What the state keeps of a batch (`loopline.monitoring.records.BatchOutcome`)."""
 
     batch_id: str
+    model_version: str
 
     @property
     def ends_at(self) -> str: ...  # noqa: D102
@@ -48,6 +50,13 @@ BATCHES = sa.Table(
     sa.Column("batch_id", sa.Text, primary_key=True),
     sa.Column("last_day", sa.Text, nullable=False),  # where it ends: a day, or an arrival time
     sa.Column("outcome", sa.Text, nullable=False),  # the batch's outcome as JSON
+)  # fmt: skip
+PROFILES = sa.Table(
+    "profiles", METADATA,
+    sa.Column("batch_id", sa.Text, primary_key=True),
+    sa.Column("last_day", sa.Text, nullable=False, index=True),  # as in batches
+    sa.Column("model_version", sa.Text, nullable=False),  # the version that served most of it
+    sa.Column("profile", sa.Text, nullable=False),  # the batch's profile as JSON
 )  # fmt: skip
 DECISIONS = sa.Table(
     "decisions", METADATA,
@@ -73,12 +82,35 @@ class MonitorState:
         with self.engine.begin() as db:
             METADATA.create_all(db)
 
-    def save_batch(self, outcome: StoredBatch) -> None:
-        """Store (or replace) a batch's outcome."""
+    def save_batch(self, outcome: StoredBatch, profile: dict[str, Any] | None = None) -> None:
+        """Store (or replace) a batch's outcome, and its profile when given, together."""
         row = {"batch_id": outcome.batch_id, "last_day": outcome.ends_at,
                "outcome": json.dumps(outcome.as_dict(), default=str)}  # fmt: skip
         with self.engine.begin() as db:
             upsert(db, BATCHES, [row])
+            if profile is not None:
+                upsert(db, PROFILES, [{
+                    "batch_id": outcome.batch_id, "last_day": outcome.ends_at,
+                    "model_version": outcome.model_version, "profile": json.dumps(profile),
+                }])  # fmt: skip
+
+    def profiles(
+        self, after: str | None = None, until: str | None = None, version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored batch profiles, oldest first: those ending after `after` up to `until`.
+
+        (ISO, `after` exclusive, `until` inclusive; None: no bound), of batches served
+        mostly by `version` when given.
+        """
+        query = sa.select(PROFILES.c.profile).order_by(PROFILES.c.last_day)
+        if after is not None:
+            query = query.where(PROFILES.c.last_day > after)
+        if until is not None:
+            query = query.where(PROFILES.c.last_day <= until)
+        if version is not None:
+            query = query.where(PROFILES.c.model_version == version)
+        with self.engine.connect() as db:
+            return [json.loads(row) for row in db.scalars(query)]
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         """The outcomes of the last `limit` batches by data time, oldest first."""

@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from loopline.monitoring.dashboard import CANARY_TAG, open_project
-from loopline.monitoring.drift import MonitoredColumns, load_evidently
+from loopline.monitoring.drift import MonitoredColumns
+from loopline.monitoring.snapshot import load_evidently
 from loopline.registry.canary import Canary
 from loopline.workspace import Workspace
 

@@ -93,6 +93,7 @@ class BatchOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     incidents: list[Incident] = field(default_factory=list)  # data-quality problems, found first
     last_arrival: str | None = None  # a batch by arrival: its newest logged time (ISO)
+    drift_limits: dict[str, float] = field(default_factory=dict)  # each field's limit at this size
 
     @property
     def ends_at(self) -> str:

@@ -58,7 +58,7 @@ def judge(workspace: Workspace, batch: Batch, measured: Measured, retrain_runnin
     """Store the batch, apply the retrain rule to the recent ones, store the decision."""
     state, monitor = workspace.monitor_state, workspace.params.monitor
     limit = workspace.axis.cooldown_limit(monitor)
-    state.save_batch(measured.outcome)
+    state.save_batch(measured.outcome, measured.profile.as_dict())
     cooldown = workspace.axis.cooldown(state, batch, limit)
     history = [BatchOutcome.from_dict(row) for row in state.history(monitor.n)]
     running = workspace.registry.canary()

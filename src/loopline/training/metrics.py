@@ -154,22 +154,6 @@ def comparison_table(results: dict[str, dict[str, float]], primary: str) -> str:
     return "\n".join(lines)
 
 
-def batch_quality(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """A served batch's ranking and thresholded metrics (empty when it has one class).
-
-    `predicted` are the labels the service answered with (at the version's threshold).
-    """
-    if labels.min() == labels.max():
-        return {}
-    return {
-        "roc_auc": float(metrics.roc_auc_score(labels, proba)),
-        "pr_auc": float(metrics.average_precision_score(labels, proba)),
-        "precision": float(metrics.precision_score(labels, predicted, zero_division=0)),
-        "recall": float(metrics.recall_score(labels, predicted, zero_division=0)),
-        "f1": float(metrics.f1_score(labels, predicted, zero_division=0)),
-    }
-
-
 def period_quality(labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """Rates, Brier score and (with both classes) ranking of one model on one period."""
     out = {"positive_rate": float(labels.mean()), "mean_probability": float(proba.mean()),
