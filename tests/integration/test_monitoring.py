@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -141,6 +143,27 @@ def test_injected_drift_is_flagged_and_the_second_drifted_batch_triggers(
     assert second_result["trigger"], second_result["reason"]
     assert store.last_trigger_end() == dt.date(2013, 6, 30).isoformat()
     assert _event_reached_prefect(prefect_api, second_result["decision_id"])
+
+
+def test_a_period_is_the_merge_of_its_batches_profiles(world: dict) -> None:
+    """June's two drifted halves, as `loopline drift` reads them: merged, not read again."""
+    halves = [
+        BatchOutcome.from_dict(b) for b in world["workspace"].monitor_state.history(10)
+        if b["first_day"] in ("2013-06-01", "2013-06-16")
+    ]  # fmt: skip
+    assert len(halves) == 2
+    command = [sys.executable, "-m", "loopline.cli", "drift", "--params", str(world["params_file"]),
+               "--since", "2013-05-31", "--until", "2013-06-30"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"2 batches, {sum(h.rows for h in halves)} predictions")
+    drifted = {line.split()[0] for line in lines[1:] if line.endswith("DRIFTED")}
+    assert {"sched_dep_time", "dest", "distance"} <= drifted
+    empty = subprocess.run([*command[:-4], "--since", "2014-01-01"], capture_output=True,
+                           text=True, timeout=300, check=False)  # fmt: skip
+    assert empty.returncode == 1
+    assert "no measured batch ends in (2014-01-01, now]" in empty.stderr
 
 
 def test_a_broken_feed_is_an_incident_not_drift_and_never_triggers(

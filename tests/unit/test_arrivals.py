@@ -171,7 +171,7 @@ def _measured(batch: Batch | None) -> BatchOutcome:
     assert batch is not None
     return BatchOutcome(
         batch_id=batch.batch_id, first_day=batch.first_day, last_day=batch.last_day,
-        rows=len(batch.rows), labeled_rows=0, model_version="1", drift_share=0.0,
+        rows=batch.rows, labeled_rows=0, model_version="1", drift_share=0.0,
         drifted_columns=[], reported_drifted_columns=[], mean_probability=0.4,
         last_arrival=batch.last_arrival,
     )  # fmt: skip
@@ -196,8 +196,8 @@ def test_batches_by_arrival_see_every_prediction_once(tmp_path: Path) -> None:
     log.append(rows[3:])
     second = AXIS.batch(log, state, None, None)
     state.save_batch(_measured(second))
-    assert first.rows["prediction_id"].tolist() == ["p0", "p1", "p2"]
-    assert second.rows["prediction_id"].tolist() == ["p3", "p4", "p5"]
+    assert log.read(first.selection)["prediction_id"].tolist() == ["p0", "p1", "p2"]
+    assert log.read(second.selection)["prediction_id"].tolist() == ["p3", "p4", "p5"]
     assert second.batch_id == "2026-11-28T10:00:03.500..2026-11-28T10:00:05.500"
     assert AXIS.batch(log, state, None, None) is None
     assert log.latest_labeled_arrival() is None

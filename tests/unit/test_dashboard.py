@@ -11,6 +11,7 @@ import pytest
 
 from loopline.data.datasets.base import Dataset
 from loopline.data.time_axis import EVENT_DAY, Batch
+from loopline.infra.prediction_log import Selection
 from loopline.monitoring.dashboard import (
     CANARY_TAB,
     CANARY_TAG,
@@ -114,7 +115,7 @@ def test_the_ui_draws_every_tab_once_batches_and_looks_share_a_project(
     folder = tmp_path / "ws"
     workspace, project = open_project(str(folder), "loopline-test", _columns(dataset),
                                       dataset.wording)  # fmt: skip
-    week = Batch(pd.DataFrame(), "week", dt.date(2013, 7, 22), dt.date(2013, 7, 28), EVENT_DAY)
+    week = Batch(Selection(), 0, "week", dt.date(2013, 7, 22), dt.date(2013, 7, 28), EVENT_DAY)
     batch = evidently.Report([DuplicatedRowCount()]).run(
         current_data=evidently.Dataset.from_pandas(pd.DataFrame({"x": [1.0, 1.0, 2.0]})),
         timestamp=week.timestamp,

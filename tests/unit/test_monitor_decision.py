@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from loopline.core.params import MonitorParams, load_params
 from loopline.data.datasets import get_dataset
 from loopline.data.time_axis import EVENT_DAY, Batch, ByDays, Cooldown
 from loopline.infra.monitor_state import MonitorState
+from loopline.infra.prediction_log import Selection
 from loopline.monitoring.records import BatchOutcome, Decision, Incident
 from loopline.monitoring.rule import decide
 from tests.conftest import ROOT
@@ -44,7 +44,7 @@ def cooldown_in_days(
     state = MonitorState(state_file)
     state.save_decision(Decision(True, "drift", "trigger", []), last_trigger_day.isoformat())
     axis = ByDays(get_dataset(load_params(ROOT / "params.yaml").dataset.name))
-    current = Batch(pd.DataFrame(), latest.batch_id, latest.first_day, latest.last_day, EVENT_DAY)
+    current = Batch(Selection(), 0, latest.batch_id, latest.first_day, latest.last_day, EVENT_DAY)
     return axis.cooldown(state, current, required)
 
 

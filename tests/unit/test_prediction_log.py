@@ -20,7 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from loopline.data.datasets import get_dataset
-from loopline.infra.prediction_log import LogUnavailableError, PredictionLog, read_predictions
+from loopline.infra.prediction_log import (
+    LogUnavailableError,
+    PredictionLog,
+    Selection,
+    read_predictions,
+)
 from tests.conftest import database_away, fresh_database
 
 DATASET = get_dataset("nycflights13")
@@ -63,11 +68,41 @@ def test_labels_join_their_predictions_and_a_newer_label_replaces_an_older(
     labels = record[keys].assign(late=[1, 0, 1]).iloc[:2]
     assert log.deliver_labels(labels, "t1") == 2
     log.deliver_labels(labels.assign(late=[0, 1]).iloc[:1], "t2")  # a correction
-    batch = log.read_batch("2013-01-01", "2013-01-03")
+    batch = log.read(Selection(first_day="2013-01-01", last_day="2013-01-03"))
     assert batch["late"].tolist()[:2] == [0, 0]
     assert pd.isna(batch["late"].iloc[2])  # not arrived yet
     assert log.latest_labeled_day().isoformat() == "2013-01-02"
     assert log.latest_event_day().isoformat() == "2013-01-03"
+
+
+def test_a_batch_reads_in_bounded_chunks_the_same_rows_and_labels_as_whole(
+    store_url: str,
+) -> None:
+    """Chunks of at most 1,000 rows; a field NULL in its first 1,500 rows still typed."""
+    keys = list(DATASET.key_columns)
+    log = PredictionLog(store_url, FIELDS, keys, "late")
+    rows = [
+        _row(i, "r") | {"year": 2013, "month": 1, "day": 1 + i % 3, "flight": i, "origin": "EWR",
+                        "sched_dep_time": 900, "event_day": f"2013-01-0{1 + i % 3}",
+                        "wind_gust": None if i < 1500 else 20.5 + i % 7}
+        for i in range(3000)
+    ]  # fmt: skip
+    log.append(rows)
+    labels = pd.DataFrame(rows[:2000])[keys].assign(late=[i % 2 for i in range(2000)])
+    log.deliver_labels(labels, "t")
+    selection = Selection(first_day="2013-01-02", last_day="2013-01-03")
+    chunks = list(log.read_chunks(selection, ["flight", "carrier", "wind_gust"], 1000))
+    assert all(len(chunk) <= 1000 for chunk in chunks)
+    read = pd.concat(chunks, ignore_index=True).sort_values("flight", ignore_index=True)
+    whole = log.read(selection).sort_values("flight", ignore_index=True)
+    assert log.span(selection).rows == len(read) == len(whole) == 2000
+    assert list(read.columns) == ["flight", "carrier", "wind_gust", "late"]
+    assert read["flight"].tolist() == whole["flight"].tolist()
+    assert read["carrier"].tolist() == ["UA"] * 2000
+    pd.testing.assert_series_equal(read["wind_gust"], whole["wind_gust"].astype(float))
+    pd.testing.assert_series_equal(read["late"], whole["late"].astype(float))
+    assert read["late"].isna().sum() == 2000 - sum(1 for i in range(2000) if i % 3)
+    assert list(log.read_chunks(Selection(first_day="2014-01-01"), ["flight"], 1000)) == []
 
 
 def test_a_failed_request_writes_none_of_its_rows(store_url: str) -> None:

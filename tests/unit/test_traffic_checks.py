@@ -8,7 +8,9 @@ import pytest
 
 from loopline.core.params import TrafficChecks, load_params
 from loopline.data.datasets import get_dataset
-from loopline.monitoring.traffic import incidents
+from loopline.monitoring.drift import MonitoredColumns
+from loopline.monitoring.profile import profile_frame
+from loopline.monitoring.traffic import KeyReader, Repeats, incidents, key_hashes
 from tests.conftest import ROOT
 
 DATASET = get_dataset("nycflights13")
@@ -31,8 +33,15 @@ def traffic(small_tables: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _check(batch: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
-    """The incidents found, as the lines people read."""
-    found = incidents(batch, reference, DATASET.contract, DATASET.key_columns, CHECKS)
+    """The incidents found, as the lines people read (from profiles, as the monitor does)."""
+    columns = MonitoredColumns.from_contract(DATASET.contract, DATASET.target_column)
+    scored = {"probability": 0.3, "label": 0, "model_version": "1"}
+    profile = profile_frame(batch.assign(**scored), columns.profiled("event_day"))
+    keys = KeyReader(DATASET.key_columns, lambda: iter([batch]))
+    found = incidents(
+        profile, columns.reference_profile(reference.assign(**scored)), DATASET.contract,
+        CHECKS, repeats=Repeats.of([key_hashes(batch, DATASET.key_columns)]), keys=keys,
+    )  # fmt: skip
     return [str(incident) for incident in found]
 
 

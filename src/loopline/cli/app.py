@@ -304,6 +304,43 @@ def monitor(
 
 
 @app.command()
+def drift(
+    params: ParamsOption = PARAMS,
+    since: Annotated[str | None, typer.Option(help="Batches ending after this (ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="... up to this (ISO).")] = None,
+    champion: Annotated[
+        bool, typer.Option(help="Only the batches the champion served (since promoted).")
+    ] = False,
+) -> None:
+    """Drift of a period, merged from the measured batches' profiles (no row read again).
+
+    This month: `--since 2013-07-01`; since the champion was promoted: `--champion`.
+    Prints each field's distance, the limit at the period's size, and the drift share.
+    """
+    from loopline.monitoring.periods import period_drift  # noqa: PLC0415 - heavy import
+    from loopline.registry.versions import CHAMPION  # noqa: PLC0415
+
+    try:
+        workspace = Workspace.load(params)
+        version = workspace.registry.alias_version(CHAMPION) if champion else None
+        if champion and version is None:
+            raise LooplineError(f"no {CHAMPION} registered yet: nothing was promoted")
+        found = period_drift(workspace, since, until, version)
+    except LooplineError as error:
+        raise fail(error) from None
+    drift = found.drift
+    typer.echo(
+        f"{found.batches} batches, {found.profile.rows} predictions, against the reference "
+        f"of version {found.version}: drift share {drift.share:.2f}"
+    )
+    for name, test in drift.fields.items():
+        mark = "DRIFTED" if test.drifted else ""
+        typer.echo(
+            f"  {name:<16} {test.test:<14} {test.distance:8.4f}  limit {test.limit:.4f}  {mark}"
+        )
+
+
+@app.command()
 def canary(params: ParamsOption = PARAMS) -> None:
     """Judge the running canary once, now (the canary flow, `pipelines.canary`).
 

@@ -44,22 +44,27 @@ from loopline.data import splits
 from loopline.data.columns import Columns
 from loopline.data.datasets.base import Dataset
 from loopline.infra.monitor_state import MonitorState
-from loopline.infra.prediction_log import PredictionLog
+from loopline.infra.prediction_log import PredictionLog, Selection
 
 BATCH_DAYS = 7  # the monitor's default batch: the last week logged
 EVENT_DAY = "event_day"  # the prediction log's column holding each example's date
-ARRIVAL_DAY = "arrival_day"  # a batch by arrival: each row's logged day, for per-day checks
+LOGGED_AT = "logged_at"  # ... and when it was logged (a batch by arrival: its rows' days)
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A batch of logged predictions (with the labels in so far) and what names it."""
+    """A batch of logged predictions: which they are, how many, and what names it.
 
-    rows: pd.DataFrame
+    Its rows are read from the log as the measure needs them (`PredictionLog.read_chunks`
+    of `selection`), with the labels in so far.
+    """
+
+    selection: Selection
+    rows: int
     batch_id: str
     first_day: dt.date
     last_day: dt.date
-    day_column: str  # each row's day, for the per-day checks: event day, or arrival day
+    day_column: str  # each row's day is this column's ISO date: event day, or arrival day
     last_arrival: str | None = None  # batches by arrival: the next batch starts after it
 
     @property
@@ -324,10 +329,11 @@ class ByDays(TimeAxis):
         """The predictions for examples dated first_day..last_day (default: the last week)."""
         last_day = last_day or log.latest_event_day()
         first_day = first_day or last_day - dt.timedelta(days=BATCH_DAYS - 1)
-        rows = log.read_batch(first_day.isoformat(), last_day.isoformat())
-        if rows.empty:
+        selection = Selection(first_day=first_day.isoformat(), last_day=last_day.isoformat())
+        rows = log.span(selection).rows
+        if not rows:
             raise LooplineError(f"no predictions logged for examples dated {first_day}..{last_day}")
-        return Batch(rows, f"{first_day}..{last_day}", first_day, last_day, EVENT_DAY)
+        return Batch(selection, rows, f"{first_day}..{last_day}", first_day, last_day, EVENT_DAY)
 
     def cooldown_limit(self, params: MonitorParams) -> int:
         """`monitor.cooldown_days`."""
@@ -492,17 +498,19 @@ class ByArrival(TimeAxis):
                 "arrival (everything logged since the last batch), not by days"
             )
         until = log.latest_logged_at()
-        rows = log.read_arrivals(state.newest_end(), until) if until else pd.DataFrame()
-        if rows.empty:
+        if until is None:
             return None
-        rows = rows.assign(**{ARRIVAL_DAY: rows["logged_at"].str.slice(0, 10)})
-        first, last = (dt.datetime.fromisoformat(rows["logged_at"].iloc[i]) for i in (0, -1))
+        selection = Selection(after=state.newest_end(), until=until)
+        span = log.span(selection)
+        if not span.rows:
+            return None
+        first, last = (dt.datetime.fromisoformat(t) for t in (span.first_logged, span.last_logged))
         named = "..".join(
             t.replace(tzinfo=None).isoformat(timespec="milliseconds") for t in (first, last)
         )
         return Batch(
-            rows, named, first.date(), last.date(), ARRIVAL_DAY,
-            last_arrival=rows["logged_at"].iloc[-1],
+            selection, span.rows, named, first.date(), last.date(), LOGGED_AT,
+            last_arrival=span.last_logged,
         )  # fmt: skip
 
     def cooldown_limit(self, params: MonitorParams) -> int:

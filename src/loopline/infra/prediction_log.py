@@ -28,8 +28,8 @@ Several processes (the service's API workers, label delivery) write one log; on 
 they take turns through `cross_process_lock`.
 
 Labels (the true outcome) arrive later, into their own table keyed by the example's key
-fields; `read_batch` joins them onto the predictions of a range of event days, and
-`read_arrivals` onto those logged in a range of arrival times (a dataset without time).
+fields; `read` and `read_chunks` join them onto a `Selection` of predictions (a range of
+event days, or of arrival times for a dataset without time).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,7 @@ from loopline.infra.database import (
     cross_process_lock,
     database_url,
     insert_new,
+    is_sqlite,
     upsert,
 )
 from loopline.infra.outage import Outage
@@ -68,6 +70,43 @@ PROBE_S = 1.0  # during an outage, how often the writer checks whether the store
 # One group commit: each request's row values and what to tell it (a thread's or the loop's).
 Group = list[tuple[list[tuple], Future | asyncio.Future]]
 SQL_TYPES = {"int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "datetime": sa.Text}
+
+
+_READ_TYPES = {sa.BigInteger: sa.Float, sa.Integer: sa.Float, sa.Float: sa.Float}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which logged predictions a batch holds.
+
+    Examples of a range of event days (ISO dates, inclusive), or what was logged in a
+    range of arrival times (a dataset without time: after `after`, exclusive, None from
+    the first; up to `until`, inclusive), so consecutive batches that pass the previous
+    `until` as `after` see every prediction exactly once.
+    """
+
+    first_day: str | None = None
+    last_day: str | None = None
+    after: str | None = None
+    until: str | None = None
+
+    def where(self, predictions: sa.Table) -> list[sa.ColumnElement[bool]]:
+        """The conditions on the predictions table."""
+        day, logged_at = predictions.c.event_day, predictions.c.logged_at
+        bounds = [
+            (self.first_day, day.__ge__), (self.last_day, day.__le__),
+            (self.after, logged_at.__gt__), (self.until, logged_at.__le__),
+        ]  # fmt: skip
+        return [compare(bound) for bound, compare in bounds if bound is not None]
+
+
+@dataclass(frozen=True)
+class Span:
+    """How many predictions a selection holds and when its first and last were logged."""
+
+    rows: int
+    first_logged: str | None
+    last_logged: str | None
 
 
 class LogUnavailableError(LooplineError):
@@ -305,19 +344,46 @@ class PredictionLog:
         joined = p.join(lab, on, isouter=join == "left")
         return sa.select(p, lab.c[self.target_column]).select_from(joined)
 
-    def read_batch(self, first_day: str, last_day: str) -> pd.DataFrame:
-        """Predictions for examples dated first_day..last_day (ISO, inclusive), with labels.
+    def read(self, selection: Selection) -> pd.DataFrame:
+        """The selected predictions with their labels, whole, oldest first.
 
-        The target column is NaN where the label has not arrived yet.
+        The target column is NaN where the label has not arrived yet. For a batch of any
+        size, `read_chunks` reads the columns it needs in bounded chunks.
         """
-        event_day = self.predictions.c.event_day
-        query = (
-            self._labeled()
-            .where(event_day.between(first_day, last_day))
-            .order_by(self.predictions.c.logged_at)
-        )
+        query = self._labeled().where(*selection.where(self.predictions))
         with self.engine.connect() as db:
-            return pd.read_sql_query(query, db)
+            return pd.read_sql_query(query.order_by(self.predictions.c.logged_at), db)
+
+    def span(self, selection: Selection) -> Span:
+        """How many predictions are selected, and when the first and last were logged."""
+        p = self.predictions
+        query = sa.select(sa.func.count(), sa.func.min(p.c.logged_at), sa.func.max(p.c.logged_at))
+        with self.engine.connect() as db:
+            rows, first, last = db.execute(query.where(*selection.where(p))).one()
+        return Span(int(rows), first, last)
+
+    def read_chunks(
+        self, selection: Selection, columns: Sequence[str], chunk_rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """The selected predictions' `columns` (and the target), at most `chunk_rows` at a time.
+
+        Memory stays bounded whatever the batch's size. On SQLite the chunks are ranges of
+        the table's rowid, read as Arrow columns by the ADBC driver (no Python object per
+        value: a million rows of 20 columns in about 4 s on one core, bench/README.md); on
+        PostgreSQL they stream from a server-side cursor. Each chunk's columns are typed by
+        the table: numbers as float64 (NaN for NULL), text as objects.
+        """
+        p, target = self.predictions, self.target_column
+        picked = [sa.cast(p.c[name], _READ_TYPES.get(type(p.c[name].type), sa.Text)).label(name)
+                  for name in columns]  # fmt: skip
+        label = self._labeled().selected_columns[target] if self.key_columns else sa.null()
+        query = self._labeled().with_only_columns(*picked, sa.cast(label, sa.Float).label(target))
+        query = query.where(*selection.where(p))
+        if is_sqlite(self.url):
+            yield from _sqlite_chunks(self.engine, self.url, query, p, chunk_rows)
+            return
+        with self.engine.connect().execution_options(stream_results=True) as db:
+            yield from (c for c in pd.read_sql_query(query, db, chunksize=chunk_rows) if len(c))
 
     def read_answered(self, since: str, versions: Sequence[str]) -> pd.DataFrame:
         """Predictions logged at or after `since` (ISO) answered by one of `versions`.
@@ -348,19 +414,6 @@ class PredictionLog:
         with self.engine.connect() as db:
             day = db.scalar(sa.select(sa.func.max(labeled.c.event_day)))
         return dt.date.fromisoformat(day) if day else None
-
-    def read_arrivals(self, after: str | None, until: str) -> pd.DataFrame:
-        """Predictions logged after `after` (None: from the first) up to `until`, with labels.
-
-        ISO times, `after` exclusive and `until` inclusive: consecutive calls that pass the
-        previous `until` as `after` see every prediction exactly once.
-        """
-        logged_at = self.predictions.c.logged_at
-        query = self._labeled().where(logged_at <= until).order_by(logged_at)
-        if after is not None:
-            query = query.where(logged_at > after)
-        with self.engine.connect() as db:
-            return pd.read_sql_query(query, db)
 
     def latest_logged_at(self) -> str | None:
         """When the newest prediction was logged (ISO), or None for an empty log."""
@@ -415,6 +468,31 @@ def _tell(group: Group, error: Exception | None) -> None:
             done.set_result(None)
         else:
             done.set_exception(error)
+
+
+def _sqlite_chunks(
+    engine: sa.Engine, url: URL, query: sa.Select, predictions: sa.Table, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """`query` on a SQLite log in windows of `chunk_rows` rowids, each read as Arrow columns."""
+    import adbc_driver_sqlite.dbapi as adbc  # noqa: PLC0415 - only where a batch is read
+
+    rowid = sa.literal_column(f"{predictions.name}.rowid")
+    bounds = query.with_only_columns(sa.func.min(rowid), sa.func.max(rowid)).order_by(None)
+    with engine.connect() as db:
+        low, high = db.execute(bounds).one()
+    if low is None:
+        return
+    with adbc.connect(f"file:{url.database}?mode=ro") as connection, connection.cursor() as cursor:
+        # the driver types a column by the rows of its first Arrow batch: one batch per
+        # window, so a column NULL in its first rows (wind gusts) is typed by those after
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
+        for start in range(low, high + 1, chunk_rows):
+            window = query.where(rowid >= start, rowid < start + chunk_rows)
+            literal = {"literal_binds": True}  # ADBC takes the statement as text
+            cursor.execute(str(window.compile(dialect=engine.dialect, compile_kwargs=literal)))
+            chunk = cursor.fetch_arrow_table().to_pandas()
+            if len(chunk):
+                yield chunk
 
 
 def _insert_statement(dialect: sa.Dialect, table: sa.Table) -> str:

@@ -65,6 +65,8 @@ class MonitoredColumns:
     numeric: frozenset[str]
     target: str
     rarely_missing: tuple[str, ...] = ()  # tested fields whose missing share is plotted
+    outage: tuple[str, ...] = ()  # record fields rarely missing: nulls counted per day
+    allowed: tuple[str, ...] = ()  # record fields with an allowed set: counted (categories gone)
 
     @classmethod
     def from_contract(cls, contract: DataContract, target: str) -> MonitoredColumns:
@@ -72,22 +74,25 @@ class MonitoredColumns:
         share, report = contract.drift_fields("share"), contract.drift_fields("report")
         numeric = frozenset(f.name for f in (*share, *report) if f.numeric)
         tested = {f.name for f in (*share, *report)}
-        rarely = tuple(f.name for f in contract.rarely_missing_fields() if f.name in tested)
+        outage = tuple(f.name for f in contract.rarely_missing_fields())
         return cls(
-            tuple(f.name for f in share), tuple(f.name for f in report), numeric, target, rarely
-        )
+            tuple(f.name for f in share), tuple(f.name for f in report), numeric, target,
+            rarely_missing=tuple(f for f in outage if f in tested), outage=outage,
+            allowed=tuple(f.name for f in contract.record_fields() if f.allowed),
+        )  # fmt: skip
 
     @property
     def tested(self) -> tuple[str, ...]:
         """Every column with a drift test."""
         return (*self.share, *self.report)
 
-    def profiled(self, day: str, rarely_missing: tuple[str, ...] = ()) -> ProfiledColumns:
-        """What a profile of a batch reads: the tested fields, `day`, the outage fields."""
+    def profiled(self, day: str) -> ProfiledColumns:
+        """What a profile of a batch reads: the tested and checked fields, nulls per `day`."""
+        categories = [c for c in self.tested if c not in self.numeric]
         return ProfiledColumns(
             numbers=tuple(c for c in self.tested if c in self.numeric),
-            categories=tuple(c for c in self.tested if c not in self.numeric),
-            target=self.target, day=day, rarely_missing=rarely_missing,
+            categories=(*categories, *(c for c in self.allowed if c not in categories)),
+            target=self.target, day=day, rarely_missing=self.outage,
         )  # fmt: skip
 
     def reference_profile(self, reference: pd.DataFrame) -> Profile:

@@ -1,11 +1,13 @@
 """Measuring one batch: drift against the champion's training data, quality once labeled.
 
 The batch comes from the time axis (`loopline.data.time_axis.Batch`): a range of event
-days, or what arrived since the previous batch. It is profiled (`loopline.monitoring.
-profile`), `monitor.chunk_rows` rows at a time, and everything that decides comes from
-the profile: the drift tests against the reference's profile, the quality metrics, the
-rates. Its numbers become a `BatchOutcome` and its profile is stored beside it; its
-Evidently snapshot (of a bounded sample) goes to the dashboard, and its HTML report is kept.
+days, or what arrived since the previous batch. It is read once, `monitor.chunk_rows`
+rows at a time, into a profile (`loopline.monitoring.profile`), a seeded sample of at
+most `monitor.report_rows` rows and the hashes of its keys; everything that decides comes
+from those: the data-quality checks, the drift tests against the reference's profile, the
+quality metrics, the rates. Its numbers become a `BatchOutcome`, its profile is stored
+beside it, its Evidently snapshot (of the sample) goes to the dashboard, and its HTML
+report is kept.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from loopline.core import tags
+from loopline.core.errors import LooplineError
 from loopline.core.io import atomic_path
 from loopline.data.time_axis import Batch, ReferenceSources
 from loopline.monitoring import traffic
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_tests
-from loopline.monitoring.profile import Profile, profile_chunks
+from loopline.monitoring.profile import Profile, merge_all, profile_frame
 from loopline.monitoring.records import BatchOutcome
 from loopline.monitoring.snapshot import run_report
 from loopline.registry.reference import logged_reference
@@ -67,25 +71,89 @@ def reference_frame(workspace: Workspace, version: str) -> pd.DataFrame:
     return reference.reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class BatchRead:
+    """What one pass over a batch's chunks keeps: its profile, a sample, its key repeats."""
+
+    profile: Profile
+    sample: pd.DataFrame  # at most `monitor.report_rows` rows, seeded: the report's
+    repeats: traffic.Repeats
+
+
+def read_batch(workspace: Workspace, batch: Batch, columns: MonitoredColumns) -> BatchRead:
+    """Read the batch once, `monitor.chunk_rows` rows at a time (memory stays bounded)."""
+    monitor, keys = workspace.params.monitor, list(workspace.dataset.key_columns)
+    profiled = columns.profiled(batch.day_column)
+    wanted = list(dict.fromkeys([*profiled.columns(), *keys]))
+    keep = min(1.0, monitor.report_rows / max(batch.rows, 1))
+    rng = np.random.default_rng(workspace.params.seed)
+    profiles, samples, hashes = [], [], []
+    for chunk in workspace.prediction_log.read_chunks(batch.selection, wanted, monitor.chunk_rows):
+        profiles.append(profile_frame(chunk, profiled))
+        samples.append(chunk[rng.random(len(chunk)) < keep])
+        hashes.append(traffic.key_hashes(chunk, keys))
+    if not profiles:
+        raise LooplineError(f"batch {batch.batch_id}: nothing to read in the prediction log")
+    sample = pd.concat(samples, ignore_index=True)
+    if len(sample) > monitor.report_rows:
+        sample = sample.sample(n=monitor.report_rows, random_state=workspace.params.seed)
+    return BatchRead(merge_all(profiles), sample.sort_index(), traffic.Repeats.of(hashes))
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """A batch's outcome (what decides) and what its report is drawn from."""
+
+    outcome: BatchOutcome
+    read: BatchRead
+    reference: pd.DataFrame  # the reference's rows, scored
+    labeled: bool  # every prediction of the batch has its label
+
+
 def measure_batch(workspace: Workspace, batch: Batch) -> Measured:
+    """Assess the batch, then draw its Evidently snapshot and keep its HTML report."""
+    assessed = assess_batch(workspace, batch)
+    snapshot, report_path = report_batch(workspace, batch, assessed)
+    return Measured(assessed.outcome, assessed.read.profile, snapshot, report_path)
+
+
+def report_batch(workspace: Workspace, batch: Batch, assessed: Assessed) -> tuple[Any, Path]:
+    """The batch's Evidently snapshot (of its sample) and where its HTML report was saved."""
+    dataset, monitor = workspace.dataset, workspace.params.monitor
+    columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
+    snapshot = run_report(
+        assessed.reference, assessed.read.sample, columns, labeled=assessed.labeled,
+        name=batch.batch_id, timestamp=batch.timestamp,
+    )  # fmt: skip
+    report_path = monitor.reports / f"{batch.batch_id.replace(':', '')}.html"
+    with atomic_path(report_path) as tmp:
+        snapshot.save_html(str(tmp))
+    return snapshot, report_path
+
+
+def assess_batch(workspace: Workspace, batch: Batch) -> Assessed:
     """Data-quality incidents, drift and (once every prediction has its label) quality."""
     dataset, monitor = workspace.dataset, workspace.params.monitor
-    rows, target = batch.rows, dataset.target_column
-    columns = MonitoredColumns.from_contract(dataset.contract, target)
-    profiled = columns.profiled(batch.day_column)
-    profile = profile_chunks(rows, profiled, monitor.chunk_rows)
+    columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
+    read = read_batch(workspace, batch, columns)
+    profile = read.profile
     version = profile.main_version()  # the version that served most of the batch
     reference = reference_frame(workspace, version)
+    reference_profile = columns.reference_profile(reference)
+    keys = traffic.KeyReader(
+        tuple(dataset.key_columns),
+        lambda: workspace.prediction_log.read_chunks(
+            batch.selection, dataset.key_columns, monitor.chunk_rows
+        ),
+    )
     problems = traffic.incidents(
-        rows, reference, dataset.contract, dataset.key_columns, monitor.traffic,
-        day_column=batch.day_column,
+        profile, reference_profile, dataset.contract, monitor.traffic, repeats=read.repeats,
+        keys=keys,
     )  # fmt: skip
     for problem in problems:
         log.warning("batch %s: %s", batch.batch_id, problem)
     labeled = profile.labeled_rows == profile.rows
-    drift = drift_tests(
-        columns.reference_profile(reference), profile, columns, monitor.drift, workspace.params.seed
-    )
+    drift = drift_tests(reference_profile, profile, columns, monitor.drift, workspace.params.seed)
     quality = profile.labeled.quality() if labeled else {}
     baseline = workspace.registry.tag(version, f"{tags.TEST_METRIC}{monitor.quality_metric}")
     scores = quality | {f"drift_{name}": score for name, score in drift.scores.items()}
@@ -99,17 +167,9 @@ def measure_batch(workspace: Workspace, batch: Batch) -> Measured:
         quality=round(quality[monitor.quality_metric], 4) if quality else None,
         baseline=float(baseline) if baseline is not None else None,
         positive_rate=round(positives / profile.rows, 4) if labeled else None,
-        reference_positive_rate=round(float(reference[target].mean()), 4),
+        reference_positive_rate=round(float(reference[dataset.target_column].mean()), 4),
         metrics={name: round(value, 4) for name, value in scores.items()}, incidents=problems,
         last_arrival=batch.last_arrival,
         drift_limits={name: round(limit, 4) for name, limit in drift.limits.items()},
     )  # fmt: skip
-    sample = rows.sample(n=min(len(rows), monitor.report_rows), random_state=workspace.params.seed)
-    snapshot = run_report(
-        reference, sample.sort_index(), columns, labeled=labeled, name=batch.batch_id,
-        timestamp=batch.timestamp,
-    )  # fmt: skip
-    report_path = monitor.reports / f"{batch.batch_id.replace(':', '')}.html"
-    with atomic_path(report_path) as tmp:
-        snapshot.save_html(str(tmp))
-    return Measured(outcome, profile, snapshot, report_path)
+    return Assessed(outcome, read, reference, labeled)

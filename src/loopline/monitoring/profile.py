@@ -298,11 +298,17 @@ class ProfiledColumns:
     numbers: tuple[str, ...]  # number fields
     categories: tuple[str, ...]  # category fields
     target: str
-    day: str | None  # the column a row's day is read from (None: no counts per day)
+    day: str | None  # the column whose ISO date is a row's day (None: no counts per day)
     rarely_missing: tuple[str, ...] = ()  # fields whose nulls are counted per day
     probability: str = "probability"
     label: str = "label"
     version: str | None = "model_version"  # None: rows that no model answered (a reference)
+
+    def columns(self) -> list[str]:
+        """Every column a profile reads (the target aside), each once."""
+        wanted = [*self.numbers, *self.categories, *self.rarely_missing, self.probability,
+                  self.label, self.version, self.day]  # fmt: skip
+        return list(dict.fromkeys(c for c in wanted if c))
 
 
 @dataclass(frozen=True)
@@ -393,16 +399,10 @@ def profile_frame(frame: pd.DataFrame, columns: ProfiledColumns) -> Profile:
     )  # fmt: skip
 
 
-def profile_chunks(frame: pd.DataFrame, columns: ProfiledColumns, chunk_rows: int) -> Profile:
-    """The profile of a frame, `chunk_rows` rows at a time (what a chunked read does)."""
-    chunks = range(0, max(len(frame), 1), chunk_rows)
-    return merge_all(profile_frame(frame.iloc[at : at + chunk_rows], columns) for at in chunks)
-
-
 def _day_counts(
     frame: pd.DataFrame, day: str, rarely_missing: tuple[str, ...]
 ) -> dict[str, dict[str, int]]:
-    days = frame[day].astype(str)
+    days = frame[day].astype(str).str.slice(0, 10)  # an ISO date, or the date of an ISO time
     counts = frame[list(rarely_missing)].isna().groupby(days).sum()
     counts.insert(0, "rows", days.value_counts())
     return {str(day): {k: int(v) for k, v in row.items()} for day, row in counts.iterrows()}

@@ -54,11 +54,14 @@ def run_report(
     keep = [*columns.tested, PROBABILITY, LABEL, *([columns.target] if labeled else [])]
 
     numbers = [c for c in keep if c in columns.numeric or c == PROBABILITY]
+    classes = [LABEL, *([columns.target] if labeled else [])]
 
     def dataset(frame: pd.DataFrame) -> Any:
         kept = frame[keep].reset_index(drop=True)
         # a field missing from the whole batch is read back from the log as None objects
         kept[numbers] = kept[numbers].astype("float64")
+        # the log reads numbers as floats; labels are classes, compared with the reference's
+        kept[classes] = kept[classes].astype("int64")
         return evidently.Dataset.from_pandas(kept, data_definition=definition)
 
     report = evidently.Report(_metrics(columns, labeled=labeled))

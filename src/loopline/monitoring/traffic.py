@@ -14,75 +14,117 @@ never counts toward a retrain:
   `category_drop` times that share in the batch;
 * **repeated records**: more than `duplicate_share` of the batch repeats the key of a
   flight already in it (a client or a queue re-sending).
+
+The first two read the batch's profile (its nulls per day, its category counts) against
+the reference's; repeats come from a 64-bit hash of each record's key, collected chunk by
+chunk (8 bytes a row), and the most repeated key is named from one more read of the key
+columns, only when the check fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from loopline.core.params import TrafficChecks
 from loopline.data.contract import RARELY_MISSING, DataContract
-from loopline.data.time_axis import EVENT_DAY
+from loopline.monitoring.profile import CategoryCounts, Profile
 from loopline.monitoring.records import Incident
 
 
+def key_hashes(chunk: pd.DataFrame, key_columns: Sequence[str]) -> np.ndarray:
+    """A 64-bit hash of each row's key (the same key, the same hash, in any chunk)."""
+    return pd.util.hash_pandas_object(chunk[list(key_columns)], index=False).to_numpy()
+
+
+@dataclass(frozen=True)
+class KeyReader:
+    """The key columns of a batch, and how to read them again chunk by chunk."""
+
+    columns: tuple[str, ...]
+    chunks: Callable[[], Iterator[pd.DataFrame]]
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """How many of a batch's records repeat a key already in it, and the most repeated."""
+
+    rows: int
+    repeated: int  # records whose key came earlier in the batch
+    top_hash: int  # the most repeated key's hash ...
+    top_count: int  # ... and how often it came
+
+    @classmethod
+    def of(cls, hashes: Iterable[np.ndarray]) -> Repeats:
+        """Count repeats over the hashes of every chunk."""
+        every = np.concatenate([np.zeros(0, dtype=np.uint64), *hashes])
+        if not len(every):
+            return cls(0, 0, 0, 0)
+        distinct, counts = np.unique(every, return_counts=True)
+        top = int(np.argmax(counts))
+        return cls(len(every), len(every) - len(distinct), int(distinct[top]), int(counts[top]))
+
+    @property
+    def share(self) -> float:
+        """Repeated records per record."""
+        return self.repeated / self.rows if self.rows else 0.0
+
+
 def incidents(
-    batch: pd.DataFrame,
-    reference: pd.DataFrame,
+    batch: Profile,
+    reference: Profile,
     contract: DataContract,
-    key_columns: Sequence[str],
     checks: TrafficChecks,
     *,
-    day_column: str = EVENT_DAY,
+    repeats: Repeats,
+    keys: KeyReader,
 ) -> list[Incident]:
-    """Every data-quality incident in `batch` (empty: clean).
+    """Every data-quality incident of the batch (empty: clean).
 
-    Outages are judged per day of `day_column`: the example's own day, or (a dataset
-    without time) the day it arrived.
+    Outages are judged per day of the profile: the example's own day, or (a dataset
+    without time) the day it arrived. `keys` reads the batch's key columns again, to name
+    the most repeated key.
     """
     return [
-        *_outages(batch, contract, checks, day_column),
+        *_outages(batch, contract, checks),
         *_categories_gone(batch, reference, contract, checks),
-        *_repeats(batch, key_columns, checks),
+        *_repeats(repeats, keys, checks),
     ]
 
 
-def _outages(
-    batch: pd.DataFrame, contract: DataContract, checks: TrafficChecks, day_column: str
-) -> list[Incident]:
-    fields = [f.name for f in contract.rarely_missing_fields() if f.name in batch]
-    if not fields:
-        return []
-    days = batch[day_column]
-    missing = batch[fields].isna().groupby(days).mean()
-    records = days.value_counts()
+def _outages(batch: Profile, contract: DataContract, checks: TrafficChecks) -> list[Incident]:
+    fields = [f.name for f in contract.rarely_missing_fields()]
     lines = []
-    for day, shares in missing.iterrows():
+    for day, counts in batch.days.items():
+        records = counts["rows"]
+        shares = pd.Series({f: counts[f] / records for f in fields if f in counts})
         out = shares[shares >= checks.outage_null_fraction]
-        if len(out) and records[day] >= checks.min_day_rows:
+        if len(out) and records >= checks.min_day_rows:
             share = f"{out.min():.0%}" + (f"-{out.max():.0%}" if out.max() > out.min() else "")
             lines.append(Incident(
                 "feed_outage", tuple(out.index),
                 f"feed outage on {day}: {', '.join(out.index)} missing for {share} of its "
-                f"{records[day]} records (the contract allows {RARELY_MISSING:.0%} or less)",
+                f"{records} records (the contract allows {RARELY_MISSING:.0%} or less)",
             ))  # fmt: skip
     return lines
 
 
 def _categories_gone(
-    batch: pd.DataFrame, reference: pd.DataFrame, contract: DataContract, checks: TrafficChecks
+    batch: Profile, reference: Profile, contract: DataContract, checks: TrafficChecks
 ) -> list[Incident]:
     lines = []
     for field in contract.record_fields():
-        if not field.allowed or field.name not in batch or field.name not in reference:
+        before, now = reference.fields.get(field.name), batch.fields.get(field.name)
+        if not (field.allowed and isinstance(before, CategoryCounts)):
             continue
-        before = reference[field.name].value_counts(normalize=True)
-        now = batch[field.name].value_counts(normalize=True)
-        for value, share in before[before >= checks.category_share].items():
-            seen = float(now.get(value, 0.0))
-            if seen < share * checks.category_drop:
+        if not isinstance(now, CategoryCounts):  # both profiled alike: never
+            raise TypeError(f"{field.name} is profiled as counts in the reference only")
+        for value, count in before.counts.items():
+            share, seen = count / before.count, now.counts.get(value, 0) / max(now.count, 1)
+            if share >= checks.category_share and seen < share * checks.category_drop:
                 lines.append(Incident(
                     "category_gone", (field.name,),
                     f"{field.name} {value} nearly gone: {seen:.1%} of the batch, {share:.1%} "
@@ -91,21 +133,29 @@ def _categories_gone(
     return lines
 
 
-def _repeats(
-    batch: pd.DataFrame, key_columns: Sequence[str], checks: TrafficChecks
-) -> list[Incident]:
-    keys = [c for c in key_columns if c in batch]
-    if not keys or batch.empty:
+def _repeats(repeats: Repeats, keys: KeyReader, checks: TrafficChecks) -> list[Incident]:
+    if repeats.share <= checks.duplicate_share:
         return []
-    repeated = batch.duplicated(keys)
-    share = float(repeated.mean())
-    if share <= checks.duplicate_share:
-        return []
-    top = batch.loc[repeated, keys].value_counts().head(1)
-    example = " ".join(f"{k}={v}" for k, v in zip(keys, top.index[0], strict=True))
+    example = _key_of(repeats.top_hash, keys)
     return [Incident(
-        "repeated_records", tuple(keys),
-        f"repeated records: {share:.1%} of the batch repeats a record already in it "
-        f"(limit {checks.duplicate_share:.0%}); most repeated: {example} "
-        f"({int(top.iloc[0]) + 1} times)",
+        "repeated_records", tuple(example),
+        f"repeated records: {repeats.share:.1%} of the batch repeats a record already in it "
+        f"(limit {checks.duplicate_share:.0%}); most repeated: "
+        f"{' '.join(f'{k}={_shown(v)}' for k, v in example.items())} ({repeats.top_count} times)",
     )]  # fmt: skip
+
+
+def _key_of(wanted: int, keys: KeyReader) -> dict:
+    """The key whose hash is `wanted`, read back from the batch."""
+    for chunk in keys.chunks():
+        found = np.flatnonzero(key_hashes(chunk, keys.columns) == np.uint64(wanted))
+        if len(found):
+            return chunk[list(keys.columns)].iloc[int(found[0])].to_dict()
+    raise AssertionError("a counted key is no longer in its batch")  # the log is append-only
+
+
+def _shown(value: object) -> str:
+    """A key value as people write it (a whole number read back as a float: no `.0`)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
