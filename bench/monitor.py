@@ -1,12 +1,16 @@
-"""Benchmark: time and peak memory of one monitoring run for 10k, 100k and 1M predictions.
+"""Benchmark: one monitoring run for batches of 10k to 10M predictions (time, memory, per row).
 
-A batch is real flights of July-December 2013 (sampled with replacement up to the size),
-scored by the registered champion, written to a prediction log with their labels. The
-measured run is `measure_batch` in a fresh process: read the batch from SQLite, build the
-Evidently report (15 drift tests + classification quality) against the 20,000-row
-reference, summarise, save the HTML report. The reference is built once beforehand.
-Run from the project root after `make run`:  .venv/bin/python bench/monitor.py
-(`--sizes 10000` for a quick look at one size).
+A batch is real flights of July-December 2013 resampled up to the size (each copy of a
+flight gets its own flight number, so keys stay unique, as real traffic's are), scored
+by the registered champion and written to a SQLite prediction log with their labels.
+The measured run is a fresh process doing what the monitor flow does for a batch, timed
+in two parts after the imports: the decision (`assess_batch`: read the batch once in
+chunks of `monitor.chunk_rows`, profile it, check the traffic, test drift against the
+20,000-row reference, quality) and the report (the Evidently snapshot of at most
+`monitor.report_rows` rows, saved as HTML). The reference is built once beforehand.
+Run from the project root after `make run`:
+
+    .venv/bin/python -m bench.monitor          (--sizes 100000 for one size)
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from loopline.data import columns as cols
@@ -28,58 +32,110 @@ from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
 from loopline.workspace import Workspace
 
-SIZES = (10_000, 100_000, 1_000_000)
+SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 ROOT = Path(__file__).resolve().parents[1]
+SLICE = 250_000  # rows written to the log per transaction
 MEASURE = """
-import datetime as dt, sys
+import datetime as dt, json, sys, time
+started = time.perf_counter()
 from pathlib import Path
-from loopline.monitoring.measure import measure_batch
+import mlflow
+from loopline.monitoring.measure import assess_batch, report_batch
+from loopline.monitoring.snapshot import load_evidently
 from loopline.workspace import Workspace
+load_evidently()
 w = Workspace.load(Path(sys.argv[1]))
+imported = time.perf_counter()
 days = dt.date(2013, 7, 1), dt.date(2013, 12, 31)
 batch = w.axis.batch(w.prediction_log, w.monitor_state, *days)
-m = measure_batch(w, batch)
-print(m.outcome.rows, m.outcome.drift_share, m.report_path.stat().st_size)
+assessed = assess_batch(w, batch)
+decided = time.perf_counter()
+_, path = report_batch(w, batch, assessed)
+done = time.perf_counter()
+outcome = assessed.outcome
+print(json.dumps({
+    "imports_s": round(imported - started, 2), "decision_s": round(decided - imported, 2),
+    "report_s": round(done - decided, 2), "drift_share": outcome.drift_share,
+    "incidents": len(outcome.incidents), "html_report_mib": round(path.stat().st_size / 2**20, 1),
+}))
 """
 
 
 def measure(command: list[str]) -> dict[str, float]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
+    """Wall seconds and peak RSS (MiB) of a child process, and the phases it printed."""
     started = time.perf_counter()
-    pid = os.posix_spawn(command[0], command, dict(os.environ))
+    read, write = os.pipe()
+    pid = os.posix_spawn(command[0], command, dict(os.environ), file_actions=[
+        (os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_CLOSE, read)])  # fmt: skip
+    os.close(write)
+    with os.fdopen(read) as out:
+        printed = out.read()
     _, status, usage = os.wait4(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[:3]} failed")
     return {
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        **json.loads(printed.splitlines()[-1]),
     }
 
 
+def logged_batch(later: pd.DataFrame, scored: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """`size` rows resampled from `later` with their scores; each copy its own flight number."""
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, len(later), size)
+    copy = pd.Series(picked).groupby(picked).cumcount().to_numpy()  # 0 for a row's first pick
+    batch = later.iloc[picked].reset_index(drop=True)
+    batch["flight"] = batch["flight"].to_numpy() + 10_000 * copy
+    return batch.assign(probability=scored["probability"].to_numpy()[picked],
+                        label=scored["label"].to_numpy()[picked])  # fmt: skip
+
+
 def write_batch(
-    log: PredictionLog,
-    batch: pd.DataFrame,
-    scored: pd.DataFrame,
-    version: str,
-    workspace: Workspace,
+    log: PredictionLog, batch: pd.DataFrame, version: str, workspace: Workspace
 ) -> None:
-    """Log the batch as the service would (chunks of 10,000 rows), then its labels."""
+    """Write the batch and its labels straight into the log's tables, `SLICE` rows at a time.
+
+    (The service's own write path is measured by the serving bench; this only fills a log.)
+    """
     dataset = workspace.dataset
-    columns = dataset.record_columns()
-    frame = batch[columns].astype(object).where(batch[columns].notna(), None)
-    frame["probability"], frame["label"] = (
-        scored["probability"].to_numpy(),
-        scored["label"].to_numpy(),
-    )
-    frame["event_day"] = workspace.axis.event_days(cols.from_frame(batch, dataset.record_fields()))
-    frame = frame.assign(
-        model_name="bench", model_version=version, request_id="bench", logged_at="t"
-    )
-    frame["prediction_id"] = [uuid.uuid4().hex for _ in range(len(frame))]
-    records = frame.to_dict("records")
-    for start in range(0, len(records), 10_000):
-        log.append(records[start : start + 10_000])
-    log.deliver_labels(batch.drop_duplicates(list(dataset.key_columns)), delivered_at="t")
+    fields = dataset.record_fields()
+    for start in range(0, len(batch), SLICE):
+        part = batch.iloc[start : start + SLICE]
+        rows = (
+            part[dataset.record_columns()]
+            .astype(object)
+            .where(part[dataset.record_columns()].notna(), None)
+        )
+        rows["event_day"] = workspace.axis.event_days(cols.from_frame(part, fields))
+        rows = rows.assign(
+            probability=part["probability"].to_numpy(), label=part["label"].to_numpy(),
+            model_name="bench", model_version=version, request_id="bench",
+            logged_at=[_logged_at(i) for i in range(start, start + len(part))],
+            prediction_id=[f"p{i:09d}" for i in range(start, start + len(part))],
+        )  # fmt: skip
+        _insert(log, log.predictions.name, rows)
+        labels = part[[*dataset.key_columns, dataset.target_column]].assign(delivered_at="t")
+        _insert(log, log.labels.name, labels)
+
+
+def _logged_at(i: int) -> str:
+    """The i-th prediction's time: one a microsecond."""
+    return f"2026-12-01T00:00:{i // 1_000_000:02d}.{i % 1_000_000:06d}+00:00"
+
+
+def _insert(log: PredictionLog, table: str, frame: pd.DataFrame) -> None:
+    names = ", ".join(f'"{c}"' for c in frame.columns)
+    marks = ", ".join("?" * len(frame.columns))
+    connection = log.engine.raw_connection()
+    try:
+        connection.cursor().executemany(
+            f'INSERT INTO "{table}" ({names}) VALUES ({marks})',  # noqa: S608 - our own schema
+            list(frame.itertuples(index=False, name=None)),
+        )
+        connection.commit()
+    finally:
+        connection.close()
 
 
 def scratch_workspace(workspace: Workspace, scratch: Path, name: str) -> Workspace:
@@ -90,36 +146,32 @@ def scratch_workspace(workspace: Workspace, scratch: Path, name: str) -> Workspa
 
 
 def main() -> None:
-    """Print a JSON table: rows, wall time, peak memory, report size."""
+    """Print a JSON table: rows, wall time, peak memory, the phases and the cost per row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     sizes = parser.parse_args().sizes
     workspace = Workspace.load(ROOT / "params.yaml")
     dataset, params = workspace.dataset, workspace.params
-    registry = workspace.registry
-    version = registry.alias_version(CHAMPION)
-    model = load_version(registry, version).scorer
+    version = workspace.registry.alias_version(CHAMPION)
     examples = workspace.examples()
-    later = examples[examples[dataset.time_column] >= "2013-07-01"]
+    later = examples[examples[dataset.time_column] >= "2013-07-01"].reset_index(drop=True)
+    scored = load_version(workspace.registry, version).scorer.score_frame(later)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         warm = scratch_workspace(workspace, scratch, "warm")
-        write_batch(
-            warm.prediction_log, later.head(2000), model.score_frame(later.head(2000)), version,
-            workspace,
-        )  # fmt: skip
+        write_batch(warm.prediction_log, logged_batch(later, scored, 2000, 0), version, workspace)
         measure([sys.executable, "-c", MEASURE, str(warm.params_file)])  # builds the reference
         for size in sizes:
-            batch = later.sample(size, replace=size > len(later), random_state=params.seed)
             sized = scratch_workspace(workspace, scratch, f"log-{size}")
-            write_batch(sized.prediction_log, batch, model.score_frame(batch), version, workspace)
+            batch = logged_batch(later, scored, size, params.seed)
+            write_batch(sized.prediction_log, batch, version, workspace)
+            del batch
             run = measure([sys.executable, "-c", MEASURE, str(sized.params_file)])
-            report = max((scratch / "reports").glob("*.html"), key=os.path.getmtime)
-            results.append(
-                {"rows": size, **run, "html_report_mib": round(report.stat().st_size / 2**20, 1)}
-            )
+            run["decision_us_per_row"] = round(run["decision_s"] / size * 1e6, 2)
+            results.append({"rows": size, **run})
             print(results[-1], file=sys.stderr, flush=True)
+            Path(sized.params.serve.prediction_log).unlink()
     print(json.dumps({"runs": results, "cpus": os.cpu_count()}, indent=1))
 
 

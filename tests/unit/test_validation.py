@@ -133,6 +133,37 @@ def _cancelled_but_arrived(t: dict) -> None:
     t["flights"] = flights
 
 
+def _routes_with_a_second_distance(t: dict) -> None:
+    """Three routes, half their flights a hundred miles longer: a key with two attributes."""
+    flights = t["flights"].copy()
+    for origin, dest in (("JFK", "LAX"), ("LGA", "ATL"), ("EWR", "ORD")):
+        route = flights.index[(flights["origin"] == origin) & (flights["dest"] == dest)]
+        flights.loc[route[::2], "distance"] += 100
+    t["flights"] = flights
+
+
+def _destination_is_the_origin(t: dict) -> None:
+    flights = t["flights"].copy()
+    flights.loc[flights.index[:20], "dest"] = flights.loc[flights.index[:20], "origin"]
+    t["flights"] = flights
+
+
+def _dew_point_above_temperature(t: dict) -> None:
+    """Dew point and temperature swapped in 30 readings: each still inside its range."""
+    weather = t["weather"].copy()
+    rows = weather.index[weather["dewp"] < weather["temp"] - 5][:30]
+    weather.loc[rows, ["temp", "dewp"]] = weather.loc[rows, ["dewp", "temp"]].to_numpy()
+    t["weather"] = weather
+
+
+def _a_month_of_temperatures_in_celsius(t: dict) -> None:
+    """July sent in Celsius: 22-38 C is inside the contract's -40..120 F range."""
+    weather = t["weather"].copy()
+    july = _local_day(weather).str.startswith("2013-07")
+    weather.loc[july, "temp"] = (weather.loc[july, "temp"] - 32) * 5 / 9
+    t["weather"] = weather
+
+
 CORRUPTIONS: dict[str, tuple[Callable[[dict], None], str, str, str]] = {
     # name: (corrupt, table, column, expectation that must fail)
     "missing column": (_drop_column, "flights", "dest", "expect_column_to_exist"),
@@ -196,6 +227,24 @@ CORRUPTIONS: dict[str, tuple[Callable[[dict], None], str, str, str]] = {
         "flights: no dep_time -> no dep_delay, arr_time, arr_delay, air_time",
         "expect_column_values_to_be_in_set",
     ),
+    # a dependency between rows, an order inside a row, a period out of line
+    "routes with a second distance": (
+        _routes_with_a_second_distance, "groups",
+        "flights.distance distinct values per origin-dest", "expect_column_values_to_be_between",
+    ),
+    "destination is the origin": (
+        _destination_is_the_origin, "relations", "flights: origin differs from dest",
+        "expect_column_values_to_be_in_set",
+    ),
+    "dew point above temperature": (
+        _dew_point_above_temperature, "relations", "weather: dewp is at most temp",
+        "expect_column_values_to_be_in_set",
+    ),
+    "a month of temperatures in Celsius": (
+        _a_month_of_temperatures_in_celsius, "groups",
+        "weather.temp median shift from neighbours per origin-month",
+        "expect_column_values_to_be_between",
+    ),
 }  # fmt: skip
 
 
@@ -232,6 +281,22 @@ def test_corruption_is_caught_and_named(
         (_year_disagrees_with_time_hour,
          "flights: year+month+day+hour agree with time_hour: expect_column_values_to_be_in_set "
          "failed: 100 rows fail (0.742%); limit: holds in every row; e.g. year=2014"),
+        (_routes_with_a_second_distance,
+         "flights.distance distinct values per origin-dest: expect_column_values_to_be_between "
+         "failed: 4 groups fail (1.932%); limit: <= 1 in all but 2 groups; e.g. EWR ORD: 719, "
+         "819; JFK EGE: 1746, 1747; JFK LAX: 2475, 2575; LGA ATL: 762, 862"),
+        (_destination_is_the_origin,
+         "flights: origin differs from dest: expect_column_values_to_be_in_set failed: 20 rows "
+         "fail (0.148%); limit: holds in every row; e.g. year=2013 month=1 day=1 carrier=UA "
+         "flight=1545 origin=EWR sched_dep_time=515 dest=EWR"),
+        (_dew_point_above_temperature,
+         "weather: dewp is at most temp: expect_column_values_to_be_in_set failed: 30 rows fail "
+         "(0.115%); limit: holds in every row; e.g. origin=EWR time_hour=2013-01-01 06:00:00 "
+         "dewp=39.02 temp=26.06"),
+        (_a_month_of_temperatures_in_celsius,
+         "weather.temp median shift from neighbours per origin-month: "
+         "expect_column_values_to_be_between failed: 9 groups fail (25.000%); limit: <= 2.5 in "
+         "every group; e.g. JFK 2013-07=12.66; LGA 2013-07=11.89; EWR 2013-07=11.53"),
     ],
 )  # fmt: skip
 def test_a_local_fault_is_named_with_its_limit_and_the_groups_or_rows_that_break_it(

@@ -159,8 +159,19 @@ def _no_internet_addon_for_a_dsl_customer(customers: pd.DataFrame) -> pd.DataFra
 
 
 def _total_in_the_first_month(customers: pd.DataFrame) -> pd.DataFrame:
+    """A first-month customer billed already (their one monthly charge as the total)."""
     broken = customers.copy()
-    broken.loc[broken.index[broken["tenure"] == 0][0], "total_charges"] = 29.85
+    first = broken.index[broken["tenure"] == 0][0]
+    broken.loc[first, "total_charges"] = broken.loc[first, "monthly_charges"]
+    return broken
+
+
+def _charges_swapped(customers: pd.DataFrame) -> pd.DataFrame:
+    """Monthly and total swapped for second-month customers: both stay in range."""
+    broken = customers.copy()
+    rows = broken.index[broken["tenure"] == 2][:10]
+    charges = ["monthly_charges", "total_charges"]
+    broken.loc[rows, charges] = broken.loc[rows, charges[::-1]].to_numpy()
     return broken
 
 
@@ -171,14 +182,16 @@ def _total_in_the_first_month(customers: pd.DataFrame) -> pd.DataFrame:
         (_no_internet_addon_for_a_dsl_customer, "internet_service"),
         (_null_total_for_a_tenured_customer, "tenure"),
         (_total_in_the_first_month, "tenure"),
+        (_charges_swapped, "monthly_charges"),
     ],
 )
 def test_values_that_contradict_each_other_break_their_row_rule(
     tables: dict, breakage: Callable[[pd.DataFrame], pd.DataFrame], column: str
 ) -> None:
     """Both directions of "no internet <-> every add-on says so" and of "tenure 0 <-> no
-    total yet"; a whole-column check (every value allowed, nulls under 1%) passes them."""
-    rule = next(r for r in CONTRACT.row_rules if r.column == column)
+    total yet", and a monthly charge above its total; a whole-column check (every value
+    allowed, nulls under 1%) passes them."""
+    rule = next(r for r in CONTRACT.row_rules if column in r.columns()[:1])
     broken = breakage(tables["customers"])
     assert [o.column for o in _validate(broken).failures()] == [rule.name]
     assert _validate(broken, CONTRACT.model_copy(update={"row_rules": ()})).success

@@ -263,6 +263,9 @@ class MonitorParams(Section):
     reference_rows: int = Field(ge=100)
     report_rows: int = Field(ge=100)  # rows of a batch its Evidently report is drawn from
     chunk_rows: int = Field(ge=1000)  # rows read from the log at a time
+    engine: Literal["local", "dask"] = "local"  # where a batch is read (monitoring/reading.py)
+    scheduler: str | None = None  # dask: a scheduler address; None: a LocalCluster of ...
+    dask_workers: int = Field(default=2, ge=1)  # ... this many worker processes
     min_batch_rows: int = Field(ge=1)
     drift_share_limit: float = Field(gt=0, le=1)
     drift: DriftTests

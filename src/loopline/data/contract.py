@@ -7,8 +7,9 @@ no second hand-written list of columns anywhere.
 
 Real feeds break locally, so the contract also states rules that a whole-table limit
 cannot see: rules across the columns of one row (`DateParts`, `ClockDelay`,
-`NullTogether`, `ValueTogether`) and rules per period of a time column and per group
-(`GroupRule`: rows, null fraction or link coverage per day, month, origin-day...).
+`NullTogether`, `ValueTogether`, `FieldOrder`) and rules per period of a time column and
+per group (`GroupRule`: rows, null fraction, link coverage, distinct values per key, a
+period's shift from its neighbours, per day, month, origin-day...).
 
 Types describe the values, not the storage: a nullable `int` column arrives in pandas as
 float64 (NaN stands for missing), which the type check accepts.
@@ -254,7 +255,35 @@ class ValueTogether(_Frozen):
         return (self.column, *self.then)
 
 
-RowRule = DateParts | ClockDelay | NullTogether | ValueTogether
+ORDER_WORDS = {"<": "is below", "<=": "is at most", "!=": "differs from"}
+
+
+class FieldOrder(_Frozen):
+    """Across columns: `left` is below, at most, or different from `right` in every row.
+
+    An order a per-column range cannot see: each dew point lies inside the temperature
+    range, yet one above its own row's temperature is a broken reading; a flight's
+    destination is a valid airport, yet not its own origin. Rows where either is null are
+    not judged. `why` says where the rule comes from.
+    """
+
+    table: str
+    left: str
+    relation: Literal["<", "<=", "!="]
+    right: str
+    why: str
+
+    @property
+    def name(self) -> str:
+        """e.g. `weather: dewp is at most temp`."""
+        return f"{self.table}: {self.left} {ORDER_WORDS[self.relation]} {self.right}"
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the rule reads."""
+        return (self.left, self.right)
+
+
+RowRule = DateParts | ClockDelay | NullTogether | ValueTogether | FieldOrder
 
 
 class GroupRule(_Frozen):
@@ -265,8 +294,13 @@ class GroupRule(_Frozen):
     period between the table's first and last is a group, so a period with no rows at
     all shows up (with 0 rows) instead of vanishing. The metric per group is its row
     count (`rows`), the null fraction of `column`, the share of its known values that are
-    at least `at_least` (`share_at_least`, e.g. a label rate), or the share of non-null
-    keys found by the link named `link` (`link_coverage`). With `relative`, min and max
+    at least `at_least` (`share_at_least`, e.g. a label rate), the share of non-null
+    keys found by the link named `link` (`link_coverage`), the number of distinct values
+    of `column` (`distinct`: with the key columns as `by` and max 1, "a key determines an
+    attribute", such as a route its distance), or how far the period's median of `column`
+    departs from its neighbours' (`period_shift`: |median - mean of the previous and next
+    periods' medians| in the period's standard deviations; a unit changed upstream for a
+    month moves it while every value stays in range). With `relative`, min and max
     are multiples of the median group's value (a row count that holds for the full data
     and for a sample alike). `allowed_failures` groups may break the limit (known gaps of the real
     data; `why` says which), no more. `why` also says how the limit was chosen.
@@ -277,7 +311,9 @@ class GroupRule(_Frozen):
     """
 
     table: str
-    metric: Literal["rows", "null_fraction", "share_at_least", "link_coverage"]
+    metric: Literal[
+        "rows", "null_fraction", "share_at_least", "link_coverage", "distinct", "period_shift"
+    ]
     column: str | None = None
     at_least: float | None = None  # share_at_least: the share of known values >= this
     link: str | None = None
@@ -298,8 +334,11 @@ class GroupRule(_Frozen):
             raise ValueError(f"{self.name}: give both `time` and `period`, or neither")
         if self.period is None and not self.by:
             raise ValueError(f"{self.name}: group by a period, by columns, or both")
-        if (self.metric in ("null_fraction", "share_at_least")) != (self.column is not None):
-            raise ValueError(f"{self.name}: null_fraction and share_at_least need `column`")
+        with_column = ("null_fraction", "share_at_least", "distinct", "period_shift")
+        if (self.metric in with_column) != (self.column is not None):
+            raise ValueError(f"{self.name}: {', '.join(with_column)} (and only they) need `column`")
+        if self.metric == "period_shift" and self.period is None:
+            raise ValueError(f"{self.name}: period_shift compares periods: give `period`")
         if (self.metric == "share_at_least") != (self.at_least is not None):
             raise ValueError(f"{self.name}: share_at_least (and only it) needs `at_least`")
         if (self.metric == "link_coverage") != (self.link is not None):
@@ -314,7 +353,10 @@ class GroupRule(_Frozen):
         what = {"rows": f"{self.table} rows",
                 "null_fraction": f"{self.table}.{self.column} null fraction",
                 "share_at_least": f"{self.table}.{self.column} >= {self.at_least} share",
-                "link_coverage": f"{self.link} coverage"}[self.metric]  # fmt: skip
+                "link_coverage": f"{self.link} coverage",
+                "distinct": f"{self.table}.{self.column} distinct values",
+                "period_shift": f"{self.table}.{self.column} median shift from neighbours",
+                }[self.metric]  # fmt: skip
         groups = [*self.by, *([self.period] if self.period else [])]
         return f"{what} per {'-'.join(groups)}"
 

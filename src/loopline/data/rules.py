@@ -1,6 +1,6 @@
 """The contract's row and group rules, evaluated on pandas tables.
 
-A row rule (`DateParts`, `ClockDelay`, `NullTogether`, `ValueTogether`) becomes one
+A row rule (`DateParts`, `ClockDelay`, `NullTogether`, `ValueTogether`, `FieldOrder`) becomes one
 verdict per row: True (holds), False (broken) or None (not judged, e.g. a null the rule
 does not cover). A group
 rule becomes one value per group (rows, a null fraction or a link's coverage), indexed by
@@ -24,6 +24,7 @@ from loopline.data.contract import (
     ClockDelay,
     DataContract,
     DateParts,
+    FieldOrder,
     GroupRule,
     Link,
     NullTogether,
@@ -72,6 +73,10 @@ def row_verdicts(rule: RowRule, frame: pd.DataFrame) -> pd.Series:
     if isinstance(rule, NullTogether):
         ok = frame[list(rule.then)].isna().all(axis=1)
         return _verdicts(ok, frame[rule.column].isna())
+    if isinstance(rule, FieldOrder):
+        left, right = frame[rule.left], frame[rule.right]
+        ok = {"<": left < right, "<=": left <= right, "!=": left != right}[rule.relation]
+        return _verdicts(ok, left.notna() & right.notna())
     if isinstance(rule, ValueTogether):
         holds = frame[rule.column] == rule.value
         ok = pd.Series(True, index=frame.index)
@@ -105,6 +110,9 @@ def group_values(
     """
     frame = tables[rule.table]
     keys, levels = _group_keys(rule, frame, {} if keys_cache is None else keys_cache)
+    full = pd.MultiIndex.from_tuples(list(itertools.product(*levels)))
+    if rule.metric in ("distinct", "period_shift"):
+        return _labeled(_column_statistic(rule, frame, keys, full))
     if rule.metric == "rows":
         rows = pd.Series(1.0, index=frame.index)
     elif rule.metric == "null_fraction":
@@ -118,16 +126,58 @@ def group_values(
     values = grouped["sum"] if rule.metric == "rows" else grouped["mean"]
     if rule.metric != "rows":  # a ratio over too few rows is noise: not judged
         values = values.where(grouped["count"] >= rule.min_group_rows)
-    values.index = pd.MultiIndex.from_tuples(
-        [k if isinstance(k, tuple) else (k,) for k in values.index]
-    )
-    full = pd.MultiIndex.from_tuples(list(itertools.product(*levels)))
-    values = values.reindex(full, fill_value=0.0 if rule.metric == "rows" else np.nan)
-    values.index = [" ".join(parts) for parts in values.index]
-    values = values.astype(float)
+    values = _tuples(values).reindex(full, fill_value=0.0 if rule.metric == "rows" else np.nan)
+    values = _labeled(values)
     if rule.metric == "rows" and values.median() < rule.min_group_rows:
         return values * np.nan  # too small a sample to judge row counts
     return values / values.median() if rule.relative else values
+
+
+def _tuples(values: pd.Series) -> pd.Series:
+    """A groupby result indexed by tuples, whether it grouped by one key or several."""
+    values.index = pd.MultiIndex.from_tuples(
+        [k if isinstance(k, tuple) else (k,) for k in values.index]
+    )
+    return values
+
+
+def _labeled(values: pd.Series) -> pd.Series:
+    """Values per group indexed by readable labels (`JFK 2013-03`), as floats."""
+    values.index = [" ".join(parts) for parts in values.index]
+    return values.astype(float)
+
+
+def _column_statistic(
+    rule: GroupRule, frame: pd.DataFrame, keys: list[pd.Series], full: pd.MultiIndex
+) -> pd.Series:
+    """`distinct` values of `column` per group, or each period's `period_shift`.
+
+    A period's shift is |its median - the mean of the previous and the next period's
+    medians| over its standard deviation (one neighbour at either end); groups under
+    `min_group_rows` rows, and their neighbours' use of them, are not judged.
+    """
+    if rule.metric == "distinct":
+        grouped = frame[rule.column].groupby(keys, dropna=True)
+        stats = _tuples(grouped.agg(["nunique", "count"])).reindex(full)
+        return stats["nunique"].where(stats["count"] >= max(rule.min_group_rows, 1))
+    values = pd.to_numeric(frame[rule.column], errors="coerce")  # a wrong type: the type check's
+    stats = _tuples(values.groupby(keys, dropna=True).agg(["median", "std", "count"])).reindex(full)
+    median = stats["median"].where(stats["count"] >= max(rule.min_group_rows, 2))
+    # periods are the last level: each row of the table below is one `by` group over time
+    table = median.unstack(level=-1) if rule.by else median.to_frame().T
+    before, after = table.shift(1, axis=1), table.shift(-1, axis=1)
+    neighbours = (before.fillna(after) + after.fillna(before)) / 2
+    shift = (table - neighbours).abs()
+    shift = shift.stack(future_stack=True) if rule.by else shift.iloc[0]
+    return shift.reindex(median.index) / stats["std"]
+
+
+def values_by_group(rule: GroupRule, frame: pd.DataFrame, groups: list[str]) -> dict[str, str]:
+    """The distinct values of `rule.column` in each of `groups` (labels as `group_values`'s)."""
+    labels = frame[list(rule.by)].astype(str).agg(" ".join, axis=1)
+    wanted = labels.isin(groups)
+    values = frame.loc[wanted, rule.column].groupby(labels[wanted]).unique()
+    return {g: ", ".join(str(v) for v in sorted(values[g])) for g in groups if g in values}
 
 
 def _group_keys(rule: GroupRule, frame: pd.DataFrame, cache: dict[tuple, GroupKeys]) -> GroupKeys:
@@ -138,7 +188,7 @@ def _group_keys(rule: GroupRule, frame: pd.DataFrame, cache: dict[tuple, GroupKe
     signature = (rule.table, rule.by, rule.time, rule.period, rule.timezone)
     if signature in cache:
         return cache[signature]
-    keys: list[pd.Series] = [frame[c].astype(str) for c in rule.by]
+    keys: list[pd.Series] = [frame[c].astype(str).where(frame[c].notna(), None) for c in rule.by]
     levels = [sorted(key.dropna().unique()) for key in keys]
     if rule.period is not None and rule.time is not None:
         code = PERIOD_CODES[rule.period]

@@ -228,8 +228,14 @@ def _example_rows(
     bad = frame[verdicts.eq(False)].head(EXAMPLE_ROWS)
     shown = list(dict.fromkeys([*key, *columns]))
     return [
-        " ".join(f"{c}={row[c]}" for c in shown if c in frame.columns) for _, row in bad.iterrows()
+        " ".join(f"{c}={_value(row[c])}" for c in shown if c in frame.columns)
+        for _, row in bad.iterrows()
     ]
+
+
+def _value(value: object) -> str:
+    """A value as an example shows it (a float to 6 significant digits, not 23.8999999)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def build_groups_frame(
@@ -253,6 +259,9 @@ def build_groups_frame(
         worst = rules.breaking(per_group, rule).head(EXAMPLE_ROWS)
         unit = "x median" if rule.relative else ""
         examples[rule.name] = [f"{group}={value:.4g}{unit}" for group, value in worst.items()]
+        if rule.metric == "distinct" and len(worst):  # which values a key carries
+            carried = rules.values_by_group(rule, tables[rule.table], list(worst.index))
+            examples[rule.name] = [f"{group}: {carried[group]}" for group in worst.index]
     return pd.concat(values, axis=1) if values else pd.DataFrame(), examples
 
 

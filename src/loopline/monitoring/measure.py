@@ -17,16 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from loopline.core import tags
-from loopline.core.errors import LooplineError
 from loopline.core.io import atomic_path
 from loopline.data.time_axis import Batch, ReferenceSources
 from loopline.monitoring import traffic
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_tests
-from loopline.monitoring.profile import Profile, merge_all, profile_frame
+from loopline.monitoring.profile import Profile
+from loopline.monitoring.reading import BatchRead, read_batch
 from loopline.monitoring.records import BatchOutcome
 from loopline.monitoring.snapshot import run_report
 from loopline.registry.reference import logged_reference
@@ -72,35 +71,6 @@ def reference_frame(workspace: Workspace, version: str) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class BatchRead:
-    """What one pass over a batch's chunks keeps: its profile, a sample, its key repeats."""
-
-    profile: Profile
-    sample: pd.DataFrame  # at most `monitor.report_rows` rows, seeded: the report's
-    repeats: traffic.Repeats
-
-
-def read_batch(workspace: Workspace, batch: Batch, columns: MonitoredColumns) -> BatchRead:
-    """Read the batch once, `monitor.chunk_rows` rows at a time (memory stays bounded)."""
-    monitor, keys = workspace.params.monitor, list(workspace.dataset.key_columns)
-    profiled = columns.profiled(batch.day_column)
-    wanted = list(dict.fromkeys([*profiled.columns(), *keys]))
-    keep = min(1.0, monitor.report_rows / max(batch.rows, 1))
-    rng = np.random.default_rng(workspace.params.seed)
-    profiles, samples, hashes = [], [], []
-    for chunk in workspace.prediction_log.read_chunks(batch.selection, wanted, monitor.chunk_rows):
-        profiles.append(profile_frame(chunk, profiled))
-        samples.append(chunk[rng.random(len(chunk)) < keep])
-        hashes.append(traffic.key_hashes(chunk, keys))
-    if not profiles:
-        raise LooplineError(f"batch {batch.batch_id}: nothing to read in the prediction log")
-    sample = pd.concat(samples, ignore_index=True)
-    if len(sample) > monitor.report_rows:
-        sample = sample.sample(n=monitor.report_rows, random_state=workspace.params.seed)
-    return BatchRead(merge_all(profiles), sample.sort_index(), traffic.Repeats.of(hashes))
-
-
-@dataclass(frozen=True)
 class Assessed:
     """A batch's outcome (what decides) and what its report is drawn from."""
 
@@ -135,7 +105,7 @@ def assess_batch(workspace: Workspace, batch: Batch) -> Assessed:
     """Data-quality incidents, drift and (once every prediction has its label) quality."""
     dataset, monitor = workspace.dataset, workspace.params.monitor
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
-    read = read_batch(workspace, batch, columns)
+    read = read_batch(workspace, batch, columns.profiled(batch.day_column))
     profile = read.profile
     version = profile.main_version()  # the version that served most of the batch
     reference = reference_frame(workspace, version)

@@ -28,6 +28,7 @@ from loopline.data.contract import (
     DataContract,
     DateParts,
     Field_,
+    FieldOrder,
     GroupRule,
     Link,
     NullTogether,
@@ -224,7 +225,26 @@ ROW_RULES = (
     NullTogether(table="flights", column="dep_time",
                  then=("dep_delay", "arr_time", "arr_delay", "air_time")),
     NullTogether(table="flights", column="arr_time", then=("arr_delay", "air_time")),
+    # Orders a per-column range cannot see; on the 2013 tables each holds in every row.
+    FieldOrder(table="flights", left="origin", relation="!=", right="dest",
+               why="a flight leaves one airport for another: no 2013 flight lands where it left"),
+    FieldOrder(table="weather", left="dewp", relation="<=", right="temp",
+               why="air cannot hold more water than saturates it: the dew point never exceeds "
+                   "the temperature (every 2013 reading; one has no dew point)"),
+    FieldOrder(table="weather", left="wind_speed", relation="<=", right="wind_gust",
+               why="a gust is the peak wind: none of the 5,337 gusts of 2013 is below its "
+                   "hour's speed"),
 )  # fmt: skip
+
+
+def _month_shift(table: str, column: str, limit: float, seen: float, where: str) -> GroupRule:
+    return GroupRule(
+        table=table, metric="period_shift", column=column, time="time_hour", period="month",
+        timezone=LOCAL, by=("origin",), max=limit, min_group_rows=100,
+        why=f"an origin-month's median departs from its neighbours' by at most {seen} of its "
+            f"standard deviations in 2013 ({where}); a month sent in another unit or scale "
+            "moves much further while every value stays in range",
+    )  # fmt: skip
 
 
 def _per_month_nulls(table: str, column: str, limit: float, seen: float) -> GroupRule:
@@ -268,6 +288,18 @@ GROUP_RULES = (
       for c in ("temp", "dewp", "humid", "wind_speed", "precip", "visib")),
     _per_month_nulls("weather", "wind_dir", 0.06, 0.0298),
     _per_month_nulls("weather", "pressure", 0.25, 0.1502),
+    # A key that determines an attribute: a route has one distance. Two routes of 2013 have
+    # two, a mile apart (EWR-EGE 1725/1726, JFK-EGE 1746/1747): those 2 may fail.
+    GroupRule(table="flights", metric="distinct", column="distance", by=("origin", "dest"),
+              max=1, allowed_failures=2,
+              why="the great-circle distance of a route is one number: 222 of 2013's 224 "
+                  "routes carry one, and the two Eagle County routes two, a mile apart"),
+    # A period whose distribution jumps against its neighbours while staying in range.
+    _month_shift("weather", "temp", 2.5, 0.98, "JFK's July, the summer's peak"),
+    _month_shift("weather", "dewp", 2.5, 1.33, "JFK's July"),
+    _month_shift("weather", "pressure", 2.5, 0.98, "JFK's March"),
+    _month_shift("flights", "distance", 0.5, 0.07, "EWR's April"),
+    _month_shift("flights", "air_time", 0.5, 0.14, "LGA's December, winter headwinds"),
 )  # fmt: skip
 
 CONTRACT = DataContract(

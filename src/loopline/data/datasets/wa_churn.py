@@ -19,7 +19,15 @@ import pandas as pd
 from loopline.core.errors import DataContractError
 from loopline.core.params import DatasetParams, FeaturizeParams
 from loopline.data.columns import Columns
-from loopline.data.contract import DataContract, Field_, GroupRule, Role, Table, ValueTogether
+from loopline.data.contract import (
+    DataContract,
+    Field_,
+    FieldOrder,
+    GroupRule,
+    Role,
+    Table,
+    ValueTogether,
+)
 from loopline.data.datasets.base import Dataset, FeatureSpec, NoSettings, Wording, spec_settings
 
 YES_NO = ("No", "Yes")
@@ -136,6 +144,9 @@ ROW_RULES = (
     # month a wrong one
     ValueTogether(table="customers", column="tenure", value=0,
                   then={"total_charges": None}),
+    FieldOrder(table="customers", left="monthly_charges", relation="<=", right="total_charges",
+               why="the total adds up the monthly bills: every one of the 7,032 customers with "
+                   "a total has at least one month's charge in it"),
 )  # fmt: skip
 
 CONTRACT = DataContract(tables=(CUSTOMERS,), row_rules=ROW_RULES, group_rules=GROUP_RULES)
