@@ -8,7 +8,9 @@ in two parts after the imports: the decision (`assess_batch`: read the batch onc
 chunks of `monitor.chunk_rows`, profile it, check the traffic, test drift against the
 20,000-row reference, quality) and the report (the Evidently snapshot of at most
 `monitor.report_rows` rows, saved as HTML). The reference is built once beforehand.
-Run from the project root after `make run`:
+From `--dask-from` rows on, the same log is also measured with `monitor.engine: dask` (a
+LocalCluster of `monitor.dask_workers` processes, each reading half the batch); memory is
+then the whole process tree's. Run from the project root after `make run`:
 
     .venv/bin/python -m bench.monitor          (--sizes 100000 for one size)
 """
@@ -16,8 +18,10 @@ Run from the project root after `make run`:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from loopline.data import columns as cols
 from loopline.infra.prediction_log import PredictionLog
@@ -62,22 +67,47 @@ print(json.dumps({
 
 
 def measure(command: list[str]) -> dict[str, float]:
-    """Wall seconds and peak RSS (MiB) of a child process, and the phases it printed."""
+    """Wall seconds, peak RSS of the process and of its whole tree (MiB), the phases it printed.
+
+    The tree's RSS (the process and every child it starts: Dask's workers) is sampled
+    every 50 ms; the process's own peak is the kernel's.
+    """
     started = time.perf_counter()
     read, write = os.pipe()
     pid = os.posix_spawn(command[0], command, dict(os.environ), file_actions=[
         (os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_CLOSE, read)])  # fmt: skip
     os.close(write)
+    tree_peak, watched = 0, psutil.Process(pid)
     with os.fdopen(read) as out:
-        printed = out.read()
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+        os.set_blocking(out.fileno(), False)
+        printed = ""
+        while (status := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+            tree_peak = max(tree_peak, _tree_rss(watched))
+            printed += out.read() or ""
+            time.sleep(0.05)
+        printed += out.read() or ""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if os.waitstatus_to_exitcode(status[1]) != 0:
         raise SystemExit(f"{command[:3]} failed")
     return {
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "peak_tree_rss_mib": round(tree_peak / 2**20),
         **json.loads(printed.splitlines()[-1]),
     }
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    """Bytes resident in a process and all its descendants now (0 once it is gone)."""
+    try:
+        family = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += member.memory_info().rss
+    return total
 
 
 def logged_batch(later: pd.DataFrame, scored: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
@@ -138,18 +168,28 @@ def _insert(log: PredictionLog, table: str, frame: pd.DataFrame) -> None:
         connection.close()
 
 
-def scratch_workspace(workspace: Workspace, scratch: Path, name: str) -> Workspace:
+def scratch_workspace(
+    workspace: Workspace, scratch: Path, name: str, engine: str = "local"
+) -> Workspace:
     """The project's data and registry; the monitor's outputs and `<name>.sqlite` in `scratch`."""
     overrides = {f"monitor.{key}": str(scratch / key) for key in ("workspace", "reports", "state")}
     overrides["serve.prediction_log"] = str(scratch / f"{name}.sqlite")
-    return Workspace.load(workspace.write_params(scratch / f"{name}.yaml", overrides))
+    overrides["monitor.engine"] = engine
+    return Workspace.load(workspace.write_params(scratch / f"{name}-{engine}.yaml", overrides))
 
 
 def main() -> None:
     """Print a JSON table: rows, wall time, peak memory, the phases and the cost per row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    sizes = parser.parse_args().sizes
+    parser.add_argument(
+        "--dask-from",
+        type=int,
+        default=1_000_000,
+        help="from this size on, also on Dask (monitor.dask_workers processes)",
+    )
+    args = parser.parse_args()
+    sizes = args.sizes
     workspace = Workspace.load(ROOT / "params.yaml")
     dataset, params = workspace.dataset, workspace.params
     version = workspace.registry.alias_version(CHAMPION)
@@ -167,10 +207,13 @@ def main() -> None:
             batch = logged_batch(later, scored, size, params.seed)
             write_batch(sized.prediction_log, batch, version, workspace)
             del batch
-            run = measure([sys.executable, "-c", MEASURE, str(sized.params_file)])
-            run["decision_us_per_row"] = round(run["decision_s"] / size * 1e6, 2)
-            results.append({"rows": size, **run})
-            print(results[-1], file=sys.stderr, flush=True)
+            engines = ["local", *(["dask"] if size >= args.dask_from else [])]
+            for engine in engines:
+                on = scratch_workspace(workspace, scratch, f"log-{size}", engine)
+                run = measure([sys.executable, "-c", MEASURE, str(on.params_file)])
+                run["decision_us_per_row"] = round(run["decision_s"] / size * 1e6, 2)
+                results.append({"rows": size, "engine": engine, **run})
+                print(results[-1], file=sys.stderr, flush=True)
             Path(sized.params.serve.prediction_log).unlink()
     print(json.dumps({"runs": results, "cpus": os.cpu_count()}, indent=1))
 

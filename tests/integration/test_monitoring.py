@@ -80,13 +80,14 @@ def _window(examples: pd.DataFrame, first: str, last: str) -> pd.DataFrame:
 
 
 def _drifted(batch: pd.DataFrame) -> pd.DataFrame:
-    """The same flights, rescheduled: late evening, long routes to the west coast.
+    """The same flights, rescheduled: late evening, to San Francisco.
 
     (Every flight moved to one carrier or airport would be a data-quality incident, a
-    carrier "gone", not drift: see the feed test below.)
+    carrier "gone", not drift: see the feed test below. Each origin keeps one distance to
+    SFO, as the contract's route rule wants: 2013's EWR-SFO and JFK-SFO, and LGA's.)
     """
-    return batch.assign(sched_dep_time=2245, sched_arr_time=2355, dest="SFO",
-                        distance=batch["distance"] * 2 + 900)  # fmt: skip
+    to_sfo = batch["origin"].map({"EWR": 2565, "JFK": 2586, "LGA": 2580})
+    return batch.assign(sched_dep_time=2245, sched_arr_time=2355, dest="SFO", distance=to_sfo)
 
 
 def test_the_month_after_the_training_window_does_not_trigger(

@@ -36,7 +36,9 @@ def _check(batch: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
     """The incidents found, as the lines people read (from profiles, as the monitor does)."""
     columns = MonitoredColumns.from_contract(DATASET.contract, DATASET.target_column)
     scored = {"probability": 0.3, "label": 0, "model_version": "1"}
-    profile = profile_frame(batch.assign(**scored), columns.profiled("event_day"))
+    profile = profile_frame(
+        batch.assign(**scored), columns.profiled("event_day", DATASET.key_columns)
+    )
     keys = KeyReader(DATASET.key_columns, lambda: iter([batch]))
     found = incidents(
         profile, columns.reference_profile(reference.assign(**scored)), DATASET.contract,
@@ -77,3 +79,41 @@ def test_a_spike_of_one_repeated_record_is_reported(traffic: tuple) -> None:
     assert found[0].startswith("repeated records: ")
     assert f"flight={first['flight']}" in found[0]
     assert "(61 times)" in found[0]
+
+
+def test_records_that_break_a_row_rule_of_the_contract_are_reported(traffic: tuple) -> None:
+    """A flight landing where it left: every field in its own range, the row impossible."""
+    reference, batch = traffic
+    broken = batch.copy()
+    rows = broken.index[::50]  # 2% of the batch
+    broken.loc[rows, "dest"] = broken.loc[rows, "origin"]
+    found = _check(broken, reference)
+    assert len(found) == 2  # and "routes" from an airport to itself carry many distances
+    assert found[1].startswith("origin dest determines distance in the contract")
+    first = broken.loc[rows[0]]
+    assert found[0].startswith(
+        f"flights: origin differs from dest broken by {len(rows)} of {len(batch)} records "
+        f"(limit 0.1%); e.g. year=2013 month=7 day={first['day']} carrier={first['carrier']} "
+        f"flight={first['flight']}"
+    ), found[0]
+
+
+def test_keys_carrying_two_values_of_what_they_determine_are_reported(traffic: tuple) -> None:
+    """Three routes sent with a second distance for half their flights."""
+    reference, batch = traffic
+    broken = batch.copy()
+    routes = broken.groupby(["origin", "dest"]).size().nlargest(3).index
+    for origin, dest in routes:
+        rows = broken.index[(broken["origin"] == origin) & (broken["dest"] == dest)]
+        broken.loc[rows[::2], "distance"] += 100
+    found = _check(broken, reference)
+    assert len(found) == 1
+    origin, dest = routes[0]
+    assert found[0].startswith(
+        "origin dest determines distance in the contract, but 3 keys of the batch carry two or "
+        "more (at most 2 may); e.g. "
+    ), found[0]
+    distance = int(
+        batch.loc[(batch["origin"] == origin) & (batch["dest"] == dest), "distance"].iloc[0]
+    )
+    assert f"{origin} {dest}: {distance}, {distance + 100}" in found[0]

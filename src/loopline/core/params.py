@@ -242,6 +242,7 @@ class TrafficChecks(Section):
     category_share: float = Field(gt=0, lt=1)
     category_drop: float = Field(gt=0, lt=1)
     duplicate_share: float = Field(ge=0, lt=1)
+    rule_break_share: float = Field(ge=0, lt=1)  # records breaking a contract row rule
 
 
 class DriftTests(Section):

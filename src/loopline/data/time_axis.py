@@ -330,7 +330,7 @@ class ByDays(TimeAxis):
         last_day = last_day or log.latest_event_day()
         first_day = first_day or last_day - dt.timedelta(days=BATCH_DAYS - 1)
         selection = Selection(first_day=first_day.isoformat(), last_day=last_day.isoformat())
-        rows = log.span(selection).rows
+        rows = log.count(selection)
         if not rows:
             raise LooplineError(f"no predictions logged for examples dated {first_day}..{last_day}")
         return Batch(selection, rows, f"{first_day}..{last_day}", first_day, last_day, EVENT_DAY)

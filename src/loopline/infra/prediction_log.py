@@ -380,7 +380,12 @@ class PredictionLog:
         query = self._labeled().with_only_columns(*picked, sa.cast(label, sa.Float).label(target))
         query = query.where(*selection.where(p))
         if is_sqlite(self.url):
-            yield from _sqlite_chunks(self.engine, self.url, query, p, chunk_rows)
+            # the selection's first and last rowid bound the windows: an index on its column
+            # answers that, without the labels' join
+            rowid = sa.literal_column(f"{p.name}.rowid")
+            bounds = sa.select(sa.func.min(rowid), sa.func.max(rowid)).select_from(p)
+            bounds = bounds.where(*selection.where(p))
+            yield from _sqlite_chunks(self.engine, self.url, query, bounds, chunk_rows)
             return
         with self.engine.connect().execution_options(stream_results=True) as db:
             yield from (c for c in pd.read_sql_query(query, db, chunksize=chunk_rows) if len(c))
@@ -453,10 +458,14 @@ class PredictionLog:
         with self.engine.connect() as db:
             return db.scalar(sa.select(sa.func.max(labeled.c.logged_at)))
 
-    def count(self) -> int:
-        """Number of logged predictions."""
+    def count(self, selection: Selection | None = None) -> int:
+        """Number of logged predictions (of `selection`: an index alone answers it)."""
+        p = self.predictions
+        query = sa.select(sa.func.count()).select_from(p)
+        if selection is not None:
+            query = query.where(*selection.where(p))
         with self.engine.connect() as db:
-            return int(db.scalar(sa.select(sa.func.count()).select_from(self.predictions)))
+            return int(db.scalar(query))
 
 
 def _tell(group: Group, error: Exception | None) -> None:
@@ -471,13 +480,15 @@ def _tell(group: Group, error: Exception | None) -> None:
 
 
 def _sqlite_chunks(
-    engine: sa.Engine, url: URL, query: sa.Select, predictions: sa.Table, chunk_rows: int
+    engine: sa.Engine, url: URL, query: sa.Select, bounds: sa.Select, chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
-    """`query` on a SQLite log in windows of `chunk_rows` rowids, each read as Arrow columns."""
+    """`query` on a SQLite log in windows of `chunk_rows` rowids, each read as Arrow columns.
+
+    `bounds` selects the first and the last rowid the windows cover.
+    """
     import adbc_driver_sqlite.dbapi as adbc  # noqa: PLC0415 - only where a batch is read
 
-    rowid = sa.literal_column(f"{predictions.name}.rowid")
-    bounds = query.with_only_columns(sa.func.min(rowid), sa.func.max(rowid)).order_by(None)
+    rowid = sa.literal_column("predictions.rowid")
     with engine.connect() as db:
         low, high = db.execute(bounds).one()
     if low is None:

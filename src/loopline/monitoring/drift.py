@@ -40,7 +40,7 @@ import pandas as pd
 from scipy.special import rel_entr
 
 from loopline.core.params import DriftTests
-from loopline.data.contract import DataContract
+from loopline.data.contract import DataContract, GroupRule, RowRule
 from loopline.monitoring.profile import (
     CategoryCounts,
     NumberSketch,
@@ -67,6 +67,8 @@ class MonitoredColumns:
     rarely_missing: tuple[str, ...] = ()  # tested fields whose missing share is plotted
     outage: tuple[str, ...] = ()  # record fields rarely missing: nulls counted per day
     allowed: tuple[str, ...] = ()  # record fields with an allowed set: counted (categories gone)
+    row_rules: tuple[RowRule, ...] = ()  # the contract's row rules on record fields alone
+    key_rules: tuple[GroupRule, ...] = ()  # ... and its "a key determines" rules on them
 
     @classmethod
     def from_contract(cls, contract: DataContract, target: str) -> MonitoredColumns:
@@ -75,10 +77,14 @@ class MonitoredColumns:
         numeric = frozenset(f.name for f in (*share, *report) if f.numeric)
         tested = {f.name for f in (*share, *report)}
         outage = tuple(f.name for f in contract.rarely_missing_fields())
+        record = {f.name for f in contract.record_fields()}
         return cls(
             tuple(f.name for f in share), tuple(f.name for f in report), numeric, target,
             rarely_missing=tuple(f for f in outage if f in tested), outage=outage,
             allowed=tuple(f.name for f in contract.record_fields() if f.allowed),
+            row_rules=tuple(r for r in contract.row_rules if set(r.columns()) <= record),
+            key_rules=tuple(r for r in contract.group_rules
+                            if r.metric == "distinct" and set(r.columns()) <= record),
         )  # fmt: skip
 
     @property
@@ -86,13 +92,17 @@ class MonitoredColumns:
         """Every column with a drift test."""
         return (*self.share, *self.report)
 
-    def profiled(self, day: str) -> ProfiledColumns:
-        """What a profile of a batch reads: the tested and checked fields, nulls per `day`."""
+    def profiled(self, day: str, keys: tuple[str, ...] = ()) -> ProfiledColumns:
+        """What a profile of a batch reads: the tested and checked fields, nulls per `day`.
+
+        And the contract's rules on records (a breaking record named by its `keys`).
+        """
         categories = [c for c in self.tested if c not in self.numeric]
         return ProfiledColumns(
             numbers=tuple(c for c in self.tested if c in self.numeric),
             categories=(*categories, *(c for c in self.allowed if c not in categories)),
             target=self.target, day=day, rarely_missing=self.outage,
+            row_rules=self.row_rules, key_rules=self.key_rules, keys=keys,
         )  # fmt: skip
 
     def reference_profile(self, reference: pd.DataFrame) -> Profile:

@@ -105,7 +105,7 @@ def assess_batch(workspace: Workspace, batch: Batch) -> Assessed:
     """Data-quality incidents, drift and (once every prediction has its label) quality."""
     dataset, monitor = workspace.dataset, workspace.params.monitor
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
-    read = read_batch(workspace, batch, columns.profiled(batch.day_column))
+    read = read_batch(workspace, batch, columns.profiled(batch.day_column, dataset.key_columns))
     profile = read.profile
     version = profile.main_version()  # the version that served most of the batch
     reference = reference_frame(workspace, version)

@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopline.data.contract import GroupRule, RowRule
+from loopline.data.rules import row_verdicts
+
 GROWTH = 1.0005  # a number bin's upper edge over its lower one
 SMALLEST = 1e-9  # magnitudes below this share the zero bin
 _LOG_GROWTH = math.log(GROWTH)
@@ -292,6 +295,24 @@ def _dense(counts: Mapping[str, int]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class RuleCounts:
+    """A contract rule on live records: how many it judged, broke, and a few that broke it."""
+
+    judged: int
+    broken: int
+    examples: tuple[str, ...] = ()  # the keys of the first few breaking records
+
+    def merge(self, other: RuleCounts) -> RuleCounts:
+        """Both parts' counts (the first part's examples first)."""
+        shown = (*self.examples, *other.examples)[:EXAMPLES]
+        return RuleCounts(self.judged + other.judged, self.broken + other.broken, shown)
+
+
+EXAMPLES = 3  # breaking records named per rule
+NO_RECORD = RuleCounts(0, 0)
+
+
+@dataclass(frozen=True)
 class ProfiledColumns:
     """Which columns of a batch a profile reads, and how."""
 
@@ -303,11 +324,15 @@ class ProfiledColumns:
     probability: str = "probability"
     label: str = "label"
     version: str | None = "model_version"  # None: rows that no model answered (a reference)
+    row_rules: tuple[RowRule, ...] = ()  # the contract's rules a record can show ...
+    key_rules: tuple[GroupRule, ...] = ()  # ... and its keys that determine an attribute
+    keys: tuple[str, ...] = ()  # how a breaking record is named
 
     def columns(self) -> list[str]:
         """Every column a profile reads (the target aside), each once."""
+        ruled = [c for rule in (*self.row_rules, *self.key_rules) for c in rule.columns()]
         wanted = [*self.numbers, *self.categories, *self.rarely_missing, self.probability,
-                  self.label, self.version, self.day]  # fmt: skip
+                  self.label, self.version, self.day, *ruled, *self.keys]  # fmt: skip
         return list(dict.fromkeys(c for c in wanted if c))
 
 
@@ -322,6 +347,9 @@ class Profile:
     versions: dict[str, int]  # rows per model version that answered
     labeled: LabeledStats
     days: dict[str, dict[str, int]] = field(default_factory=dict)  # day -> rows and nulls
+    rules: dict[str, RuleCounts] = field(default_factory=dict)  # row rule name -> counts
+    # key rule name -> each key seen -> the attribute values it carried (sorted, as text)
+    key_values: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def merge(self, other: Profile) -> Profile:
         """The profile of both batches' rows."""
@@ -334,6 +362,10 @@ class Profile:
             self.rows + other.rows, fields, self.probability_sum + other.probability_sum,
             self.scores + other.scores, _add(self.versions, other.versions),
             self.labeled.merge(other.labeled), days,
+            {name: self.rules.get(name, NO_RECORD).merge(other.rules.get(name, NO_RECORD))
+             for name in {**self.rules, **other.rules}},
+            {name: _union(self.key_values.get(name, {}), other.key_values.get(name, {}))
+             for name in {**self.key_values, **other.key_values}},
         )  # fmt: skip
 
     @property
@@ -357,6 +389,9 @@ class Profile:
             "probability_sum": self.probability_sum, "scores": _sparse(self.scores),
             "versions": self.versions,
             "labeled": self.labeled.as_dict(), "days": self.days,
+            "rules": {n: [r.judged, r.broken, list(r.examples)] for n, r in self.rules.items()},
+            "key_values": {n: {k: list(v) for k, v in keys.items()}
+                           for n, keys in self.key_values.items()},
         }  # fmt: skip
 
     @classmethod
@@ -368,6 +403,10 @@ class Profile:
             {str(k): int(v) for k, v in data["versions"].items()},
             LabeledStats.from_dict(data["labeled"]),
             {d: {k: int(v) for k, v in c.items()} for d, c in data.get("days", {}).items()},
+            {name: RuleCounts(int(judged), int(broken), tuple(shown))
+             for name, (judged, broken, shown) in data.get("rules", {}).items()},
+            {n: {k: tuple(v) for k, v in keys.items()}
+             for n, keys in data.get("key_values", {}).items()},
         )  # fmt: skip
 
 
@@ -396,7 +435,39 @@ def profile_frame(frame: pd.DataFrame, columns: ProfiledColumns) -> Profile:
         len(frame), fields, float(probability.sum()),
         np.bincount(_probability_bins(probability), minlength=PROBABILITY_BINS), versions, labeled,
         _day_counts(frame, columns.day, columns.rarely_missing) if columns.day else {},
+        {rule.name: _rule_counts(rule, frame, columns.keys) for rule in columns.row_rules},
+        {rule.name: _key_values(rule, frame) for rule in columns.key_rules},
     )  # fmt: skip
+
+
+def _rule_counts(rule: RowRule, frame: pd.DataFrame, keys: tuple[str, ...]) -> RuleCounts:
+    verdicts = row_verdicts(rule, frame)
+    broken = verdicts.eq(False)
+    shown = frame.loc[broken, list(dict.fromkeys([*keys, *rule.columns()]))].head(EXAMPLES)
+    examples = tuple(" ".join(f"{c}={as_text(v)}" for c, v in row.items())
+                     for _, row in shown.iterrows())  # fmt: skip
+    return RuleCounts(int(verdicts.notna().sum()), int(broken.sum()), examples)
+
+
+def _key_values(rule: GroupRule, frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    known = frame.dropna(subset=[*rule.by, rule.column])
+    labels = known[list(rule.by)].map(as_text).agg(" ".join, axis=1)
+    values = known[rule.column].map(as_text).groupby(labels).unique()
+    return {key: tuple(sorted(found)) for key, found in values.items()}
+
+
+def _union(
+    left: Mapping[str, tuple[str, ...]], right: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    return {key: tuple(sorted({*left.get(key, ()), *right.get(key, ())}))
+            for key in sorted({*left, *right})}  # fmt: skip
+
+
+def as_text(value: object) -> str:
+    """A value as records show it (a whole number read back as a float: no `.0`)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _day_counts(

@@ -16,7 +16,7 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 from loopline.core.errors import LooplineError
 from loopline.core.params import MonitorParams
 from loopline.data.time_axis import Batch
-from loopline.infra.prediction_log import PredictionLog, Selection
+from loopline.infra.prediction_log import PredictionLog, Selection, Span
 from loopline.monitoring import traffic
 from loopline.monitoring.profile import Profile, ProfiledColumns, merge_all, profile_frame
 from loopline.workspace import Workspace
@@ -96,24 +96,28 @@ def read_batch(
         tuple(dataset.key_columns), dataset.target_column, batch.selection, columns,
         monitor.chunk_rows, min(1.0, monitor.report_rows / max(batch.rows, 1)), (params.seed, 0),
     )  # fmt: skip
-    span = log_.span(batch.selection)
-    read = read_partitions(job, (span.first_logged, span.last_logged), monitor, parts)
+    read = read_partitions(job, lambda: log_.span(batch.selection), monitor, parts)
     if read is None:
         raise LooplineError(f"batch {batch.batch_id}: nothing to read in the prediction log")
     return read
 
 
 def read_partitions(
-    job: PartitionJob, logged: tuple[str | None, str | None], monitor: MonitorParams,
-    parts: int | None = None,
-) -> BatchRead | None:  # fmt: skip
-    """`job`'s selection split by arrival time (`logged`: its first and last), read and merged.
+    job: PartitionJob, span: Callable[[], Span], monitor: MonitorParams, parts: int | None = None
+) -> BatchRead | None:
+    """`job`'s selection split by arrival time (`span`: when its first and last arrived).
 
-    None when it holds no row. The sample is capped at `monitor.report_rows` rows.
+    Read and merged; None when it holds no row. The sample is capped at
+    `monitor.report_rows` rows. One part needs no span (its arrival times are read only
+    to split).
     """
     seed = job.seed[0]
     with _runner(monitor) as (run, workers):
-        selections = split(job.selection, *logged, parts or workers)
+        selections = [job.selection]
+        if (parts or workers) > 1:
+            logged = span()
+            selections = split(job.selection, logged.first_logged, logged.last_logged,
+                               parts or workers)  # fmt: skip
         read = run([replace(job, selection=s, seed=(seed, i)) for i, s in enumerate(selections)])
     found = [part.profile for part in read if part.profile is not None]
     if not found:

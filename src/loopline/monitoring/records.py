@@ -21,7 +21,7 @@ from loopline.core.params import MonitorParams
 class Incident:
     """A data-quality problem in a batch (a dead feed, a category gone, repeats)."""
 
-    kind: str  # "feed_outage", "category_gone" or "repeated_records"
+    kind: str  # "feed_outage", "category_gone", "repeated_records" or "rule_broken"
     fields: tuple[str, ...]  # the record fields it concerns
     text: str  # the readable line: what, where, how much, against which limit
 

@@ -13,7 +13,11 @@ never counts toward a retrain:
   up at least `category_share` of the champion's training data has fallen below
   `category_drop` times that share in the batch;
 * **repeated records**: more than `duplicate_share` of the batch repeats the key of a
-  flight already in it (a client or a queue re-sending).
+  flight already in it (a client or a queue re-sending);
+* **a contract rule broken**: the data gate's rules that a record shows, checked on the
+  live records: an order inside a row (a flight landing where it left, a dew point above
+  its temperature) broken by more than `rule_break_share` of the records, or more keys
+  than the rule allows carrying two values of what they determine (a route, its distance).
 
 The first two read the batch's profile (its nulls per day, its category counts) against
 the reference's; repeats come from a 64-bit hash of each record's key, collected chunk by
@@ -31,7 +35,7 @@ import pandas as pd
 
 from loopline.core.params import TrafficChecks
 from loopline.data.contract import RARELY_MISSING, DataContract
-from loopline.monitoring.profile import CategoryCounts, Profile
+from loopline.monitoring.profile import CategoryCounts, Profile, as_text
 from loopline.monitoring.records import Incident
 
 
@@ -92,6 +96,7 @@ def incidents(
         *_outages(batch, contract, checks),
         *_categories_gone(batch, reference, contract, checks),
         *_repeats(repeats, keys, checks),
+        *_rules_broken(batch, contract, checks),
     ]
 
 
@@ -133,6 +138,31 @@ def _categories_gone(
     return lines
 
 
+def _rules_broken(batch: Profile, contract: DataContract, checks: TrafficChecks) -> list[Incident]:
+    """The contract's rules on records, as the data gate states them, on the live batch."""
+    lines = []
+    for rule in contract.row_rules:
+        counts = batch.rules.get(rule.name)
+        if counts and counts.broken > checks.rule_break_share * counts.judged:
+            lines.append(Incident(
+                "rule_broken", rule.columns(),
+                f"{rule.name} broken by {counts.broken} of {counts.judged} records (limit "
+                f"{checks.rule_break_share:.1%}); e.g. {'; '.join(counts.examples)}",
+            ))  # fmt: skip
+    for rule in contract.group_rules:
+        carried = {key: values for key, values in batch.key_values.get(rule.name, {}).items()
+                   if len(values) > 1}  # fmt: skip
+        if len(carried) > rule.allowed_failures:
+            shown = "; ".join(f"{key}: {', '.join(v)}" for key, v in list(carried.items())[:3])
+            lines.append(Incident(
+                "rule_broken", rule.columns(),
+                f"{' '.join(rule.by)} determines {rule.column} in the contract, but "
+                f"{len(carried)} keys of the batch carry two or more (at most "
+                f"{rule.allowed_failures} may); e.g. {shown}",
+            ))  # fmt: skip
+    return lines
+
+
 def _repeats(repeats: Repeats, keys: KeyReader, checks: TrafficChecks) -> list[Incident]:
     if repeats.share <= checks.duplicate_share:
         return []
@@ -141,7 +171,7 @@ def _repeats(repeats: Repeats, keys: KeyReader, checks: TrafficChecks) -> list[I
         "repeated_records", tuple(example),
         f"repeated records: {repeats.share:.1%} of the batch repeats a record already in it "
         f"(limit {checks.duplicate_share:.0%}); most repeated: "
-        f"{' '.join(f'{k}={_shown(v)}' for k, v in example.items())} ({repeats.top_count} times)",
+        f"{' '.join(f'{k}={as_text(v)}' for k, v in example.items())} ({repeats.top_count} times)",
     )]  # fmt: skip
 
 
@@ -152,10 +182,3 @@ def _key_of(wanted: int, keys: KeyReader) -> dict:
         if len(found):
             return chunk[list(keys.columns)].iloc[int(found[0])].to_dict()
     raise AssertionError("a counted key is no longer in its batch")  # the log is append-only
-
-
-def _shown(value: object) -> str:
-    """A key value as people write it (a whole number read back as a float: no `.0`)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
