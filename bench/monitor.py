@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -58,7 +57,9 @@ decided = time.perf_counter()
 _, path = report_batch(w, batch, assessed)
 done = time.perf_counter()
 outcome = assessed.outcome
+status = Path("/proc/self/status").read_text()
 print(json.dumps({
+    "peak_rss_mib": round(int(status.split("VmHWM:")[1].split()[0]) / 1024),
     "imports_s": round(imported - started, 2), "decision_s": round(decided - imported, 2),
     "report_s": round(done - decided, 2), "drift_share": outcome.drift_share,
     "incidents": len(outcome.incidents), "html_report_mib": round(path.stat().st_size / 2**20, 1),
@@ -67,47 +68,49 @@ print(json.dumps({
 
 
 def measure(command: list[str]) -> dict[str, float]:
-    """Wall seconds, peak RSS of the process and of its whole tree (MiB), the phases it printed.
+    """Wall seconds, peak RSS (MiB) of the process and of its tree, the phases it printed.
 
-    The tree's RSS (the process and every child it starts: Dask's workers) is sampled
-    every 50 ms; the process's own peak is the kernel's.
+    The process prints its own peak (the kernel's VmHWM, read at its end): the rusage of
+    a spawned child also counts this parent's memory at the spawn. The tree's figure adds
+    the peaks of the children it starts (Dask's workers), read every 50 ms.
     """
     started = time.perf_counter()
-    read, write = os.pipe()
-    pid = os.posix_spawn(command[0], command, dict(os.environ), file_actions=[
-        (os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_CLOSE, read)])  # fmt: skip
-    os.close(write)
-    tree_peak, watched = 0, psutil.Process(pid)
-    with os.fdopen(read) as out:
-        os.set_blocking(out.fileno(), False)
-        printed = ""
-        while (status := os.waitpid(pid, os.WNOHANG)) == (0, 0):
-            tree_peak = max(tree_peak, _tree_rss(watched))
-            printed += out.read() or ""
+    peaks: dict[int, int] = {}
+    with tempfile.TemporaryFile() as out:
+        pid = os.posix_spawn(command[0], command, dict(os.environ),
+                             file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1)])  # fmt: skip
+        watched = psutil.Process(pid)
+        while (ended := os.wait4(pid, os.WNOHANG))[0] == 0:
+            peaks |= _peak_rss(watched)
             time.sleep(0.05)
-        printed += out.read() or ""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if os.waitstatus_to_exitcode(status[1]) != 0:
+        out.seek(0)
+        printed = out.read().decode()
+    if os.waitstatus_to_exitcode(ended[1]) != 0:
         raise SystemExit(f"{command[:3]} failed")
+    phases = json.loads(printed.splitlines()[-1])
+    workers = sum(peak for child, peak in peaks.items() if child != pid) / 2**20
     return {
         "wall_s": round(time.perf_counter() - started, 1),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024),
-        "peak_tree_rss_mib": round(tree_peak / 2**20),
-        **json.loads(printed.splitlines()[-1]),
+        **phases,
+        "tree_peak_rss_mib": round(phases["peak_rss_mib"] + workers),
+        "processes": len(peaks | {pid: 0}),
     }
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    """Bytes resident in a process and all its descendants now (0 once it is gone)."""
+def _peak_rss(process: psutil.Process) -> dict[int, int]:
+    """Each process of the tree and its peak resident bytes so far (VmHWM)."""
     try:
         family = [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return {}
+    found = {}
     for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += member.memory_info().rss
-    return total
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{member.pid}/status").read_text()
+            peak = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")]
+            if peak:  # a process that has ended has none
+                found[member.pid] = int(peak[0]) * 1024
+    return found
 
 
 def logged_batch(later: pd.DataFrame, scored: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:

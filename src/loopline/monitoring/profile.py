@@ -450,10 +450,12 @@ def _rule_counts(rule: RowRule, frame: pd.DataFrame, keys: tuple[str, ...]) -> R
 
 
 def _key_values(rule: GroupRule, frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
-    known = frame.dropna(subset=[*rule.by, rule.column])
-    labels = known[list(rule.by)].map(as_text).agg(" ".join, axis=1)
-    values = known[rule.column].map(as_text).groupby(labels).unique()
-    return {key: tuple(sorted(found)) for key, found in values.items()}
+    """Each key seen and the values it carried (a few hundred pairs, whatever the rows)."""
+    pairs = frame[[*rule.by, rule.column]].dropna().drop_duplicates()
+    found: dict[str, set[str]] = {}
+    for *key, value in pairs.itertuples(index=False, name=None):
+        found.setdefault(" ".join(map(as_text, key)), set()).add(as_text(value))
+    return {key: tuple(sorted(values)) for key, values in sorted(found.items())}
 
 
 def _union(
