@@ -455,13 +455,21 @@ def _key_values(rule: GroupRule, frame: pd.DataFrame) -> dict[str, tuple[str, ..
     found: dict[str, set[str]] = {}
     for *key, value in pairs.itertuples(index=False, name=None):
         found.setdefault(" ".join(map(as_text, key)), set()).add(as_text(value))
-    return {key: tuple(sorted(values)) for key, values in sorted(found.items())}
+    return {key: _ordered(values) for key, values in sorted(found.items())}
+
+
+def _ordered(values: set[str]) -> tuple[str, ...]:
+    """Values as text in their order: numbers by value, anything else alphabetically."""
+    try:
+        return tuple(sorted(values, key=float))
+    except ValueError:
+        return tuple(sorted(values))
 
 
 def _union(
     left: Mapping[str, tuple[str, ...]], right: Mapping[str, tuple[str, ...]]
 ) -> dict[str, tuple[str, ...]]:
-    return {key: tuple(sorted({*left.get(key, ()), *right.get(key, ())}))
+    return {key: _ordered({*left.get(key, ()), *right.get(key, ())})
             for key in sorted({*left, *right})}  # fmt: skip
 
 

@@ -153,7 +153,7 @@ def _rules_broken(batch: Profile, contract: DataContract, checks: TrafficChecks)
         carried = {key: values for key, values in batch.key_values.get(rule.name, {}).items()
                    if len(values) > 1}  # fmt: skip
         if len(carried) > rule.allowed_failures:
-            shown = "; ".join(f"{key}: {', '.join(v)}" for key, v in list(carried.items())[:3])
+            shown = "; ".join(f"{key}: {_some(v)}" for key, v in list(carried.items())[:3])
             lines.append(Incident(
                 "rule_broken", rule.columns(),
                 f"{' '.join(rule.by)} determines {rule.column} in the contract, but "
@@ -182,3 +182,9 @@ def _key_of(wanted: int, keys: KeyReader) -> dict:
         if len(found):
             return chunk[list(keys.columns)].iloc[int(found[0])].to_dict()
     raise AssertionError("a counted key is no longer in its batch")  # the log is append-only
+
+
+def _some(values: tuple[str, ...], most: int = 5) -> str:
+    """The first values, and how many there are when not all are shown."""
+    shown = ", ".join(values[:most])
+    return shown if len(values) <= most else f"{shown}, ... ({len(values)} values)"
