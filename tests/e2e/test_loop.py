@@ -62,11 +62,12 @@ DRIFT_UNTIL = dt.date(2013, 9, 1)  # past the replayed weeks; not into late Dece
 
 
 def _with_drift_from_july(tables: dict) -> dict:
-    """From July, the schedule changes: late-evening departures, twice the distance.
+    """From July, the schedule changes: every departure moves to late evening.
 
     The change is a consistent one, as a real schedule change would be (the data gate
     checks that the columns agree): the scheduled hour and `time_hour` move with the
-    departure, and each flight keeps its delay, so its actual departure moves too.
+    departure, and each flight keeps its delay, so its actual departure moves too. Routes
+    keep their distances (the gate holds a route to one distance).
     """
     flights = tables["flights"].copy()
     dates = pd.to_datetime(flights[["year", "month", "day"]])
@@ -78,7 +79,6 @@ def _with_drift_from_july(tables: dict) -> dict:
     departed = (22 * 60 + 50 + flights.loc[later, "dep_delay"]) % 1440  # minutes after 00:00
     clock = (departed // 60) * 100 + departed % 60
     flights.loc[later, "dep_time"] = clock.where(clock != 0, 2400)  # the source's midnight
-    flights.loc[later, "distance"] = (flights.loc[later, "distance"] * 2 + 500).clip(upper=5000)
     return {**tables, "flights": flights}
 
 
