@@ -44,6 +44,7 @@ import datetime as dt, json, sys, time
 started = time.perf_counter()
 from pathlib import Path
 import mlflow
+import mlflow.store.tracking.sqlalchemy_store  # MLflow imports it on first use: an import too
 from loopline.monitoring.measure import assess_batch, report_batch
 from loopline.monitoring.snapshot import load_evidently
 from loopline.workspace import Workspace

@@ -51,7 +51,7 @@ def _job(log: PredictionLog, dataset: Dataset) -> PartitionJob:
     return PartitionJob(
         log.url.render_as_string(hide_password=False), dataset.record_fields(),
         tuple(dataset.key_columns), dataset.target_column, Selection(),
-        columns.profiled("event_day"), 2000, 0.1, (7, 0),
+        columns.profiled("event_day"), 2000, 2, 0.1, (7, 0),
     )  # fmt: skip
 
 

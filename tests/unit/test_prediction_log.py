@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import logging
 import os
 import signal
@@ -103,6 +104,10 @@ def test_a_batch_reads_in_bounded_chunks_the_same_rows_and_labels_as_whole(
     pd.testing.assert_series_equal(read["late"], whole["late"].astype(float))
     assert read["late"].isna().sum() == 2000 - sum(1 for i in range(2000) if i % 3)
     assert list(log.read_chunks(Selection(first_day="2014-01-01"), ["flight"], 1000)) == []
+    # three windows read at once (threads on SQLite) come back the same, in the same order
+    at_once = log.read_chunks(selection, ["flight", "carrier", "wind_gust"], 1000, readers=3)
+    for one, three in itertools.zip_longest(chunks, at_once):
+        pd.testing.assert_frame_equal(one, three)
 
 
 def test_a_failed_request_writes_none_of_its_rows(store_url: str) -> None:

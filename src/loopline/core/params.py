@@ -264,6 +264,7 @@ class MonitorParams(Section):
     reference_rows: int = Field(ge=100)
     report_rows: int = Field(ge=100)  # rows of a batch its Evidently report is drawn from
     chunk_rows: int = Field(ge=1000)  # rows read from the log at a time
+    readers: int = Field(default=2, ge=1)  # windows of a SQLite log read at once (threads)
     engine: Literal["local", "dask"] = "local"  # where a batch is read (monitoring/reading.py)
     scheduler: str | None = None  # dask: a scheduler address; None: a LocalCluster of ...
     dask_workers: int = Field(default=2, ge=1)  # ... this many worker processes

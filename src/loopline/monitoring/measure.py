@@ -113,7 +113,7 @@ def assess_batch(workspace: Workspace, batch: Batch) -> Assessed:
     keys = traffic.KeyReader(
         tuple(dataset.key_columns),
         lambda: workspace.prediction_log.read_chunks(
-            batch.selection, dataset.key_columns, monitor.chunk_rows
+            batch.selection, dataset.key_columns, monitor.chunk_rows, monitor.readers
         ),
     )
     problems = traffic.incidents(

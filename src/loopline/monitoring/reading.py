@@ -62,6 +62,7 @@ class PartitionJob:
     selection: Selection
     columns: ProfiledColumns
     chunk_rows: int
+    readers: int  # windows read at once (a SQLite log)
     keep: float  # each row's chance of joining the sample
     seed: tuple[int, int]  # the run's seed and the partition's index
 
@@ -72,7 +73,7 @@ class PartitionJob:
         rng = np.random.default_rng(self.seed)
         profiles, samples, hashes = [], [], []
         try:
-            for chunk in log_.read_chunks(self.selection, wanted, self.chunk_rows):
+            for chunk in log_.read_chunks(self.selection, wanted, self.chunk_rows, self.readers):
                 profiles.append(profile_frame(chunk, self.columns))
                 samples.append(chunk[rng.random(len(chunk)) < self.keep])
                 hashes.append(traffic.key_hashes(chunk, self.key_columns))
@@ -94,7 +95,8 @@ def read_batch(
     job = PartitionJob(
         log_.url.render_as_string(hide_password=False), dataset.record_fields(),
         tuple(dataset.key_columns), dataset.target_column, batch.selection, columns,
-        monitor.chunk_rows, min(1.0, monitor.report_rows / max(batch.rows, 1)), (params.seed, 0),
+        monitor.chunk_rows, monitor.readers, min(1.0, monitor.report_rows / max(batch.rows, 1)),
+        (params.seed, 0),
     )  # fmt: skip
     read = read_partitions(job, lambda: log_.span(batch.selection), monitor, parts)
     if read is None:
