@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from loopline.core.params import load_params
 from loopline.data import columns as cols
 from loopline.data.datasets.base import Dataset, write_tables
+from loopline.monitoring.figures import KIND
 from loopline.monitoring.records import BatchOutcome
 from loopline.registry.versions import CHAMPION
 from loopline.scoring.registered import load_version
@@ -165,6 +167,41 @@ def test_a_period_is_the_merge_of_its_batches_profiles(world: dict) -> None:
                            text=True, timeout=300, check=False)  # fmt: skip
     assert empty.returncode == 1
     assert "no measured batch ends in (2014-01-01, now]" in empty.stderr
+
+
+def test_the_dashboard_plots_the_figures_that_decided(world: dict) -> None:
+    """June's halves on the drift and quality tabs: the whole batch's numbers, not the sample's.
+
+    What `evidently ui` does for a panel: one series query over the project's snapshots.
+    """
+    from evidently.ui.service.base import SeriesFilter  # noqa: PLC0415 - heavy import
+    from evidently.ui.service.storage.local import create_local_project_manager  # noqa: PLC0415
+    from evidently.ui.workspace import Workspace as EvidentlyWorkspace  # noqa: PLC0415
+
+    workspace = world["workspace"]
+    monitor_params = workspace.params.monitor
+    halves = {
+        b["last_day"]: BatchOutcome.from_dict(b) for b in workspace.monitor_state.history(10)
+        if b["first_day"] in ("2013-06-01", "2013-06-16")
+    }  # fmt: skip
+    assert len(halves) == 2
+    project = EvidentlyWorkspace(monitor_params.workspace).search_project(monitor_params.project)[0]
+    storage = create_local_project_manager(monitor_params.workspace, autorefresh=False).data_storage
+
+    def plotted(figure: str, column: str | None = None) -> dict[str, float]:
+        labels = {"figure": figure} | ({"column": column} if column else {})
+        wanted = SeriesFilter(metric=f"evidently:metric_v2:{KIND}", tags=[], metadata={},
+                              metric_labels=labels)  # fmt: skip
+        found = asyncio.run(storage.get_data_series(project.id, [wanted], None, None))
+        points = zip(found.sources, found.series[0].values, strict=True)
+        return {source.timestamp.date().isoformat(): value for source, value in points}
+
+    for last_day, outcome in halves.items():
+        named, drift = outcome.figures()
+        assert plotted("drift_share")[last_day] == outcome.drift_share
+        assert plotted("rows")[last_day] == outcome.rows
+        assert plotted("roc_auc")[last_day] == named["roc_auc"]
+        assert plotted("drift", "distance")[last_day] == drift["distance"]
 
 
 def test_a_broken_feed_is_an_incident_not_drift_and_never_triggers(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.data.datasets.base import Wording
-from loopline.monitoring.drift import PROBABILITY, MonitoredColumns
+from loopline.monitoring.drift import MonitoredColumns
 
 DRIFT_TAB, QUALITY_TAB, DATA_TAB, CANARY_TAB = "Drift", "Quality", "Data quality", "Canary"
 CANARY_TAG = "canary"  # the canary's looks (`loopline.monitoring.experiment`)
@@ -22,51 +22,55 @@ def _panels(columns: MonitoredColumns, wording: Wording) -> list[tuple[str, Any]
     from evidently.sdk.models import PanelMetric  # noqa: PLC0415 - heavy import
     from evidently.sdk.panels import line_plot_panel  # noqa: PLC0415
 
+    from loopline.monitoring.figures import KIND  # noqa: PLC0415 - imports Evidently
+
+    def exact(legend: str, figure: str, column: str | None = None) -> Any:
+        """A line of the monitor's own figure of each whole batch (what decided)."""
+        labels = {"figure": figure} | ({"column": column} if column else {})
+        return PanelMetric(legend=legend, metric=KIND, metric_labels=labels)
+
     tabs = (
-        (DRIFT_TAB, _drift_panels(columns, PanelMetric)),
-        (QUALITY_TAB, _quality_panels(columns, wording, PanelMetric)),
+        (DRIFT_TAB, _drift_panels(columns, PanelMetric, exact)),
+        (QUALITY_TAB, _quality_panels(wording, exact)),
         (DATA_TAB, _data_panels(columns, PanelMetric)),
         (CANARY_TAB, _canary_panels(PanelMetric)),
     )
     return [(tab, line_plot_panel(*panel)) for tab, panels in tabs for panel in panels]
 
 
-def _drift_panels(columns: MonitoredColumns, metric: Any) -> list[tuple]:
-    """The drift tab: the share that decides, then each field's drift score."""
-
-    def value_drift(names: tuple[str, ...]) -> list[Any]:
-        return [metric(legend=n, metric="ValueDrift", metric_labels={"column": n}) for n in names]
-
-    drift_share = metric(
-        legend="share of traffic features drifted", metric="DriftedColumnsCount",
+def _drift_panels(columns: MonitoredColumns, metric: Any, exact: Any) -> list[tuple]:
+    """The drift tab: the share that decides, then each field's drift score (whole batches)."""
+    sample_share = metric(
+        legend="report sample's share (Evidently)", metric="DriftedColumnsCount",
         metric_labels={"value_type": "share"},
     )  # fmt: skip
     return [
-        ("Traffic drift share", [drift_share],
+        ("Traffic drift share",
+         [exact("share of traffic features drifted", "drift_share"), sample_share],
          "Share of the counted features (the contract's drift='share' fields) whose "
-         "distribution moved away from the champion's training data; a retrain is "
-         "considered above the limit."),
-        ("Counted features: drift score", value_drift(columns.share),
-         "Distance from the training distribution (threshold 0.1)."),
-        ("Reported features: drift score", value_drift(columns.report),
+         "distribution moved away from the champion's training data, over the whole batch "
+         "(a retrain is considered above the limit), and Evidently's on the report's sample."),
+        ("Counted features: drift score",
+         [exact(name, "drift", name) for name in columns.share],
+         "Distance from the training distribution over the whole batch; a field drifts "
+         "above 0.1 and above its noise limit at the batch's size."),
+        ("Reported features: drift score",
+         [exact(name, "drift", name) for name in columns.report],
          "Shown, not counted (drift='report' in the contract, which says why)."),
     ]  # fmt: skip
 
 
-def _quality_panels(columns: MonitoredColumns, wording: Wording, metric: Any) -> list[tuple]:
+def _quality_panels(wording: Wording, exact: Any) -> list[tuple]:
     """The quality tab: ranking, precision and recall, observed vs predicted rate."""
     positive_rates = [
-        metric(legend=f"observed {wording.positive} rate", metric="MeanValue",
-               metric_labels={"column": columns.target}),
-        metric(legend="mean predicted probability", metric="MeanValue",
-               metric_labels={"column": PROBABILITY}),
-    ]  # fmt: skip
+        exact(f"observed {wording.positive} rate", "positive_rate"),
+        exact("mean predicted probability", "mean_probability"),
+    ]
     return [
-        ("Ranking quality (once labels arrive)", [metric(legend="ROC-AUC", metric="RocAuc")],
-         "ROC-AUC of the served model on each labeled batch."),
+        ("Ranking quality (once labels arrive)", [exact("ROC-AUC", "roc_auc")],
+         "ROC-AUC of the served model on each labeled batch, over all its rows."),
         ("Precision and recall at the model's threshold",
-         [metric(legend="precision", metric="Precision"),
-          metric(legend="recall", metric="Recall")]),
+         [exact("precision", "precision"), exact("recall", "recall")]),
         (f"{wording.positive.capitalize()} rate: observed vs predicted", positive_rates),
     ]  # fmt: skip
 

@@ -26,7 +26,7 @@ from loopline.monitoring import traffic
 from loopline.monitoring.drift import LABEL, PROBABILITY, MonitoredColumns, drift_tests
 from loopline.monitoring.profile import Profile
 from loopline.monitoring.reading import BatchRead, read_batch
-from loopline.monitoring.records import BatchOutcome
+from loopline.monitoring.records import DRIFT_PREFIX, BatchOutcome
 from loopline.monitoring.snapshot import run_report
 from loopline.registry.reference import logged_reference
 from loopline.scoring.registered import load_version
@@ -93,7 +93,7 @@ def report_batch(workspace: Workspace, batch: Batch, assessed: Assessed) -> tupl
     columns = MonitoredColumns.from_contract(dataset.contract, dataset.target_column)
     snapshot = run_report(
         assessed.reference, assessed.read.sample, columns, labeled=assessed.labeled,
-        name=batch.batch_id, timestamp=batch.timestamp,
+        name=batch.batch_id, timestamp=batch.timestamp, exact=assessed.outcome.figures(),
     )  # fmt: skip
     report_path = monitor.reports / f"{batch.batch_id.replace(':', '')}.html"
     with atomic_path(report_path) as tmp:
@@ -126,7 +126,7 @@ def assess_batch(workspace: Workspace, batch: Batch) -> Assessed:
     drift = drift_tests(reference_profile, profile, columns, monitor.drift, workspace.params.seed)
     quality = profile.labeled.quality() if labeled else {}
     baseline = workspace.registry.tag(version, f"{tags.TEST_METRIC}{monitor.quality_metric}")
-    scores = quality | {f"drift_{name}": score for name, score in drift.scores.items()}
+    scores = quality | {f"{DRIFT_PREFIX}{name}": score for name, score in drift.scores.items()}
     positives = int(profile.labeled.positives.sum())
     outcome = BatchOutcome(
         batch_id=batch.batch_id, first_day=batch.first_day, last_day=batch.last_day,

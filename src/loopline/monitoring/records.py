@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from loopline.core.params import MonitorParams
 
+DRIFT_PREFIX = "drift_"  # a field's drift score among a batch's metrics: drift_<field>
+
 
 @dataclass(frozen=True)
 class Incident:
@@ -99,6 +101,27 @@ class BatchOutcome:
     def ends_at(self) -> str:
         """Where the batch ends in data time: its last arrival, else its last day (ISO)."""
         return self.last_arrival or self.last_day.isoformat()
+
+    def figures(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Its figures by name (rows, the drift share, quality once labeled), each field's drift.
+
+        What its snapshot carries beside the sample's own metrics (`monitoring.figures`).
+        """
+        named = {
+            "rows": float(self.rows),
+            "labeled_rows": float(self.labeled_rows),
+            "drift_share": self.drift_share,
+            "mean_probability": self.mean_probability,
+        }
+        if self.positive_rate is not None:
+            named["positive_rate"] = self.positive_rate
+        drift = {}
+        for name, value in self.metrics.items():
+            if name.startswith(DRIFT_PREFIX):
+                drift[name.removeprefix(DRIFT_PREFIX)] = value
+            else:
+                named[name] = value
+        return named, drift
 
     @property
     def quality_drop(self) -> float | None:

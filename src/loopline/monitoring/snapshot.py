@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +37,7 @@ def run_report(
     labeled: bool,
     timestamp: dt.datetime,
     name: str,
+    exact: tuple[Mapping[str, float], Mapping[str, float]] = ({}, {}),
 ) -> Any:
     """An Evidently Snapshot of `current` against `reference`, dated `timestamp`.
 
@@ -44,6 +46,8 @@ def run_report(
     Both frames carry the tested columns plus `probability` and `label`; when `labeled`,
     also the target, and the snapshot adds classification quality and the positive rate.
     A column with no value in either frame is not tested (it counts as not drifted).
+    `exact`: the monitor's figures of the whole batch by name, and each field's drift score
+    (`BatchOutcome.figures`), added as metrics of their own (`loopline.monitoring.figures`).
     """
     evidently = load_evidently()
     empty = {c for c in columns.tested if current[c].isna().all() or reference[c].isna().all()}
@@ -64,7 +68,9 @@ def run_report(
         kept[classes] = kept[classes].astype("int64")
         return evidently.Dataset.from_pandas(kept, data_definition=definition)
 
-    report = evidently.Report(_metrics(columns, labeled=labeled))
+    from loopline.monitoring.figures import batch_figures  # noqa: PLC0415 - imports Evidently
+
+    report = evidently.Report([*_metrics(columns, labeled=labeled), *batch_figures(*exact)])
     return report.run(
         current_data=dataset(current), reference_data=dataset(reference),
         timestamp=timestamp, name=name,
