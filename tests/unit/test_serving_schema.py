@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 
+from loopline.data.contract import FieldOrder
 from loopline.data.datasets import get_dataset
 from loopline.serving.schema import RequestSchema
 from tests.strategies import records
 
 CONTRACT = get_dataset("nycflights13").contract
 REQUEST = RequestSchema.of(CONTRACT, max_records=3, record_name="FlightRecord")
+ORDERS = [rule for rule in CONTRACT.row_rules if isinstance(rule, FieldOrder)]
 FlightRecord = REQUEST.record_adapter
 GOOD = {
     "year": 2013, "month": 6, "day": 14, "sched_dep_time": 1730, "sched_arr_time": 2015,
@@ -32,16 +34,48 @@ def test_the_schema_has_exactly_the_contract_record_fields() -> None:
 @settings(max_examples=60, deadline=None)
 @given(batch=records(CONTRACT, max_size=5))
 def test_every_record_the_contract_allows_is_accepted(batch) -> None:
+    """Each value is allowed; the API refuses a date that does not exist (the contract
+    allows day 31 in any month) and a record breaking an order rule, and nothing else."""
     for row in json.loads(batch.to_json(orient="records")):
-        # the contract allows day 31 in any month; the API refuses a date that does not
-        # exist, and nothing else
-        errors = _errors(row)
-        if errors:
-            assert [(e["type"], e["msg"].split(":")[0]) for e in errors] == [
-                ("value_error", "Value error, year/month/day")
-            ], errors
-            with pytest.raises(ValueError, match="day is out of range"):
-                dt.date(row["year"], row["month"], row["day"])
+        errors, expected = _errors(row), _refusal(row)
+        if expected is None:
+            assert errors == []
+        else:
+            assert [e["type"] for e in errors] == ["value_error"]
+            assert errors[0]["msg"].startswith(f"Value error, {expected}"), errors
+
+
+def _refusal(row: dict) -> str | None:
+    """Why the API must refuse a record of allowed values (None: it must not)."""
+    try:
+        dt.date(row["year"], row["month"], row["day"])
+    except ValueError:
+        return "year/month/day"
+    for rule in ORDERS:
+        left, right = row.get(rule.left), row.get(rule.right)
+        if left is not None and right is not None and not rule.holds(left, right):
+            return f"breaks the contract's rule {rule.name}"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"dest": "EWR"}, "flights: origin differs from dest"),
+        ({"dewp": 80.0}, "weather: dewp is at most temp"),
+        ({"wind_speed": 30.0, "wind_gust": 25.0}, "weather: wind_speed is at most wind_gust"),
+    ],
+)
+def test_a_record_breaking_an_order_rule_is_refused_naming_it(change: dict, rule: str) -> None:
+    body = json.dumps({"records": [GOOD | change]}).encode()
+    with pytest.raises(ValidationError, match=f"breaks the contract's rule {rule}"):
+        REQUEST.records(body)
+
+
+def test_an_order_rule_is_not_judged_without_both_fields() -> None:
+    """No gust reported (most hours): any wind speed passes, as in the data gate."""
+    no_gust = GOOD | {"wind_speed": 30.0, "wind_gust": None}
+    assert REQUEST.records(json.dumps({"records": [no_gust]}).encode()) == [no_gust]
 
 
 def _errors(row: dict) -> list[dict]:

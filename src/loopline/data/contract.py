@@ -17,8 +17,9 @@ float64 (NaN stands for missing), which the type check accepts.
 
 from __future__ import annotations
 
+import operator
 from enum import StrEnum
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -256,6 +257,7 @@ class ValueTogether(_Frozen):
 
 
 ORDER_WORDS = {"<": "is below", "<=": "is at most", "!=": "differs from"}
+ORDER_TESTS = {"<": operator.lt, "<=": operator.le, "!=": operator.ne}
 
 
 class FieldOrder(_Frozen):
@@ -281,6 +283,10 @@ class FieldOrder(_Frozen):
     def columns(self) -> tuple[str, ...]:
         """Every column the rule reads."""
         return (self.left, self.right)
+
+    def holds(self, left: Any, right: Any) -> Any:
+        """Whether `left` and `right` (two values, or two columns, row by row) obey it."""
+        return ORDER_TESTS[self.relation](left, right)
 
 
 RowRule = DateParts | ClockDelay | NullTogether | ValueTogether | FieldOrder

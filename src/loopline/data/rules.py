@@ -75,8 +75,7 @@ def row_verdicts(rule: RowRule, frame: pd.DataFrame) -> pd.Series:
         return _verdicts(ok, frame[rule.column].isna())
     if isinstance(rule, FieldOrder):
         left, right = frame[rule.left], frame[rule.right]
-        ok = {"<": left < right, "<=": left <= right, "!=": left != right}[rule.relation]
-        return _verdicts(ok, left.notna() & right.notna())
+        return _verdicts(rule.holds(left, right), left.notna() & right.notna())
     if isinstance(rule, ValueTogether):
         holds = frame[rule.column] == rule.value
         ok = pd.Series(True, index=frame.index)

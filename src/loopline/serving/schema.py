@@ -4,7 +4,8 @@ Every record field is declared once, in the contract; here it becomes a strict p
 field: integers must be JSON integers, floats must be finite, categories must be allowed,
 codes must match their pattern, unknown keys are rejected, and the contract's field kinds
 are checked: the date-part fields of a record must form a real date, HHMM clocks must
-have minutes 00-59, and the contract's `ValueTogether` rules over record fields hold.
+have minutes 00-59, and the contract's `ValueTogether` and `FieldOrder` rules over record
+fields hold (a flight may not land where it left, a dew point not exceed its temperature).
 Nullable fields may be omitted or null. Errors name the field.
 
 A record is a `TypedDict`, so validation (in pydantic's Rust core, straight from the
@@ -21,20 +22,23 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from loopline.data.contract import CALENDAR_PARTS, DataContract, Field_, ValueTogether
+from loopline.data.contract import CALENDAR_PARTS, DataContract, Field_, FieldOrder, ValueTogether
 
 MAX_STRING_LENGTH = 64
 STRICT = ConfigDict(strict=True, extra="forbid")
 
 
 def _across_fields(
-    date_parts: dict[str, str], clocks: tuple[str, ...], rules: tuple[ValueTogether, ...]
+    date_parts: dict[str, str],
+    clocks: tuple[str, ...],
+    rules: tuple[ValueTogether | FieldOrder, ...],
 ) -> Any:
     """A validator of a whole record: dates that exist, HHMM `clocks` to minute 59, `rules`.
 
     `date_parts` maps "year", "month" and "day" to the record fields holding them (the
     contract's `date_part` kind); without all three there is no date to check. `rules` are
-    the contract's `ValueTogether` rules over record fields only.
+    the contract's `ValueTogether` and `FieldOrder` rules over record fields only; a rule
+    with a field missing or null is not judged, as in the data gate.
     """
     parts = [date_parts.get(part) for part in CALENDAR_PARTS]
     date_fields = parts if all(parts) else None
@@ -49,14 +53,22 @@ def _across_fields(
             if values.get(name) is not None and values[name] % 100 > 59:
                 raise ValueError(f"{name}: {values[name]} is not a HHMM clock time")
         for rule in rules:
-            if any(values.get(name) is None for name in rule.judged_columns()):
-                continue
-            holds = values[rule.column] == rule.value
-            if any(holds != (values.get(name) == value) for name, value in rule.then.items()):
+            if not _obeys(rule, values):
                 raise ValueError(f"breaks the contract's rule {rule.name}")
         return values
 
     return AfterValidator(check)
+
+
+def _obeys(rule: ValueTogether | FieldOrder, values: dict[str, Any]) -> bool:
+    """Whether one record obeys `rule` (True where it is not judged: a field is null)."""
+    if isinstance(rule, FieldOrder):
+        left, right = values.get(rule.left), values.get(rule.right)
+        return left is None or right is None or bool(rule.holds(left, right))
+    if any(values.get(name) is None for name in rule.judged_columns()):
+        return True
+    holds = values[rule.column] == rule.value
+    return all(holds == (values.get(name) == value) for name, value in rule.then.items())
 
 
 def _annotation(field: Field_) -> Any:
@@ -102,7 +114,7 @@ def record_type(contract: DataContract, name: str) -> Any:
     rules = tuple(
         rule
         for rule in contract.row_rules
-        if isinstance(rule, ValueTogether) and set(rule.columns()) <= names
+        if isinstance(rule, ValueTogether | FieldOrder) and set(rule.columns()) <= names
     )
     return Annotated[record, _across_fields(date_parts, clocks, rules)]
 
