@@ -46,7 +46,7 @@ def _drift_panels(columns: MonitoredColumns, metric: Any, exact: Any) -> list[tu
     )  # fmt: skip
     return [
         ("Traffic drift share",
-         [exact("share of traffic features drifted", "drift_share"), sample_share],
+         [exact("whole batch (decides)", "drift_share"), sample_share],
          "Share of the counted features (the contract's drift='share' fields) whose "
          "distribution moved away from the champion's training data, over the whole batch "
          "(a retrain is considered above the limit), and Evidently's on the report's sample."),
