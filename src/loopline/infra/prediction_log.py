@@ -55,6 +55,7 @@ from sqlalchemy.engine import URL
 from loopline.core.errors import LooplineError
 from loopline.infra.database import (
     add_missing_columns,
+    arrow_reader,
     create_engine,
     cross_process_lock,
     database_url,
@@ -500,8 +501,6 @@ def _sqlite_chunks(
     `bounds` selects the first and the last rowid the windows cover. `readers` windows are
     read at once, each on its own connection; they are handed back in rowid order.
     """
-    import adbc_driver_sqlite.dbapi as adbc  # noqa: PLC0415 - only where a batch is read
-
     rowid = sa.literal_column("predictions.rowid")
     with engine.connect() as db:
         low, high = db.execute(bounds).one()
@@ -528,7 +527,7 @@ def _sqlite_chunks(
 
     with contextlib.ExitStack() as stack:
         for _ in range(readers):
-            idle.put(stack.enter_context(adbc.connect(f"file:{url.database}?mode=ro")))
+            idle.put(stack.enter_context(arrow_reader(url)))
         pool = stack.enter_context(ThreadPoolExecutor(readers, thread_name_prefix="log-reader"))
         starts = iter(range(low, high + 1, chunk_rows))
         pending = collections.deque(
