@@ -72,6 +72,7 @@ def main() -> None:
                     "drifted": outcome.drifted_columns,
                     "reasons": outcome.reasons(workspace.params.monitor),
                     "incidents": [str(incident) for incident in outcome.incidents],
+                    # the literal, not records.DRIFT_PREFIX: the older monitor has none
                     "drift": {name: value for name, value in outcome.metrics.items()
                               if name.startswith("drift_")},
                 }), flush=True)  # fmt: skip
