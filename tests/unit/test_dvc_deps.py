@@ -92,3 +92,17 @@ def test_the_check_goes_red_when_a_dep_is_dropped() -> None:
 def test_every_stage_depends_on_the_script_that_runs_it(stage: str) -> None:
     """stage.sh chooses the Python and pins the BLAS kernel: both shape what a stage writes."""
     assert STAGE_SCRIPT in _stages()[stage]["deps"], f"stage {stage!r} does not list {STAGE_SCRIPT}"
+
+
+def test_the_plots_speak_of_the_positive_class_not_of_one_datasets_target() -> None:
+    """dvc.yaml is one file for every dataset: "observed late rate" was wrong for churn."""
+    from loopline.data.datasets import _DATASETS  # noqa: PLC0415 - the registry, read here only
+
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    text = " ".join(
+        str(value) for plot in plots for spec in plot.values() for value in spec.values()
+    ).lower()
+    for dataset in _DATASETS.values():
+        words = dataset.wording
+        for word in (words.target, words.positive, words.negative, words.record):
+            assert word.lower().replace("_", " ") not in text, (dataset.name, word)

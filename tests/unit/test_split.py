@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from loopline.core import tags
 from loopline.core.errors import ConfigError
 from loopline.core.params import DateWindow, FractionSplit, Params, load_params
 from loopline.data.datasets import get_dataset
-from loopline.data.splits import split_at_random, split_by_time
+from loopline.data.splits import split_at_random, split_by_time, window_tags
 from loopline.data.time_axis import TimeAxis
 
 
@@ -93,3 +94,10 @@ def test_fractions_over_one_and_date_windows_without_time_are_refused(params: Pa
 def test_wa_churn_params_split_by_fractions(dataset) -> None:
     params = load_params(Path(__file__).parents[2] / "params.wa_churn.yaml")
     assert isinstance(params.featurize.split, FractionSplit)
+
+
+def test_a_split_by_fractions_is_tagged_as_shares_not_as_bare_numbers() -> None:
+    """/metadata shows the train tag: "0.5" read as a window; it is half of the examples."""
+    found = window_tags(FractionSplit(train=0.5, valid=0.125, test=0.25))
+    assert found[tags.window("train")] == "50% of the examples, at random (seeded, stratified)"
+    assert found[tags.window("valid")].startswith("12.5% of the examples")

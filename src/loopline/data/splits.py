@@ -126,7 +126,10 @@ def split_by_key(
 def window_tags(split: SplitParams | FractionSplit | KeyedSplit) -> dict[str, str]:
     """The split a model was fitted on, as version tags: date windows, fractions, or keys."""
     if isinstance(split, FractionSplit):
-        return {tags.window(name): f"{f:g}" for name, f in split.fractions().items()}
+        return {  # read as a share, not a date window: /metadata shows the train one
+            tags.window(name): f"{f * 100:g}% of the examples, at random (seeded, stratified)"
+            for name, f in split.fractions().items()
+        }
     if isinstance(split, KeyedSplit):
         return {tags.window("train"): "by key", tags.window("valid"): "by key",
                 tags.window("test"): f"{tags.ARRIVALS}{split.judged_arrivals}"}  # fmt: skip
