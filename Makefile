@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# uv or pip; empty: uv where it can be had (scripts/setup)
+INSTALLER ?=
 STAMP := $(VENV)/.installed
 # The params file run, serve and replay read; team mode: PARAMS=params.team.yaml (make team)
 PARAMS ?= params.yaml
@@ -23,19 +25,19 @@ export DO_NOT_TRACK := 1
 # Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup prometheus run test pinned lint format data ui team serve deploy replay clean
+.PHONY: help setup lock prometheus chromium run test pinned lint format data ui team serve deploy replay clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv with the pinned dependency set (constraints.txt)
+setup: $(STAMP)  ## create .venv from pylock.toml with uv (pip where uv can't be had)
 
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --prefer-binary \
-		-c constraints.txt -e '.[dev]'
-	$(BIN)/pip check
+$(STAMP): pyproject.toml pylock.toml scripts/setup
+	VENV=$(VENV) PYTHON=$(PYTHON) INSTALLER=$(INSTALLER) scripts/setup
 	touch $@
+
+lock:  ## after a change to pyproject.toml: uv.lock, then pylock.toml and serving/requirements.txt
+	VENV=$(VENV) PYTHON=$(PYTHON) scripts/setup --lock
 
 # Prometheus and promtool (Debian's package) for the alerts: `make ui` runs them, the alert
 # tests need them. Installed with apt where this is root on Debian; otherwise one line says
@@ -46,10 +48,19 @@ prometheus:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 	echo "Prometheus is not installed: sudo apt-get install prometheus (the alerts need it)"
 
+# Debian's chromium for the browser tests (tests/browser: Playwright drives it, and cannot
+# download a browser of its own here). Installed with apt where this is root on Debian;
+# otherwise one line says how, and the browser tests skip.
+chromium:
+	@command -v chromium >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	echo "Chromium is not installed: sudo apt-get install chromium (the browser tests need it)"
+
 run: setup  ## the main job: fetch pinned data, run the whole pipeline (dvc repro)
 	$(BIN)/loopline run --params $(PARAMS)
 
-test: setup prometheus  ## lint, format check, the import layers and the whole test suite
+test: setup prometheus chromium  ## lint, format check, the import layers and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -72,10 +83,10 @@ format: setup  ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 data: setup  ## fetch (or rebuild and verify) the raw data pinned by data.dvc
-	$(BIN)/loopline data
+	$(BIN)/loopline data --params $(PARAMS)
 
 ui: setup prometheus  ## the UIs: Prefect :4200, MLflow :5000, Evidently :8000, Prometheus :9090
-	$(BIN)/loopline ui
+	$(BIN)/loopline ui --params $(PARAMS)
 
 team: setup  ## team mode: PostgreSQL, MLflow, Prefect + workers, Evidently; writes params.team.yaml
 	$(BIN)/loopline up --profile team --params $(PARAMS)

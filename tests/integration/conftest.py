@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +94,19 @@ def serving_world(
 
 
 @contextlib.contextmanager
-def bento_server(params_file: Path, tmp: Path, **env: str) -> Iterator[str]:
-    """`bentoml serve` of the project's service on a free loopback port, until the block ends."""
+def bento_server(
+    params_file: Path, tmp: Path, python: Path | None = None, **env: str
+) -> Iterator[str]:
+    """`bentoml serve` of the project's service on a free loopback port, until the block ends.
+
+    `python`: another environment's interpreter to serve with (this one's by default).
+    """
     port = free_port()
     service = processes.bentoml_service(
         params_file, "127.0.0.1", port, tmp / f"bentoml-{port}.log",
         BENTOML_HOME=str(tmp / "bentoml"), **env,
     )  # fmt: skip
+    if python is not None:
+        service = dataclasses.replace(service, command=[str(python), *service.command[1:]])
     with Processes() as running:
         yield running.start(service)

