@@ -22,7 +22,9 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := 1
-# Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH.
+# Commands of the virtual environment (dvc, loopline, torchrun) come first on PATH; the
+# setup that makes it runs with the PATH it was given (its python3, pip and uv).
+GIVEN_PATH := $(PATH)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help setup lock prometheus chromium run test pinned lint format data ui team serve deploy replay clean
@@ -33,11 +35,11 @@ help:  ## list the targets
 setup: $(STAMP)  ## create .venv from pylock.toml with uv (pip where uv can't be had)
 
 $(STAMP): pyproject.toml pylock.toml scripts/setup
-	VENV=$(VENV) PYTHON=$(PYTHON) INSTALLER=$(INSTALLER) scripts/setup
+	PATH="$(GIVEN_PATH)" VENV=$(VENV) PYTHON=$(PYTHON) INSTALLER=$(INSTALLER) scripts/setup
 	touch $@
 
 lock:  ## after a change to pyproject.toml: uv.lock, then pylock.toml and serving/requirements.txt
-	VENV=$(VENV) PYTHON=$(PYTHON) scripts/setup --lock
+	PATH="$(GIVEN_PATH)" VENV=$(VENV) PYTHON=$(PYTHON) scripts/setup --lock
 
 # Prometheus and promtool (Debian's package) for the alerts: `make ui` runs them, the alert
 # tests need them. Installed with apt where this is root on Debian; otherwise one line says
