@@ -395,8 +395,13 @@ def prefect_server(
     log_file: Path | None = None,
     database_url: str | None = None,
 ) -> Server:
-    """`prefect server start` with its database in `home` (SQLite), or at `database_url`."""
-    extra = {"PREFECT_HOME": str(home)}
+    """`prefect server start` with its database in `home` (SQLite), or at `database_url`.
+
+    The host and port are given as settings too: `--host` and `--port` move the API alone,
+    and the UI would look for it at the default 127.0.0.1:4200 (another server, or none).
+    """
+    extra = {"PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": host,
+             "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
     if database_url:
         extra["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     env = tool_environment(**extra)
