@@ -8,10 +8,14 @@ promoted at once; then two triggers at once: the deployment runs one retrain at 
 Embedded (the default, `canary`): the retrain enters a canary that answers a share of
 the traffic, the canary flow looks after each batch's labels, steps it up and promotes it
 on live evidence; then an injected failing challenger's canary is rolled back by a
-guardrail after one batch. Either way the user's checkout stays untouched."""
+guardrail after one batch. Either way the user's checkout stays untouched.
+
+Then the pages a person reads, in a browser: the team servers' UIs, the service's API
+page and the replay's report (at the end of this module)."""
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import datetime as dt
 import json
@@ -26,6 +30,7 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
+from playwright.sync_api import Locator, Page, expect
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.events.worker import EventsWorker
@@ -33,13 +38,13 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from loopline.cli.servers import team_servers
-from loopline.core.params import load_params
+from loopline.core.params import Params, load_params
 from loopline.data.time_axis import ReplayOptions
 from loopline.infra import processes
 from loopline.infra.processes import Processes, free_port
 from loopline.loop.replay import Replay, post_records, wait_for_canary
 from loopline.loop.report import write_report
-from loopline.registry.versions import CHAMPION
+from loopline.registry.versions import CHALLENGER, CHAMPION
 from loopline.workspace import Workspace
 from pipelines.canary import canary
 from pipelines.monitor import monitor
@@ -385,3 +390,131 @@ def test_a_failing_canary_is_rolled_back_by_a_guardrail_after_one_batch(
     assert look["evidence"]["guardrails"]["error_rate"] == 1.0
     assert failing["status"]["canary"] is None
     assert failing["status"]["aliases"]["champion"]["version"] == failing["champion"]
+
+
+# -- the pages a person reads after the loop ran ---------------------------------------------
+# One page each, opened in chromium (tests/e2e/conftest.py), in the team profile: its
+# servers (Prefect, MLflow, the Evidently service) are still up; the service is started
+# again for its API page. The UIs are single-page apps: each test waits for the text the
+# page renders, not for the page to load. The report page is the replay's own file.
+
+DRIFT_PANELS = ("Traffic drift share", "Counted features: drift score")
+DATA_QUALITY_PANELS = ("Missing values: share of the batch", "Duplicated rows")
+
+
+@pytest.fixture(scope="module")
+def team(setup: Setup) -> Params:
+    """The team params file's settings: where each server answers (a skip in embedded)."""
+    if setup.work_pool is None:
+        pytest.skip("the team profile's servers serve these pages (embedded keeps files)")
+    return load_params(setup.params_file)
+
+
+@pytest.fixture(scope="module")
+def service(team: Params, setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The prediction service for the team params file, serving its champion; its URL."""
+    tmp = tmp_path_factory.mktemp("service-pages")
+    with Processes() as running:
+        yield running.start(processes.bentoml_service(
+            setup.params_file, "127.0.0.1", free_port(), tmp / "service.log",
+            BENTOML_HOME=str(tmp / "bento"),
+        ))  # fmt: skip
+
+
+def _weekly_in_words(cron: str) -> tuple[str, str]:
+    """The clock and the day in the words Prefect's UI gives a weekly cron.
+
+    "0 3 * * 1" reads "At 03:00 AM, only on Monday": ("03:00 AM", "Monday").
+    """
+    minute, hour, day, month, weekday = cron.split()
+    if (day, month) != ("*", "*") or not f"{minute}{hour}{weekday}".isdigit():
+        raise AssertionError(f"retrain.cron {cron!r} is not one weekly time, as this test reads")
+    clock = dt.time(int(hour), int(minute)).strftime("%I:%M %p")
+    return clock, calendar.day_name[(int(weekday) - 1) % 7]  # cron counts from Sunday = 0
+
+
+def _interval_in_words(minutes: int) -> str:
+    """How Prefect's UI words an interval schedule of `minutes` (an hour or less)."""
+    if minutes > 60:
+        raise AssertionError(f"an interval of {minutes} minutes: this test reads up to an hour")
+    return "Hourly" if minutes == 60 else f"Every {minutes} minutes"
+
+
+def test_prefect_lists_the_retrain_schedule_and_the_monitor_interval(
+    team: Params, browser_page: Page
+) -> None:
+    """Deployments page: the loop's deployments, each with its schedule in words."""
+    browser_page.goto(f"{team.prefect.api_url.removesuffix('/api')}/deployments")
+    retrain = browser_page.get_by_role("row").filter(has_text="loopline-retrain")
+    for words in _weekly_in_words(team.retrain.cron):
+        expect(retrain).to_contain_text(words)
+    monitor_row = browser_page.get_by_role("row").filter(has_text="loopline-monitor")
+    expect(monitor_row).to_contain_text(_interval_in_words(team.monitor.interval_minutes))
+
+
+def _version_row(page: Page, version: str) -> Locator:
+    """The row of one version in the registered model's table."""
+    link = page.get_by_role("link", name=f"Version {version}", exact=True)
+    return page.get_by_role("row").filter(has=link)
+
+
+def test_mlflow_shows_the_champion_and_the_challenger_on_their_versions(
+    team: Params, setup: Setup, loop: dict, browser_page: Page
+) -> None:
+    """Registered model page: each alias on the row of the version it points to."""
+    registry = Workspace.load(setup.params_file).registry
+    versions = {alias: registry.alias_version(alias) for alias in (CHAMPION, CHALLENGER)}
+    assert versions == {CHAMPION: "2", CHALLENGER: "3"}  # the promoted and the rejected retrain
+    browser_page.goto(f"{team.mlflow.tracking_uri}/#/models/{registry.name}")
+    chips = {alias: f"@\xa0{alias}" for alias in versions}  # how the table shows an alias
+    for alias, version in versions.items():
+        expect(_version_row(browser_page, version)).to_contain_text(chips[alias])
+    first_champion = _version_row(browser_page, "1")
+    for chip in chips.values():
+        expect(first_champion).not_to_contain_text(chip)  # both aliases moved on from it
+
+
+def test_evidently_dashboard_plots_drift_and_data_quality_of_the_monitored_batches(
+    team: Params, loop: dict, browser_page: Page
+) -> None:
+    """The project's dashboard: the drift and data-quality panels, each with a line through
+    the monitored batches (dated at each batch's last day)."""
+    browser_page.goto(str(team.monitor.workspace))
+    browser_page.get_by_role("link", name=team.monitor.project, exact=True).click()
+    batch_days = [period["last_day"] for period in loop["story"]["periods"]]
+    for title in (*DRIFT_PANELS, *DATA_QUALITY_PANELS):
+        heading = browser_page.get_by_role("heading", name=title, exact=True)
+        panel = browser_page.locator(".MuiCard-root").filter(has=heading)
+        expect(panel, f"panel {title!r}").to_be_visible()
+        line = panel.locator(".MuiLineElement-root").first  # drawn once a batch has a value
+        expect(line, f"a line in {title!r}").to_be_attached()
+        for day in batch_days:
+            expect(panel, f"batch {day} in {title!r}").to_contain_text(day)
+
+
+def test_the_replay_report_shows_its_plot_summary_and_one_row_per_batch(
+    loop: dict, browser_page: Page, tmp_path: Path
+) -> None:
+    """report.html, opened as a file: the heading, the plot, the summary, the batches."""
+    story = loop["story"]
+    browser_page.goto(write_report(story, tmp_path)["html"].as_uri())
+    heading = browser_page.get_by_role("heading", level=1)
+    expect(heading).to_have_text(f"Loopline: replay of {story['replayed']}")
+    plot = browser_page.get_by_role("img")
+    expect(plot).to_be_visible()
+    assert plot.evaluate("image => image.naturalWidth") > 0  # the embedded PNG decodes
+    retrains = sum(1 for period in story["periods"] if period["triggered"])
+    summary = browser_page.get_by_role("listitem").filter(has_text="retrains triggered")
+    expect(summary).to_have_text(f"retrains triggered: {retrains}")
+    table = browser_page.get_by_role("table")
+    expect(table.get_by_role("row")).to_have_count(len(story["periods"]) + 1)  # and the header
+    for period in story["periods"]:
+        expect(table).to_contain_text(f"{period['first_day']}..{period['last_day']}")
+
+
+def test_the_service_api_page_lists_the_prediction_routes(service: str, browser_page: Page) -> None:
+    """The service's Swagger UI (BentoML serves it at /, its OpenAPI at /docs.json)."""
+    browser_page.goto(service)
+    for method, path in (("post", "/predict"), ("post", "/jobs"), ("get", "/jobs/{job_id}")):
+        operation = f".opblock-{method} .opblock-summary-path[data-path='{path}']"
+        expect(browser_page.locator(operation), f"{method.upper()} {path}").to_be_visible()
