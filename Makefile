@@ -41,23 +41,22 @@ $(STAMP): pyproject.toml pylock.toml scripts/setup
 lock:  ## after a change to pyproject.toml: uv.lock, then pylock.toml and serving/requirements.txt
 	PATH="$(GIVEN_PATH)" VENV=$(VENV) PYTHON=$(PYTHON) scripts/setup --lock
 
-# Prometheus and promtool (Debian's package) for the alerts: `make ui` runs them, the alert
-# tests need them. Installed with apt where this is root on Debian; otherwise one line says
-# how, and the UIs start without alerts and the alert tests skip.
-prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+# $(call debian-package,PACKAGE,COMMANDS,NAME,WHAT NEEDS IT): where one of COMMANDS is
+# missing, install PACKAGE with apt if this is root on Debian; otherwise one line says how.
+debian-package = ( for c in $(2); do command -v $$c >/dev/null || exit 1; done ) || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
-	echo "Prometheus is not installed: sudo apt-get install prometheus (the alerts need it)"
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(1) >/dev/null; } || \
+	echo "$(3) is not installed: sudo apt-get install $(1) ($(4))"
 
-# Debian's chromium for the browser tests (tests/browser: Playwright drives it, and cannot
-# download a browser of its own here). Installed with apt where this is root on Debian;
-# otherwise one line says how, and the browser tests skip.
+# Prometheus and promtool for the alerts: `make ui` runs them, the alert tests need them;
+# without them the UIs start without alerts and the alert tests skip.
+prometheus:
+	@$(call debian-package,prometheus,prometheus promtool,Prometheus,the alerts need it)
+
+# Chromium for the page tests (tests/e2e/conftest.py: Playwright drives it, and cannot
+# download a browser of its own here); without it they skip.
 chromium:
-	@command -v chromium >/dev/null || \
-	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
-	echo "Chromium is not installed: sudo apt-get install chromium (the browser tests need it)"
+	@$(call debian-package,chromium,chromium,Chromium,the browser tests need it)
 
 run: setup  ## the main job: fetch pinned data, run the whole pipeline (dvc repro)
 	$(BIN)/loopline run --params $(PARAMS)

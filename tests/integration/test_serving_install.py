@@ -9,9 +9,7 @@ started from the whole environment does.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,7 +18,7 @@ import numpy as np
 import pytest
 
 from loopline.registry.versions import CHAMPION
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool_env
 from tests.integration.conftest import ServingWorld, bento_server
 
 pytestmark = pytest.mark.slow
@@ -31,11 +29,10 @@ PIPELINE_ONLY = ["dvc", "great_expectations", "prefect", "torch", "evidently", "
 @pytest.fixture(scope="module")
 def serve_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("serve-profile") / "venv"
-    # uv from this environment's dev group, the index settings as for `make setup`
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    # uv from this environment's dev group (first on PATH), the index settings as for setup
     made = subprocess.run(
         [str(ROOT / "scripts" / "setup")], cwd=ROOT, capture_output=True, text=True, check=False,
-        env={**os.environ, "PATH": path, "VENV": str(venv), "PROFILE": "serve"}, timeout=600,
+        env=tool_env(VENV=str(venv), PROFILE="serve"), timeout=600,
     )  # fmt: skip
     assert made.returncode == 0, made.stdout + made.stderr
     assert "from serving/requirements.txt" in made.stdout, made.stdout

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool_env
 
 # What only the pipeline, the loop or team mode need: never in the service's install.
 NOT_SERVING = {"dvc", "great-expectations", "prefect", "torch", "evidently", "lightgbm",
@@ -28,11 +25,10 @@ def _pins(text: str) -> dict[str, str]:
 
 
 def test_the_lock_fits_pyproject_and_both_exports_are_what_it_gives() -> None:
-    # uv from the dev group; the same index settings as `make setup` (scripts/setup)
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    # uv from the dev group (first on PATH); the same index settings as `make setup`
     checked = subprocess.run(
         [str(ROOT / "scripts" / "setup"), "--check"],
-        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "PATH": path},
+        cwd=ROOT, capture_output=True, text=True, check=False, env=tool_env(),
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
